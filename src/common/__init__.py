@@ -1,0 +1,1 @@
+"""Shared code of the vit-cars-poc notebooks: data, models, results, figures, predictions."""

@@ -1,0 +1,530 @@
+"""Stanford Cars as one table: layouts, class subsets, splits, generated data, download.
+
+Three layouts are recognised automatically (see :func:`detect_layout`):
+
+``devkit``
+    the official download: ``cars_train/``, optional ``cars_test/``, ``devkit/cars_meta.mat``,
+    ``devkit/cars_train_annos.mat`` and, optionally, ``cars_test_annos_withlabels.mat``
+    (in ``devkit/`` or at the root) for the test labels;
+``annos``
+    the all-in-one archive: ``car_ims/`` and ``cars_annos.mat`` (``relative_im_path``,
+    bounding boxes, ``class``, ``test``, and ``class_names``);
+``folders``
+    one folder per class, ``<root>/<split>/<class name>/*.jpg`` or ``<root>/<class name>/*.jpg``;
+    class ids follow the sorted folder names (the official names sort in id order).
+
+:func:`load_table` returns a :class:`pandas.DataFrame` with one row per image and the columns
+``path``, ``class_id`` (official, 1-based), ``label`` (0-based), ``class_name``, ``bbox_x1``,
+``bbox_y1``, ``bbox_x2``, ``bbox_y2`` (1-based pixels, NaN when unknown) and ``split``
+(``train``/``val``/``test`` or None). Labels are 0-based everywhere after this point.
+
+Command line: ``python -m common.data summary DIR``, ``python -m common.data synth DIR ...``
+and ``python -m common.data download [DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.io
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+from common import paths
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}
+BBOX = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"]
+COLUMNS = ["path", "class_id", "label", "class_name", *BBOX, "split"]
+TEN_CLASSES = [56, 79, 98, 119, 144, 161, 167, 171, 182, 191]
+HF_DATASET = "tanganke/stanford_cars"
+
+
+class DataError(Exception):
+    """Bad dataset input; the message says what is wrong and what to do."""
+
+
+# --------------------------------------------------------------------------- layouts
+
+def detect_layout(root: Path | str) -> str:
+    """Return ``devkit``, ``annos`` or ``folders`` for the dataset at ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"dataset folder not found: {root}. Put Stanford Cars there, set CARS_DATA_DIR "
+            "to its folder, or run `make data` to download it.")
+    if (root / "devkit" / "cars_meta.mat").is_file() and (root / "cars_train").is_dir():
+        return "devkit"
+    if (root / "cars_annos.mat").is_file():
+        return "annos"
+    if any(_images_in(d) for d in _subdirs(root)) or any(
+            _images_in(c) for d in _subdirs(root) if d.name.lower() in SPLIT_FOLDERS
+            for c in _subdirs(d)):
+        return "folders"
+    raise DataError(
+        f"unrecognised dataset layout in {root}: expected the devkit layout "
+        "(cars_train/ + devkit/cars_meta.mat + devkit/cars_train_annos.mat), the all-in-one "
+        "layout (car_ims/ + cars_annos.mat) or one folder of images per class.")
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _mat_records(path: Path, key: str = "annotations") -> list[dict]:
+    """Read a MATLAB struct array as a list of dicts of Python scalars (None when empty)."""
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=True)
+    except Exception as exc:  # scipy raises several types for a bad file
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    if key not in mat:
+        raise DataError(f"{path} has no '{key}' variable (found: {sorted(k for k in mat if not k.startswith('__'))})")
+    records = np.atleast_1d(mat[key])
+    out = []
+    for rec in records:
+        row = {}
+        for field in records.dtype.names:
+            value = np.asarray(rec[field])
+            row[field] = None if value.size == 0 else value.item()
+        out.append(row)
+    return out
+
+
+def _mat_names(path: Path, key: str = "class_names") -> list[str]:
+    mat = scipy.io.loadmat(path, squeeze_me=True)
+    if key not in mat:
+        raise DataError(f"{path} has no '{key}' variable")
+    return [str(n).strip() for n in np.atleast_1d(mat[key])]
+
+
+def _rows_from_records(records, names, image_path, split_of) -> list[dict]:
+    rows = []
+    for rec in records:
+        cid = rec.get("class")
+        rows.append({
+            "path": str(image_path(rec)),
+            "class_id": None if cid is None else int(cid),
+            "class_name": None,
+            **{b: (np.nan if rec.get(b) is None else float(rec[b])) for b in BBOX},
+            "split": split_of(rec),
+        })
+    return rows
+
+
+def _load_devkit(root: Path) -> tuple[list[dict], list[str]]:
+    names = _mat_names(root / "devkit" / "cars_meta.mat")
+    rows = _rows_from_records(_mat_records(root / "devkit" / "cars_train_annos.mat"), names,
+                              lambda r: root / "cars_train" / r["fname"], lambda r: "train")
+    test_annos = next((p for p in (root / "devkit" / "cars_test_annos_withlabels.mat",
+                                   root / "cars_test_annos_withlabels.mat") if p.is_file()), None)
+    if test_annos is not None and (root / "cars_test").is_dir():
+        rows += _rows_from_records(_mat_records(test_annos), names,
+                                   lambda r: root / "cars_test" / r["fname"], lambda r: "test")
+    return rows, names
+
+
+def _load_annos(root: Path) -> tuple[list[dict], list[str]]:
+    mat = root / "cars_annos.mat"
+    names = _mat_names(mat)
+    rows = _rows_from_records(_mat_records(mat), names, lambda r: root / r["relative_im_path"],
+                              lambda r: None if r.get("test") is None
+                              else ("test" if int(r["test"]) else "train"))
+    return rows, names
+
+
+def _load_folders(root: Path) -> tuple[list[dict], list[str]]:
+    top = _subdirs(root)
+    split_dirs = [d for d in top if d.name.lower() in SPLIT_FOLDERS]
+    if split_dirs and not any(_images_in(d) for d in top if d not in split_dirs):
+        groups = [(SPLIT_FOLDERS[d.name.lower()], c) for d in split_dirs for c in _subdirs(d)]
+    else:
+        groups = [(None, c) for c in top]
+    names = sorted({c.name for _, c in groups})
+    ids = {n: i + 1 for i, n in enumerate(names)}
+    rows = [{"path": str(p), "class_id": ids[c.name], "class_name": None,
+             **{b: np.nan for b in BBOX}, "split": split}
+            for split, c in groups for p in _images_in(c)]
+    return rows, names
+
+
+LOADERS = {"devkit": _load_devkit, "annos": _load_annos, "folders": _load_folders}
+
+
+def load_table(root: Path | str | None = None) -> pd.DataFrame:
+    """Load the dataset at ``root`` (default :func:`common.paths.data_dir`) as one table.
+
+    ``table.attrs`` holds ``root``, ``layout`` and ``class_names`` (official order).
+    """
+    root = Path(root) if root is not None else paths.data_dir()
+    layout = detect_layout(root)
+    rows, names = LOADERS[layout](root)
+    if not rows:
+        raise DataError(f"no annotated images found in {root} ({layout} layout)")
+    table = pd.DataFrame(rows)
+    unlabelled = table["class_id"].isna()
+    if unlabelled.any():
+        raise DataError(f"{int(unlabelled.sum())} annotation row(s) in {root} have no class id")
+    table["class_id"] = table["class_id"].astype(int)
+    bad = table.loc[~table["class_id"].between(1, len(names)), "class_id"]
+    if len(bad):
+        raise DataError(
+            f"{len(bad)} annotation row(s) have class ids out of range 1..{len(names)} "
+            f"(e.g. {sorted(set(bad.tolist()))[:5]}); the annotation and meta files disagree.")
+    missing = [p for p in table["path"] if not os.path.isfile(p)]
+    if missing:
+        raise DataError(
+            f"{len(missing)} annotated image(s) are missing in {root}, e.g. "
+            f"{', '.join(Path(p).name for p in missing[:5])}. Re-extract the archive or fix "
+            "the annotation file.")
+    table["class_name"] = [names[i - 1] for i in table["class_id"]]
+    table["label"] = table["class_id"] - 1
+    table = table[COLUMNS].sort_values("path", kind="stable").reset_index(drop=True)
+    table.attrs.update(root=str(root), layout=layout, class_names=names)
+    return table
+
+
+# --------------------------------------------------------------------------- subsets, splits
+
+def select_classes(table: pd.DataFrame, class_ids: list[int] | None = None,
+                   top_k: int | None = None) -> pd.DataFrame:
+    """Keep some classes and relabel them 0..K-1 in ascending official id order.
+
+    ``class_ids``: explicit official ids. ``top_k``: the k classes with most images (ties
+    broken by the smaller id). With neither, all classes are kept (labels ``class_id - 1``
+    when all 196 are there, else ranks).
+    """
+    counts = table["class_id"].value_counts()
+    if class_ids is not None and top_k is not None:
+        raise ValueError("give class_ids or top_k, not both")
+    if class_ids is not None:
+        unknown = sorted(set(class_ids) - set(counts.index))
+        if unknown:
+            raise DataError(
+                f"unknown class id(s) {unknown}: this dataset has ids "
+                f"{counts.index.min()}..{counts.index.max()} ({len(counts)} classes).")
+        keep = sorted(set(int(c) for c in class_ids))
+    elif top_k is not None:
+        if not 1 <= top_k <= len(counts):
+            raise DataError(f"top_k={top_k} but the dataset has {len(counts)} classes")
+        order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        keep = sorted(cid for cid, _ in order[:top_k])
+    else:
+        keep = sorted(counts.index)
+    out = table[table["class_id"].isin(keep)].copy()
+    out["label"] = out["class_id"].map({cid: i for i, cid in enumerate(keep)})
+    out.attrs.update(table.attrs)
+    out.attrs["class_ids"] = keep
+    return out.reset_index(drop=True)
+
+
+def label_names(table: pd.DataFrame) -> dict[int, tuple[int, str]]:
+    """0-based label -> (official class id, class name)."""
+    pairs = table[["label", "class_id", "class_name"]].drop_duplicates().sort_values("label")
+    return {int(r.label): (int(r.class_id), str(r.class_name)) for r in pairs.itertuples()}
+
+
+@dataclass
+class Splits:
+    """Disjoint train / validation / test tables."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def check(self) -> None:
+        """Raise :class:`DataError` if an image belongs to two splits."""
+        seen: dict[str, str] = {}
+        for name, part in (("train", self.train), ("val", self.val), ("test", self.test)):
+            for p in part["path"]:
+                if p in seen:
+                    raise DataError(f"image {p} is in both {seen[p]} and {name}")
+                seen[p] = name
+
+
+def _min_per_class(part: pd.DataFrame, needed: int, why: str) -> None:
+    counts = part.groupby(["class_id", "class_name"]).size()
+    small = counts[counts < needed]
+    if len(small):
+        (cid, name), n = next(iter(small.items()))
+        raise DataError(
+            f"class {cid} ({name}) has only {n} image(s); {why} needs at least {needed} per "
+            f"class ({len(small)} class(es) too small). Lower the split fractions or drop it.")
+
+
+def _stratified(part: pd.DataFrame, fraction: float, seed: int):
+    n_classes = part["label"].nunique()
+    n_held = max(n_classes, round(len(part) * fraction))
+    return train_test_split(part, test_size=n_held, random_state=seed, stratify=part["label"])
+
+
+def make_splits(table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                seed: int = 0, cap: int | None = None, balance: bool = False,
+                use_official_test: bool = True) -> Splits:
+    """Stratified, seeded train/val/test splits, disjoint by construction.
+
+    ``test_fraction`` is a fraction of the whole table, ``val_fraction`` a fraction of what
+    remains for training (the train+val pool).
+
+    The official test split is the test set when the table has one (and
+    ``use_official_test``); otherwise ``test_fraction`` of every class is held out. The
+    per-class ``cap`` (keep at most N images per class, as the 2022 report's 64) or
+    ``balance`` (cut every class to the smallest class) applies to the train+val pool only,
+    so the test set stays whole. The result depends only on the table and ``seed``.
+    """
+    table = table.sort_values("path", kind="stable").reset_index(drop=True)
+    official = use_official_test and (table["split"] == "test").any()
+    if official:
+        pool, test = table[table["split"] != "test"], table[table["split"] == "test"]
+    else:
+        _min_per_class(table, 3, "a train/val/test split")
+        pool, test = _stratified(table, test_fraction, seed)
+    if balance or cap is not None:
+        smallest = int(pool.groupby("class_id").size().min())
+        limit = smallest if balance else cap
+        if cap is not None:
+            limit = min(limit, cap)
+        pool = (pool.sample(frac=1.0, random_state=seed).groupby("class_id").head(limit)
+                .sort_values("path", kind="stable"))
+    _min_per_class(pool, 2, "a train/val split")
+    train, val = _stratified(pool, val_fraction, seed)
+    splits = Splits(*(p.sort_values("path", kind="stable").reset_index(drop=True)
+                      for p in (train, val, test)))
+    splits.check()
+    return splits
+
+
+# --------------------------------------------------------------------------- summary
+
+def _readable(path: str) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:
+        return False
+
+
+def summary(root: Path | str | None = None, verify: bool = True) -> dict:
+    """What a user wants to know about a dataset folder, as a JSON-able dict."""
+    table = load_table(root)
+    counts = table["class_id"].value_counts()
+    out = {
+        "root": table.attrs["root"],
+        "layout": table.attrs["layout"],
+        "n_images": int(len(table)),
+        "n_classes": int(len(counts)),
+        "min_images_per_class": int(counts.min()),
+        "max_images_per_class": int(counts.max()),
+        "bounding_boxes": bool(table["bbox_x1"].notna().all()),
+    }
+    if table["split"].notna().any():
+        out["split_sizes"] = {str(k): int(v) for k, v in table["split"].value_counts().items()}
+    if verify:
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            ok = list(pool.map(_readable, table["path"]))
+        out["corrupt_images"] = int(len(ok) - sum(ok))
+    return out
+
+
+# --------------------------------------------------------------------------- generated data
+
+def _synth_image(rng: np.random.Generator, class_id: int, n_classes: int, size: int):
+    """A light noisy background with one coloured shape; colour and shape tell the class."""
+    import colorsys
+
+    from PIL import ImageDraw
+
+    hue = (class_id * 0.618033988749895) % 1.0
+    colour = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.9, 0.9))
+    noise = rng.integers(200, 256, size=(size, size, 3), dtype=np.uint8)
+    im = Image.fromarray(noise)
+    side = int(size * rng.uniform(0.45, 0.7))
+    x1, y1 = (int(v) for v in rng.integers(0, size - side, size=2))
+    box = (x1, y1, x1 + side - 1, y1 + side - 1)
+    draw = ImageDraw.Draw(im)
+    shape = class_id % 3
+    if shape == 0:
+        draw.ellipse(box, fill=colour)
+    elif shape == 1:
+        draw.rectangle(box, fill=colour)
+    else:
+        draw.polygon([(x1, y1 + side - 1), (x1 + side - 1, y1 + side - 1),
+                      (x1 + side // 2, y1)], fill=colour)
+    return im, tuple(float(b + 1) for b in box)  # bboxes are 1-based like the devkit
+
+
+def _struct(rows: list[dict]) -> np.ndarray:
+    fields = list(rows[0])
+    arr = np.empty((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for i, row in enumerate(rows):
+        arr[0, i] = tuple(row[f] for f in fields)
+    return arr
+
+
+def _cell(strings: list[str]) -> np.ndarray:
+    arr = np.empty((1, len(strings)), dtype=object)
+    arr[0, :] = strings
+    return arr
+
+
+def synth(root: Path | str, classes: int, per_class: int, layout: str = "devkit",
+          test_per_class: int = 0, size: int = 64, seed: int = 0) -> Path:
+    """Write a small generated dataset in ``layout`` (classes have ids 1..``classes``)."""
+    if layout not in LOADERS:
+        raise DataError(f"unknown layout {layout!r}: use one of {sorted(LOADERS)}")
+    if classes < 1 or per_class < 1:
+        raise DataError("synth needs --classes >= 1 and --per-class >= 1")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = [f"Synthetic class {c:03d}" for c in range(1, classes + 1)]
+    items = [(split, c) for c in range(1, classes + 1)
+             for split in ["train"] * per_class + ["test"] * test_per_class]
+    records = {"train": [], "test": []}
+    for i, (split, cid) in enumerate(items, start=1):
+        im, (x1, y1, x2, y2) = _synth_image(rng, cid, classes, size)
+        if layout == "devkit":
+            folder, fname = root / f"cars_{split}", f"{i:05d}.jpg"
+        elif layout == "annos":
+            folder, fname = root / "car_ims", f"{i:06d}.jpg"
+        else:
+            folder = root / split if test_per_class else root
+            folder, fname = folder / names[cid - 1], f"{i:05d}.jpg"
+        folder.mkdir(parents=True, exist_ok=True)
+        im.save(folder / fname, quality=92)
+        rec = {"bbox_x1": x1, "bbox_y1": y1, "bbox_x2": x2, "bbox_y2": y2, "class": cid}
+        if layout == "annos":
+            rec = {"relative_im_path": f"car_ims/{fname}", **rec, "test": int(split == "test")}
+            records["train"].append(rec)
+        else:
+            records[split].append({**rec, "fname": fname})
+    if layout == "devkit":
+        _write_devkit_mats(root, names, records["train"], records["test"])
+    elif layout == "annos":
+        scipy.io.savemat(root / "cars_annos.mat", {"annotations": _struct(records["train"]),
+                                                   "class_names": _cell(names)})
+    return root
+
+
+def _write_devkit_mats(root: Path, names: list[str], train: list[dict], test: list[dict]):
+    (root / "devkit").mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"class_names": _cell(names)})
+    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": _struct(train)})
+    if test:
+        scipy.io.savemat(root / "devkit" / "cars_test_annos_withlabels.mat",
+                         {"annotations": _struct(test)})
+
+
+# --------------------------------------------------------------------------- download
+
+def convert_hf(dataset, root: Path | str) -> Path:
+    """Write a Hugging Face ``DatasetDict`` (``image``, ``label`` ClassLabel; ``train`` and
+    ``test`` splits, as ``tanganke/stanford_cars``) in the devkit layout.
+
+    Bounding boxes are not in that dataset: they are written empty (unknown). The folder is
+    built beside ``root`` and renamed into place at the end, so an interrupted conversion
+    leaves nothing that loads as a dataset.
+    """
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    if root.exists():
+        raise DataError(f"{root} already exists; remove it or point CARS_DATA_DIR at it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".partial-", dir=root.parent))
+    try:
+        names = list(dataset["train"].features["label"].names)
+        records = {}
+        for split in ("train", "test"):
+            folder = tmp / f"cars_{split}"
+            folder.mkdir()
+            records[split] = []
+            for i, ex in enumerate(tqdm(dataset[split], desc=f"writing {split}", unit="img"), 1):
+                fname = f"{i:05d}.jpg"
+                ex["image"].convert("RGB").save(folder / fname, quality=95)
+                records[split].append({**{b: np.empty((0, 0)) for b in BBOX},
+                                       "class": int(ex["label"]) + 1, "fname": fname})
+        _write_devkit_mats(tmp, names, records["train"], records["test"])
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def download(root: Path | str | None = None) -> Path:
+    """Download the full dataset (official split) from the Hugging Face hub into ``root``."""
+    root = Path(root) if root is not None else paths.data_dir()
+    if root.exists():
+        print(f"{root} already exists: nothing to download.")
+        return root
+    advice = (f"Without network, copy Stanford Cars (devkit layout, or car_ims/ + cars_annos.mat, "
+              f"or one folder per class) to {root}, or set CARS_DATA_DIR to its folder.")
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().dataset_info(HF_DATASET, timeout=15)
+    except Exception as exc:
+        raise DataError(f"cannot reach the Hugging Face hub for {HF_DATASET} "
+                        f"({type(exc).__name__}). {advice}") from exc
+    from datasets import load_dataset
+
+    return convert_hf(load_dataset(HF_DATASET), root)
+
+
+# --------------------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("summary", help="print a JSON summary of a dataset folder")
+    p.add_argument("dir", nargs="?", type=Path, default=None)
+    p.add_argument("--no-verify", action="store_true", help="do not open every image")
+    p = sub.add_parser("synth", help="write a small generated dataset")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--classes", type=int, required=True)
+    p.add_argument("--per-class", type=int, required=True)
+    p.add_argument("--test-per-class", type=int, default=0)
+    p.add_argument("--layout", choices=sorted(LOADERS), default="devkit")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("download", help=f"download {HF_DATASET} into DIR (devkit layout)")
+    p.add_argument("dir", nargs="?", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "summary":
+            print(json.dumps(summary(args.dir, verify=not args.no_verify), indent=2))
+        elif args.command == "synth":
+            synth(args.dir, args.classes, args.per_class, args.layout, args.test_per_class,
+                  args.size, args.seed)
+            print(json.dumps(summary(args.dir, verify=False), indent=2))
+        else:
+            download(args.dir)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

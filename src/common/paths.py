@@ -1,0 +1,47 @@
+"""Every project path, in one place.
+
+Environment variables override the defaults so that a GPU box, CI or a test can point
+the notebooks elsewhere without editing them:
+
+- ``CARS_DATA_DIR``: the Stanford Cars folder (default ``data/stanford_cars``);
+- ``VIT_CARS_CACHE``: where decoded image arrays are cached (default ``cache/``);
+- ``VIT_CARS_OUTPUT``: the folder holding ``results/``, ``models/`` and ``runs/``
+  (default: the project root).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = ROOT.parent / "shared" / "stanford_cars"
+
+
+def data_dir() -> Path:
+    """The Stanford Cars folder: ``$CARS_DATA_DIR`` or ``data/stanford_cars``."""
+    return Path(os.environ.get("CARS_DATA_DIR") or ROOT / "data" / "stanford_cars")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VIT_CARS_CACHE") or ROOT / "cache")
+
+
+def output_root() -> Path:
+    return Path(os.environ.get("VIT_CARS_OUTPUT") or ROOT)
+
+
+def results_dir(profile: str) -> Path:
+    return output_root() / "results" / profile
+
+
+def figures_dir(profile: str) -> Path:
+    return results_dir(profile) / "figures"
+
+
+def models_dir(profile: str, notebook: str) -> Path:
+    return output_root() / "models" / profile / notebook
+
+
+def runs_dir(profile: str) -> Path:
+    return output_root() / "runs" / profile
