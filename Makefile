@@ -39,18 +39,39 @@ $(STAMP): pyproject.toml
 test: setup ## run the whole test suite
 	$(PY) -m pytest
 
+# The smoke profile runs on generated data; the others on CARS_DATA_DIR or data/stanford_cars.
+SYNTH := data/synth
 data: setup ## check the dataset (downloads it into data/stanford_cars when CARS_DATA_DIR is unset)
-ifdef CARS_DATA_DIR
-	$(PY) -m common.data summary "$(CARS_DATA_DIR)"
+ifeq ($(PROFILE),smoke)
+	@test -d $(SYNTH) || $(PY) -m common.data synth $(SYNTH) --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
+	$(PY) -m common.data summary $(SYNTH) --no-verify
+else ifdef CARS_DATA_DIR
+	$(PY) -m common.data summary "$(CARS_DATA_DIR)" --no-verify
 else
 	$(PY) -m common.data download data/stanford_cars
-	$(PY) -m common.data summary data/stanford_cars
+	$(PY) -m common.data summary data/stanford_cars --no-verify
 endif
 
-run: data ## run the five notebooks with papermill (PROFILE=...)
-	@echo "make run: the notebooks are not written yet (see the open issues)." >&2; exit 1
+# One results file per notebook; it is rebuilt when the notebook, its parameter file or
+# src/common changed (or with FORCE=1). A failing notebook stops the run and keeps its
+# previous results; its executed copy stays in runs/$(PROFILE)/.
+# On a box with several GPUs, `make -j5 run PROFILE=gpu GPUS="0 1 2 3 4"` gives notebook NN
+# the NN-th GPU of GPUS.
+RESULTS := $(patsubst notebooks/%.py,results/$(PROFILE)/%.json,$(NOTEBOOKS))
+COMMON := $(wildcard src/common/*.py)
+GPUS ?=
+gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(GPUS))
+
+run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
+
+results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(COMMON) $(if $(FORCE),force) | data
+	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE)
 
 report: run ## run the notebooks, then render report/_output/$(PROFILE)/rapport.{html,pdf}
+	$(PY) -m common.notebooks report --profile $(PROFILE)
+
+.PHONY: force
+force:
 
 bench: setup ## image loading and ViT training throughput on the shared dataset
 	$(PY) benchmarks/bench_images.py

@@ -22,6 +22,7 @@ def test_each_layout_loads_to_the_same_table(tmp_path, layout):
                       layout=layout, size=32)
     table = data.load_table(root)
     assert table.attrs["layout"] == layout == data.detect_layout(root)
+    assert table.attrs["synthetic"] is True
     assert list(table.columns) == data.COLUMNS
     assert len(table) == 4 * 7
     assert sorted(table["class_id"].unique()) == [1, 2, 3, 4]
@@ -306,5 +307,6 @@ def test_download_without_network_fails_fast_with_advice(tmp_path, monkeypatch):
 def test_shared_dataset_summary(shared_data):
     out = data.summary(shared_data, verify=False)
     assert out["layout"] == "devkit" and out["n_images"] == 7176 and out["n_classes"] == 196
+    assert out["synthetic"] is False
     ten = data.select_classes(data.load_table(shared_data), class_ids=data.TEN_CLASSES)
     assert len(ten) == 429 and ten["label"].max() == 9

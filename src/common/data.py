@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -50,6 +49,7 @@ BBOX = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"]
 COLUMNS = ["path", "class_id", "label", "class_name", *BBOX, "split"]
 TEN_CLASSES = [56, 79, 98, 119, 144, 161, 167, 171, 182, 191]
 HF_DATASET = "tanganke/stanford_cars"
+SYNTHETIC_MARKER = "SYNTHETIC.json"  # written by synth(): results say the data is generated
 
 
 class DataError(Exception):
@@ -95,7 +95,8 @@ def _mat_records(path: Path, key: str = "annotations") -> list[dict]:
     except Exception as exc:  # scipy raises several types for a bad file
         raise DataError(f"cannot read {path}: {exc}") from exc
     if key not in mat:
-        raise DataError(f"{path} has no '{key}' variable (found: {sorted(k for k in mat if not k.startswith('__'))})")
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"{path} has no '{key}' variable (found: {found})")
     records = np.atleast_1d(mat[key])
     out = []
     for rec in records:
@@ -196,7 +197,8 @@ def load_table(root: Path | str | None = None) -> pd.DataFrame:
     table["class_name"] = [names[i - 1] for i in table["class_id"]]
     table["label"] = table["class_id"] - 1
     table = table[COLUMNS].sort_values("path", kind="stable").reset_index(drop=True)
-    table.attrs.update(root=str(root), layout=layout, class_names=names)
+    table.attrs.update(root=str(root), layout=layout, class_names=names,
+                       synthetic=(root / SYNTHETIC_MARKER).is_file())
     return table
 
 
@@ -333,6 +335,7 @@ def summary(root: Path | str | None = None, verify: bool = True) -> dict:
         "layout": table.attrs["layout"],
         "n_images": int(len(table)),
         "n_classes": int(len(counts)),
+        "synthetic": table.attrs["synthetic"],
         "min_images_per_class": int(counts.min()),
         "max_images_per_class": int(counts.max()),
         "bounding_boxes": bool(table["bbox_x1"].notna().all()),
@@ -396,6 +399,9 @@ def synth(root: Path | str, classes: int, per_class: int, layout: str = "devkit"
         raise DataError("synth needs --classes >= 1 and --per-class >= 1")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    (root / SYNTHETIC_MARKER).write_text(json.dumps(
+        {"generator": "common.data.synth", "classes": classes, "per_class": per_class,
+         "test_per_class": test_per_class, "size": size, "seed": seed}) + "\n")
     rng = np.random.default_rng(seed)
     names = [f"Synthetic class {c:03d}" for c in range(1, classes + 1)]
     items = [(split, c) for c in range(1, classes + 1)
@@ -495,7 +501,8 @@ def download(root: Path | str | None = None) -> Path:
 # --------------------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m common.data",
+                                     description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("summary", help="print a JSON summary of a dataset folder")
     p.add_argument("dir", nargs="?", type=Path, default=None)

@@ -45,3 +45,12 @@ def models_dir(profile: str, notebook: str) -> Path:
 
 def runs_dir(profile: str) -> Path:
     return output_root() / "runs" / profile
+
+
+def resolve(path: str | Path | None) -> Path:
+    """A notebook's ``data_dir`` parameter: None means :func:`data_dir`; a relative path is
+    taken from the project root (papermill may run the notebook from another folder)."""
+    if path is None or str(path) == "":
+        return data_dir()
+    path = Path(path)
+    return path if path.is_absolute() else ROOT / path

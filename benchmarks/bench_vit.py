@@ -1,0 +1,130 @@
+"""Training throughput of the keras.io ViT on random data (images/s).
+
+    PYTHONPATH=src python benchmarks/bench_vit.py --image-size 72 --patch-size 8 \
+        --batch-size 64 --steps 20
+
+Variants (tensorflow backend): XLA off/on x augmentation none / "standard"
+inside the model / "standard" in the tf.data pipeline. Keras marks
+RandomRotation and RandomZoom ``supports_jit = False``, so ``jit_compile=True``
+on a model that contains them silently falls back to no XLA (that variant is
+therefore not run); the "pipeline" variants apply the same layers in tf.data
+instead. Each variant is built and warmed up (``--warmup`` steps: tracing and
+XLA compilation); then the variants are timed in turn (``--steps`` steps each)
+for ``--repeats`` rounds, keeping each one's fastest run, so that background
+load on a shared machine hits all variants alike.
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import vit  # noqa: E402
+
+VARIANTS = {  # name: (jit_compile, augmentation in the model, augmentation in tf.data)
+    "nojit_aug_model": (False, "standard", "none"),
+    "nojit_noaug": (False, "none", "none"),
+    "jit_noaug": (True, "none", "none"),
+    "nojit_aug_pipeline": (False, "none", "standard"),
+    "jit_aug_pipeline": (True, "none", "standard"),
+}
+
+
+def make_data(args):
+    rng = np.random.default_rng(0)
+    n = args.batch_size * 4
+    x = rng.integers(0, 256, (n, args.image_size, args.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, args.num_classes, n).astype("int64")
+    return x, y
+
+
+def dataset(x, y, batch_size, augmentation):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch_size)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b))
+    if augmentation != "none":
+        aug = keras.Sequential(vit.augmentation_layers(augmentation))
+        ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
+    """Build, compile and warm up one variant; return (run ``--steps`` steps, XLA used)."""
+    keras.utils.set_random_seed(0)
+    model = vit.build_vit(args.num_classes, args.image_size, args.patch_size,
+                          augmentation=aug_in_model)
+    vit.compile_vit(model, vit.make_optimizer(), jit_compile=jit)
+    if keras.backend.backend() == "tensorflow":
+        ds = dataset(x, y, args.batch_size, aug_in_pipeline)
+        model.fit(ds, steps_per_epoch=args.warmup, epochs=1, verbose=0)
+
+        def run():
+            model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
+    else:  # torch/jax: numpy batches, augmentation only inside the model
+        xb, yb = x[: args.batch_size].astype("float32"), y[: args.batch_size]
+        for _ in range(args.warmup):
+            model.train_on_batch(xb, yb)
+
+        def run():
+            for _ in range(args.steps):
+                model.train_on_batch(xb, yb)
+    return run, bool(model.jit_compile)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--image-size", type=int, default=72)
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="timing rounds; fastest kept")
+    p.add_argument("--num-classes", type=int, default=196)
+    p.add_argument("--only", default=None, help="comma-separated variant names "
+                   f"(default: all of {', '.join(VARIANTS)})")
+    args = p.parse_args(argv)
+
+    variants = dict(VARIANTS)
+    if keras.backend.backend() != "tensorflow":  # no XLA, no tf.data
+        variants = {k: v for k, v in variants.items() if not v[0] and v[2] == "none"}
+    if args.only:
+        variants = {k: variants[k] for k in args.only.split(",")}
+
+    x, y = make_data(args)
+    print(f"backend={keras.backend.backend()} cpus={os.cpu_count()} "
+          f"loadavg={os.getloadavg()[0]:.2f}", flush=True)
+    runs, jit_used = {}, {}
+    for name, (jit, aug_model, aug_pipe) in variants.items():
+        t = time.perf_counter()
+        runs[name], jit_used[name] = prepare(args, x, y, jit, aug_model, aug_pipe)
+        print(f"prepared {name} in {time.perf_counter() - t:.0f}s", flush=True)
+
+    best = {name: float("inf") for name in runs}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+
+    results = {"backend": keras.backend.backend(), "image_size": args.image_size,
+               "patch_size": args.patch_size, "batch_size": args.batch_size,
+               "steps": args.steps, "repeats": args.repeats}
+    for name, seconds in best.items():
+        results[name] = round(args.steps * args.batch_size / seconds, 2)
+        print(f"{name:20s} xla={jit_used[name]!s:5s} {results[name]:7.1f} images/s", flush=True)
+    results["loadavg_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

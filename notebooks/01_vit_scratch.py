@@ -1,0 +1,173 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (vit-cars-poc)
+#     language: python
+#     name: vit-cars-poc
+# ---
+
+# %% [markdown]
+# # ViT entraîné from scratch sur les 196 classes de Stanford Cars
+#
+# Première expérience de notre preuve de concept : entraîner, sans aucun pré-entraînement, le
+# Vision Transformer de l'exemple keras.io « Image classification with Vision Transformer »
+# sur les 196 classes de voitures (marque, modèle, année) de Stanford Cars.
+#
+# En 2022, nous avions essayé trois configurations : images de 32 px découpées en patchs de
+# 6 px, images de 72 px en patchs de 6 px, puis 16 couches de transformer au lieu de 8. Toutes
+# donnaient environ 1 % d'exactitude sur le test. Ce chiffre était en partie un artefact : les
+# étiquettes de test étaient restées numérotées de 1 à 196, alors que celles d'entraînement
+# avaient été décalées de 0 à 195. Chaque image de test était donc comparée à la classe
+# voisine. Ici, toutes les étiquettes sont numérotées à partir de 0, une fois pour toutes, par
+# le module `common.data`, et une vérification le prouve plus bas.
+#
+# Nous rejouons les trois configurations, puis nous ajoutons une configuration « améliorée »
+# guidée par l'article que citait déjà notre rapport, *How to train your ViT? Data,
+# Augmentation, and Regularization in Vision Transformers* (Steiner et al., 2021).
+
+# %% tags=["parameters"]
+profile = "cpu"
+data_dir = None  # None: CARS_DATA_DIR, else data/stanford_cars
+class_ids = None  # None: every class
+seed = 42
+val_fraction = 0.15
+test_fraction = 0.15
+cap = None
+mixed_precision = False
+defaults = {}
+runs = []
+
+# %%
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from common import data, figures, images, paths, results, vit
+
+NOTEBOOK = "01_vit_scratch"
+started = time.time()
+vit.configure_precision(mixed_precision)
+figure_dir = paths.figures_dir(profile)
+saved_figures = []
+
+# %% [markdown]
+# ## Les données
+#
+# Le module `common.data` lit Stanford Cars quelle que soit son organisation (devkit officiel,
+# archive tout-en-un, ou un dossier par classe) et en fait une table : une ligne par image, avec
+# l'identifiant officiel de la classe (1 à 196), l'étiquette numérotée à partir de 0, le nom de
+# la classe et la boîte englobante. Les ensembles d'entraînement, de validation et de test sont
+# tirés au hasard, stratifiés par classe, avec une graine fixe ; le test officiel est utilisé
+# quand il est présent. En 2022, nous déplacions des images à la main entre les dossiers, si
+# bien que des images de test se retrouvaient parfois dans l'entraînement : ici les trois
+# ensembles sont disjoints par construction, et c'est vérifié.
+
+# %%
+table = data.select_classes(data.load_table(paths.resolve(data_dir)), class_ids=class_ids)
+splits = data.make_splits(table, val_fraction=val_fraction, test_fraction=test_fraction,
+                          seed=seed, cap=cap)
+splits.check()
+labels = data.label_names(table)
+for part in (splits.train, splits.val, splits.test):
+    assert part["label"].between(0, len(labels) - 1).all()  # 0-based everywhere
+sizes = splits.sizes()
+display(Markdown(
+    f"Jeu de données : **{len(table)} images**, **{len(labels)} classes** "
+    f"({'données générées' if table.attrs['synthetic'] else table.attrs['layout']}), "
+    f"de {table['class_id'].value_counts().min()} à {table['class_id'].value_counts().max()} "
+    f"images par classe. Entraînement : {sizes['train']}, validation : {sizes['val']}, "
+    f"test : {sizes['test']} images."))
+
+# %%
+saved_figures.append(figures.class_counts(table["class_id"].value_counts(),
+                                          figure_dir / f"{NOTEBOOK}_class_counts.png"))
+
+# %%
+sample = splits.train.groupby("class_id").head(1).head(12)
+x_sample, sample = images.load_images(sample, 160, "squash", progress=False)
+saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           figure_dir / f"{NOTEBOOK}_samples.png"))
+
+# %% [markdown]
+# ## Le découpage en patchs
+#
+# Un ViT ne voit pas des pixels mais une suite de patchs : l'image est découpée en carrés de
+# même taille, chaque carré est aplati puis projeté dans un espace de dimension fixe, et une
+# position apprise lui est ajoutée (`PatchEncoder`). Voici une image de 72 px découpée comme
+# dans la deuxième configuration.
+
+# %%
+first = runs[min(1, len(runs) - 1)]
+x_patch, _ = images.load_images(splits.train.head(1), int(first["image_size"]), "squash",
+                                progress=False)
+saved_figures.append(figures.patches(x_patch[0], int(first["patch_size"]),
+                                     figure_dir / f"{NOTEBOOK}_patches.png"))
+
+# %% [markdown]
+# ## Les configurations essayées
+#
+# L'architecture est celle de keras.io : patchs, encodage de position appris, blocs de
+# transformer (normalisation de couche, attention multi-têtes, MLP à activation GELU,
+# connexions résiduelles), normalisation finale et moyenne sur les patchs, puis une tête MLP.
+# La normalisation des pixels et l'augmentation de données font partie du modèle, si bien
+# qu'un modèle enregistré prend directement une image RVB. L'optimiseur est `AdamW`. Pour
+# chaque configuration, nous gardons le meilleur point de contrôle sur la validation, puis nous
+# l'évaluons une seule fois sur le test.
+#
+# La dernière configuration est la nôtre. D'après Steiner et al., un ViT entraîné sur peu de
+# données a surtout besoin de régularisation et d'augmentation : nous recadrons chaque voiture
+# sur sa boîte englobante (le fond ne dit rien de la classe), augmentons davantage les images
+# (translations et contraste en plus des retournements, rotations et zooms), lissons les
+# étiquettes, ajoutons la profondeur stochastique, et faisons croître le taux d'apprentissage
+# linéairement avant de le faire décroître en cosinus.
+
+# %%
+display(pd.DataFrame([{**defaults, **cfg} for cfg in runs]).set_index("name"))
+
+# %%
+records, tests = [], {}
+for cfg in runs:
+    cfg = {**defaults, **cfg}
+    print(f"=== {cfg['name']}")
+    record, test = vit.fit_config(cfg, splits, labels=labels, seed=seed,
+                                  model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"])
+    records.append(record)
+    tests[cfg["name"]] = test
+
+# %% [markdown]
+# ## Résultats
+
+# %%
+summary = results.runs_table(records)
+display(summary)
+
+# %%
+saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
+
+# %% [markdown]
+# Quelques images de test avec la classe prédite par la meilleure configuration (en vert quand
+# elle est juste, en rouge sinon).
+
+# %%
+best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
+saved_figures.append(figures.prediction_grid(tests[best["name"]], labels, 15,
+                                             figure_dir / f"{NOTEBOOK}_predictions.png"))
+
+# %%
+out = results.write(profile, NOTEBOOK, started=started, dataset=results.dataset_info(table, splits),
+                    runs=records, figures=saved_figures)
+chance = 1 / len(labels)
+display(Markdown(
+    f"La meilleure configuration sur la validation, **{best['name']}**, atteint "
+    f"**{best['metrics']['test_accuracy']:.1%}** d'exactitude sur le test "
+    f"(top-5 : {best['metrics']['test_top5_accuracy']:.1%}), pour un hasard à {chance:.1%}. "
+    f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

@@ -1,0 +1,140 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (vit-cars-poc)
+#     language: python
+#     name: vit-cars-poc
+# ---
+
+# %% [markdown]
+# # EfficientNetB0 : l'apprentissage par transfert avec un réseau convolutif
+#
+# Pour situer les Vision Transformers, nous avions aussi essayé un réseau convolutif
+# pré-entraîné sur ImageNet, EfficientNetB0, en suivant l'exemple keras.io « Image
+# classification via fine-tuning with EfficientNet » : le réseau est gelé, seule une nouvelle
+# tête de classification est entraînée, avec l'augmentation de données de l'exemple (rotations,
+# translations, retournements, contraste). En 2022, ce modèle plafonnait vers 32 %
+# d'exactitude en validation sur les 196 classes.
+#
+# Nous rejouons cette première étape, puis nous ajoutons une seconde étape : les derniers
+# blocs du réseau sont dégelés et entraînés avec un petit taux d'apprentissage, les couches de
+# normalisation par lots restant gelées (sinon leurs statistiques, apprises sur ImageNet, sont
+# bousculées par nos petits lots).
+
+# %% tags=["parameters"]
+profile = "cpu"
+data_dir = None  # None: CARS_DATA_DIR, else data/stanford_cars
+class_ids = None  # None: every class
+seed = 42
+val_fraction = 0.15
+test_fraction = 0.15
+cap = None
+image_size = 224
+weights = "imagenet"  # or the path of a local weights file
+batch_size = 32
+frozen = {"epochs": 10, "learning_rate": 0.01}
+unfrozen = {"epochs": 5, "learning_rate": 1e-5, "layers": 20}
+mixed_precision = False
+
+# %%
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from IPython.display import Markdown, display
+
+from common import data, efficientnet, figures, images, paths, results, vit
+
+NOTEBOOK = "05_efficientnet"
+started = time.time()
+vit.configure_precision(mixed_precision)
+figure_dir = paths.figures_dir(profile)
+saved_figures = []
+
+# %% [markdown]
+# ## Les données
+#
+# Mêmes classes, même découpage reproductible que pour les ViT. Les images sont simplement
+# redimensionnées au carré, comme en 2022 ; EfficientNet de Keras attend des pixels de 0 à 255
+# et fait sa propre normalisation.
+
+# %%
+table = data.select_classes(data.load_table(paths.resolve(data_dir)), class_ids=class_ids)
+splits = data.make_splits(table, val_fraction=val_fraction, test_fraction=test_fraction,
+                          seed=seed, cap=cap)
+splits.check()
+labels = data.label_names(table)
+(x_train, t_train), (x_val, t_val), (x_test, t_test) = (
+    images.load_images(part, image_size, "squash")
+    for part in (splits.train, splits.val, splits.test))
+y_train, y_val, y_test = (t["label"].to_numpy() for t in (t_train, t_val, t_test))
+display(Markdown(f"{len(labels)} classes ; entraînement : {len(x_train)} images, validation : "
+                 f"{len(x_val)}, test : {len(x_test)}, à {image_size}×{image_size} px."))
+
+# %% [markdown]
+# ## Première étape : le réseau gelé, comme en 2022
+
+# %%
+model, weights_used = efficientnet.build(len(labels), image_size, weights,
+                                         allow_fallback=profile != "gpu")
+if weights_used.startswith("random-init"):
+    display(Markdown(
+        "::: {.callout-warning}\n**Poids pré-entraînés indisponibles.** "
+        f"`{weights_used}`. Le réseau est initialisé au hasard : les chiffres ci-dessous ne "
+        "mesurent pas l'apprentissage par transfert et ne se comparent pas à ceux de 2022.\n:::"))
+else:
+    display(Markdown(f"Poids chargés : `{weights_used}`."))
+
+
+# %%
+arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+frozen_run, best_model, frozen_probs = efficientnet.train_stage(
+    model, "efficientnetb0-gele", arrays, learning_rate=frozen["learning_rate"],
+    epochs=frozen["epochs"], batch_size=batch_size, labels=labels, weights=weights_used,
+    params={"stage": "frozen backbone", "image_size": image_size, "batch_size": batch_size,
+            **frozen},
+    model_dir=paths.models_dir(profile, NOTEBOOK) / "efficientnetb0-gele", seed=seed)
+
+# %% [markdown]
+# ## Seconde étape : dégeler le haut du réseau
+#
+# Nous repartons du meilleur modèle de la première étape.
+
+# %%
+model = best_model
+n_trainable = efficientnet.unfreeze_top(model, unfrozen["layers"])
+print(f"{n_trainable} couches du réseau deviennent entraînables")
+unfrozen_run, _, unfrozen_probs = efficientnet.train_stage(
+    model, "efficientnetb0-degele", arrays, learning_rate=unfrozen["learning_rate"],
+    epochs=unfrozen["epochs"], batch_size=batch_size, labels=labels, weights=weights_used,
+    params={"stage": "top blocks unfrozen", "image_size": image_size, "batch_size": batch_size,
+            **unfrozen},
+    model_dir=paths.models_dir(profile, NOTEBOOK) / "efficientnetb0-degele", seed=seed)
+
+# %% [markdown]
+# ## Résultats
+
+# %%
+records = [frozen_run, unfrozen_run]
+display(results.runs_table(records))
+saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
+saved_figures.append(figures.prediction_grid({"x": x_test, "y": y_test, "probs": unfrozen_probs},
+                                             labels, 15,
+                                             figure_dir / f"{NOTEBOOK}_predictions.png"))
+
+# %%
+out = results.write(profile, NOTEBOOK, started=started,
+                    dataset=results.dataset_info(table, splits), runs=records,
+                    figures=saved_figures)
+gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]
+display(Markdown(
+    f"Réseau gelé : **{frozen_run['metrics']['test_accuracy']:.1%}** sur le test ; après le "
+    f"dégel du haut du réseau : **{unfrozen_run['metrics']['test_accuracy']:.1%}**, soit "
+    f"{'un gain' if gain >= 0 else 'une perte'} de {abs(gain) * 100:.1f} points. "
+    f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

@@ -1,0 +1,335 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (vit-cars-poc)
+#     language: python
+#     name: vit-cars-poc
+# ---
+
+# %% [raw]
+# ---
+# title: "Vision Transformers sur Stanford Cars"
+# subtitle: "Reprise reproductible d'une preuve de concept de 2022"
+# author: "Équipe vit-cars-poc"
+# date: today
+# lang: fr
+# ---
+
+# %% tags=["parameters"]
+profile = "cpu"
+
+# %%
+import datetime
+
+import yaml
+from IPython.display import Image, Markdown, display
+
+from common import figures, paths, results
+
+collected = results.collect(profile)
+runs = results.all_runs(collected)
+reference = yaml.safe_load((paths.ROOT / "report" / "reference_2022.yaml").read_text())
+TITLES = {"01_vit_scratch": "ViT from scratch, 196 classes",
+          "02_vit_scratch_10classes": "ViT from scratch, 10 classes",
+          "03_vit_finetune": "ViT fine-tuné, 196 classes",
+          "04_vit_finetune_10classes": "ViT fine-tuné, 10 classes",
+          "05_efficientnet": "EfficientNetB0"}
+report_figures = paths.results_dir(profile) / "figures"
+
+
+def pct(x):
+    return f"{x:.1%}".replace(".", ",")
+
+
+def show_figure(notebook, suffix):
+    """Display a figure a notebook saved; say so when it is missing."""
+    payload = collected.get(notebook)
+    match = [f for f in (payload or {}).get("figures", []) if f.endswith(suffix)]
+    if match:
+        display(Image(filename=match[0]))
+    else:
+        display(Markdown(f"*Figure `{suffix}` absente : le notebook `{notebook}` n'a pas de "
+                         "résultats pour ce profil.*"))
+
+
+def missing_note(notebook):
+    if collected[notebook] is None:
+        display(Markdown(
+            f"::: {{.callout-warning}}\nL'expérience **{TITLES[notebook]}** (`{notebook}`) n'a "
+            f"pas de résultats pour le profil `{profile}` : lancez "
+            f"`make run PROFILE={profile}`.\n:::"))
+        return True
+    return False
+
+
+def best(notebook):
+    """The run of a notebook with the best validation accuracy (None when missing)."""
+    payload = collected[notebook]
+    if payload is None:
+        return None
+    return max(payload["runs"], key=lambda r: r["metrics"]["best_val_accuracy"])
+
+
+# %%
+done = [n for n, p in collected.items() if p is not None]
+missing = [n for n, p in collected.items() if p is None]
+warnings = []
+if missing:
+    warnings.append("Expériences sans résultats pour ce profil : "
+                    + ", ".join(f"**{TITLES[n]}**" for n in missing)
+                    + f". Lancez `make run PROFILE={profile}`.")
+if len(runs) and runs["synthetic"].any():
+    warnings.append("Certaines expériences ont tourné sur des **données générées** (formes "
+                    "colorées), pas sur Stanford Cars : leurs chiffres ne disent rien des "
+                    "voitures et les conclusions ci-dessous n'en sont pas.")
+if len(runs) and (~runs["pretrained"] & runs["notebook"].isin(
+        ["03_vit_finetune", "04_vit_finetune_10classes", "05_efficientnet"])).any():
+    warnings.append("Les poids pré-entraînés n'ont pas pu être chargés pour certains modèles, "
+                    "qui sont partis de **poids aléatoires** (colonne « poids » des tableaux) : "
+                    "ils ne mesurent pas l'apprentissage par transfert, et leur comparaison "
+                    "avec les chiffres de 2022 ne vaut pas.")
+if warnings:
+    display(Markdown("::: {.callout-warning}\n## Avertissement {.unnumbered}\n\n"
+                     + "\n\n".join(warnings) + "\n:::"))
+
+# %%
+first = collected[done[0]] if done else None
+if first:
+    env = first["environment"]
+    ds = first["dataset"]
+    commits = sorted({p["git_commit"] or "inconnu" for p in collected.values() if p})
+    dates = sorted(p["created"] for p in collected.values() if p)
+    display(Markdown(
+        "::: {.callout-note}\n## Provenance {.unnumbered}\n\n"
+        f"- **Profil** : `{profile}` ; rapport produit le "
+        f"{datetime.date.today().isoformat()}, expériences du {dates[0][:10]} au "
+        f"{dates[-1][:10]}\n"
+        f"- **Commit git** : {', '.join(f'`{c}`' for c in commits)}\n"
+        f"- **Matériel** : {env['device']}\n"
+        f"- **Bibliothèques** : Python {env['python']}, Keras {env['keras']}, "
+        f"TensorFlow {env['tensorflow']}, PyTorch {env['torch']}, "
+        f"Transformers {env['transformers']}\n"
+        f"- **Données** : `{ds['root']}` (organisation {ds['layout']}"
+        f"{', données générées' if ds['synthetic'] else ''})\n:::"))
+
+# %% [markdown]
+# # Introduction
+#
+# En 2017, *Attention Is All You Need* (Vaswani et al.) remplaçait les réseaux récurrents de la
+# traduction automatique par un mécanisme d'attention : chaque élément d'une séquence se
+# représente comme une moyenne pondérée de tous les autres, les poids étant appris. Ce
+# Transformer est devenu l'architecture de référence du traitement du langage.
+#
+# *An Image is Worth 16x16 Words* (Dosovitskiy et al., 2020) a appliqué ce même Transformer
+# aux images : l'image est découpée en patchs, chaque patch devient un « mot », et le modèle,
+# le Vision Transformer (ViT), égale les meilleurs réseaux convolutifs… à condition d'être
+# pré-entraîné sur de très grands jeux de données. *How to train your ViT?* (Steiner et al.,
+# 2021) a ensuite montré comment l'augmentation de données et la régularisation compensent en
+# partie le manque de données.
+#
+# Notre preuve de concept de 2022 posait une question simple : un ViT peut-il reconnaître des
+# modèles de voitures, d'abord entraîné à partir de rien, puis pré-entraîné et affiné ? Nous
+# la comparions à un réseau convolutif classique, EfficientNetB0 (Tan et Le, 2019). Ce rapport
+# reprend toute l'étude de façon reproductible ; chaque chiffre et chaque figure viennent des
+# fichiers de résultats écrits par les notebooks.
+
+# %% [markdown]
+# # Le jeu de données
+#
+# Stanford Cars (Krause et al., 2013) compte 16 185 photos de 196 modèles de voitures
+# (marque, modèle, année), séparées officiellement en 8 144 images d'entraînement et 8 041 de
+# test, avec une boîte englobante par voiture. Nous l'avions préféré à Stanford Dogs : les
+# classes y sont plus nombreuses, plus fines (deux années d'un même modèle), et les images
+# d'une même classe partagent une forme rigide, ce qui rend la classification difficile sans
+# la rendre arbitraire.
+
+# %%
+if not missing_note("01_vit_scratch"):
+    ds = collected["01_vit_scratch"]["dataset"]
+    sizes = ds["split_sizes"]
+    display(Markdown(
+        f"Pour ce rapport, le jeu utilisé compte {ds['n_classes']} classes ; entraînement : "
+        f"{sizes['train']} images, validation : {sizes['val']}, test : {sizes['test']}."))
+    show_figure("01_vit_scratch", "_class_counts.png")
+    show_figure("01_vit_scratch", "_samples.png")
+
+# %% [markdown]
+# # Le ViT entraîné from scratch
+#
+# Nous suivons l'exemple keras.io « Image classification with Vision Transformer » : l'image
+# est découpée en patchs, chaque patch est projeté linéairement et reçoit un encodage de
+# position appris, puis traverse une pile de blocs de transformer (normalisation, attention
+# multi-têtes, MLP), avant une tête de classification.
+
+# %%
+def sweep_section(notebook):
+    if missing_note(notebook):
+        return
+    payload = collected[notebook]
+    display(results.runs_table(payload["runs"]))
+    b = best(notebook)
+    chance = 1 / payload["dataset"]["n_classes"]
+    display(Markdown(
+        f"Meilleure configuration (sur la validation) : **{b['name']}**, "
+        f"{pct(b['metrics']['test_accuracy'])} sur le test (top-5 : "
+        f"{pct(b['metrics']['test_top5_accuracy'])}, F1 macro : "
+        f"{pct(b['metrics']['test_macro_f1'])}), pour un hasard à {pct(chance)}."))
+
+
+if not missing_note("01_vit_scratch"):
+    show_figure("01_vit_scratch", "_patches.png")
+    sweep_section("01_vit_scratch")
+    show_figure("01_vit_scratch", "_curves.png")
+
+# %% [markdown]
+# En 2022, ces trois configurations affichaient environ 1 % d'exactitude sur le test. Une
+# partie de ce chiffre était un artefact : voir la section sur les bugs corrigés.
+
+# %% [markdown]
+# # Le fine-tuning d'un ViT pré-entraîné
+#
+# Nous partons de `google/vit-base-patch16-224-in21k`, pré-entraîné sur ImageNet-21k, que nous
+# affinons avec la bibliothèque Transformers de Hugging Face. En 2022, nous avions comparé deux
+# façons de préparer les données : équilibrer toutes les classes sur la plus petite, ou garder
+# jusqu'à 64 images par classe.
+
+# %%
+if not missing_note("03_vit_finetune"):
+    sweep_section("03_vit_finetune")
+    show_figure("03_vit_finetune", "_curves.png")
+    show_figure("03_vit_finetune", "_predictions.png")
+    show_figure("03_vit_finetune", "_attention.png")
+
+# %% [markdown]
+# ## Sur 10 classes
+
+# %%
+if not missing_note("04_vit_finetune_10classes"):
+    sweep_section("04_vit_finetune_10classes")
+    show_figure("04_vit_finetune_10classes", "_confusion.png")
+    show_figure("04_vit_finetune_10classes", "_predictions.png")
+
+# %% [markdown]
+# # EfficientNetB0
+#
+# Le réseau convolutif pré-entraîné sur ImageNet sert de point de comparaison : d'abord gelé
+# avec une nouvelle tête (comme en 2022), puis avec le haut du réseau dégelé.
+
+# %%
+if not missing_note("05_efficientnet"):
+    sweep_section("05_efficientnet")
+    runs_05 = {r["name"]: r for r in collected["05_efficientnet"]["runs"]}
+    if len(runs_05) == 2:
+        frozen_run, unfrozen_run = collected["05_efficientnet"]["runs"]
+        gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]
+        display(Markdown(f"Le dégel du haut du réseau fait passer le test de "
+                         f"{pct(frozen_run['metrics']['test_accuracy'])} à "
+                         f"{pct(unfrozen_run['metrics']['test_accuracy'])} "
+                         f"({gain * 100:+.1f} points)."))
+    show_figure("05_efficientnet", "_curves.png")
+
+# %% [markdown]
+# # Nouveaux essais du modèle from scratch sur 10 classes
+#
+# Sur 196 classes, le ViT from scratch n'a pas assez d'images par classe. Nous avions donc
+# repris le même modèle sur 10 classes, puis ajouté ici une configuration améliorée d'après
+# Steiner et al. : recadrage sur la boîte englobante, augmentation plus forte, lissage des
+# étiquettes, profondeur stochastique, montée puis décroissance en cosinus du taux
+# d'apprentissage.
+
+# %%
+if not missing_note("02_vit_scratch_10classes"):
+    sweep_section("02_vit_scratch_10classes")
+    show_figure("02_vit_scratch_10classes", "_curves.png")
+    show_figure("02_vit_scratch_10classes", "_confusion.png")
+    show_figure("02_vit_scratch_10classes", "_predictions.png")
+
+# %% [markdown]
+# # Vue d'ensemble
+#
+# Toutes les configurations de toutes les expériences, puis, sur un même graphique, nos
+# chiffres de test à côté des chiffres cités du rapport de 2022 (en gris hachuré ; certains
+# étaient mesurés sur la validation, comme l'indique leur libellé).
+
+# %%
+if len(runs):
+    overview = runs.assign(expérience=runs["notebook"].map(TITLES)).rename(columns={
+        "run": "configuration", "test_accuracy": "top-1 test", "test_top5_accuracy": "top-5 test",
+        "test_macro_f1": "F1 macro", "best_val_accuracy": "meilleure val.",
+        "train_seconds": "durée (s)", "train_images_per_second": "images/s"})
+    overview["poids"] = overview["weights"].map(results.short_weights)
+    cols = ["expérience", "configuration", "top-1 test", "top-5 test", "F1 macro",
+            "meilleure val.", "durée (s)", "images/s", "poids"]
+    display(overview[cols].set_index(["expérience", "configuration"]).style.format(
+        {**{c: "{:.1%}" for c in ["top-1 test", "top-5 test", "F1 macro", "meilleure val."]},
+         "durée (s)": "{:.0f}", "images/s": "{:.1f}"}))
+    figures.comparison(runs, reference, TITLES, report_figures / "rapport_comparaison.png")
+
+# %% [markdown]
+# # Les bugs des notebooks de 2022, et leur correction
+#
+# - **Étiquettes de test décalées.** Les étiquettes d'entraînement avaient été ramenées de
+#   1..196 à 0..195, pas celles du test : chaque image de test était comparée à la classe
+#   voisine, d'où les « 1 % ». Ici, une seule fonction (`common.data.load_table`) numérote les
+#   étiquettes à partir de 0 pour tous les ensembles, et les notebooks le vérifient.
+# - **Plafond par classe mal appliqué.** La boucle qui gardait au plus 64 images par classe
+#   lisait une variable d'une itération précédente. Ici, le plafond (`cap`) et l'équilibrage
+#   (`balance`) sont une seule opération de pandas, testée.
+# - **Fuites entre ensembles.** Des images étaient déplacées à la main entre dossiers, si bien
+#   que des images de test pouvaient servir à l'entraînement. Ici, les ensembles sont tirés
+#   avec une graine, disjoints par construction, et une vérification le prouve à chaque
+#   exécution.
+
+# %% [markdown]
+# # Conclusions et perspectives
+
+# %%
+if len(runs):
+    best_rows = runs.loc[runs.groupby("notebook")["best_val_accuracy"].idxmax()]
+    best_rows = best_rows.set_index("notebook")
+    winner = best_rows["test_accuracy"].idxmax()
+    lines = [f"- **{TITLES[n]}** : {pct(r.test_accuracy)} sur le test (configuration "
+             f"{r.run}{'' if r.pretrained or n in ('01_vit_scratch', '02_vit_scratch_10classes') else ', poids aléatoires'})."
+             for n, r in best_rows.iterrows()]
+    text = ["Meilleur résultat de chaque expérience (configuration choisie sur la validation) :",
+            "", *lines, "",
+            f"La meilleure exactitude de test revient à **{TITLES[winner]}** "
+            f"({pct(best_rows.loc[winner, 'test_accuracy'])})."]
+    for a, b in (("03_vit_finetune", "01_vit_scratch"),
+                 ("04_vit_finetune_10classes", "02_vit_scratch_10classes")):
+        if a in best_rows.index and b in best_rows.index:
+            diff = best_rows.loc[a, "test_accuracy"] - best_rows.loc[b, "test_accuracy"]
+            text.append(f"Le fine-tuning ({TITLES[a]}) fait {'mieux' if diff > 0 else 'moins bien'} "
+                        f"que l'entraînement from scratch ({TITLES[b]}) de "
+                        f"{abs(diff) * 100:.1f} points.")
+    if "03_vit_finetune" in best_rows.index and "05_efficientnet" in best_rows.index:
+        diff = best_rows.loc["03_vit_finetune", "test_accuracy"] - best_rows.loc["05_efficientnet", "test_accuracy"]
+        text.append(f"Sur 196 classes, le ViT fine-tuné fait {'mieux' if diff > 0 else 'moins bien'} "
+                    f"qu'EfficientNetB0 de {abs(diff) * 100:.1f} points.")
+    if warnings:
+        text.append("\nCes comparaisons sont à lire avec l'avertissement du début du rapport.")
+    display(Markdown("\n".join(text)))
+
+# %%
+pairs = [("03_vit_finetune", "01_vit_scratch"), ("04_vit_finetune_10classes", "02_vit_scratch_10classes")]
+if len(runs):
+    held = all(a in best_rows.index and b in best_rows.index
+               and best_rows.loc[a, "pretrained"]
+               and best_rows.loc[a, "test_accuracy"] > best_rows.loc[b, "test_accuracy"]
+               for a, b in pairs)
+    display(Markdown(
+        ("Comme en 2022, la leçon principale tient : avec un pré-entraînement, le Vision "
+         "Transformer apprend ces catégories fines bien mieux qu'à partir de rien."
+         if held else
+         "Ces résultats ne permettent pas de confirmer ici la leçon de 2022 (un ViT a besoin "
+         "d'un pré-entraînement pour des catégories aussi fines) : il faudrait les poids "
+         "pré-entraînés et le jeu complet.")
+        + " Les pistes restent celles que nous avions notées : pré-entraînements plus grands, "
+        "recadrage systématique sur la voiture, augmentations plus riches (RandAugment, "
+        "Mixup), et architectures hybrides à tige convolutive, qui apprennent mieux sur de "
+        "petits jeux de données."))

@@ -1,0 +1,118 @@
+"""EfficientNetB0 transfer learning in Keras, as the 2022 study (keras.io "Image
+classification via fine-tuning with EfficientNet"), with an honest weights fallback.
+
+Stage 1: the ImageNet backbone frozen, the original's augmentation and head
+(global average pooling, batch normalisation, dropout 0.2, dense). Stage 2 (ours): the top
+blocks unfrozen with a small learning rate, batch-normalisation layers kept frozen. The Keras
+model takes pixels 0..255 (its own rescaling is inside).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+from keras import layers
+
+IMAGENET = "imagenet"
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be loaded; the message says why and how to fix it."""
+
+
+def augmentation() -> keras.Sequential:
+    """The 2022 notebook's augmentation (keras.io EfficientNet example)."""
+    return keras.Sequential([layers.RandomRotation(0.15), layers.RandomTranslation(0.1, 0.1),
+                             layers.RandomFlip(), layers.RandomContrast(0.1)],
+                            name="augmentation")
+
+
+def _backbone(image_size: int, weights: str | None):
+    return keras.applications.EfficientNetB0(include_top=False, weights=weights,
+                                             input_shape=(image_size, image_size, 3))
+
+
+def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool = True):
+    """EfficientNetB0 without its top, and a description of the weights it holds.
+
+    ``weights``: ``"imagenet"`` (Keras' weight store, cached in ``~/.keras/models``) or the
+    path of a local weights file. When they cannot be loaded, ``allow_fallback`` gives a
+    randomly initialised backbone and says so (``random-init (pretrained unavailable: ...)``);
+    otherwise :class:`WeightsUnavailable` is raised at once.
+    """
+    if weights != IMAGENET and not os.path.isfile(weights):
+        reason = f"no weights file at {weights}"
+    else:
+        try:
+            return _backbone(image_size, weights), (
+                "imagenet (keras.applications.EfficientNetB0)" if weights == IMAGENET
+                else f"local weights {Path(weights).name}")
+        except Exception as exc:  # download errors come as several types
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    if not allow_fallback:
+        raise WeightsUnavailable(
+            f"cannot load the EfficientNetB0 weights '{weights}' ({reason}). Fix: give this "
+            "machine network access to Keras' weight store once (the file is then cached in "
+            "~/.keras/models), or download efficientnetb0_notop.h5 elsewhere and set the "
+            "`weights` parameter to its path. The gpu profile never trains from random "
+            "weights.")
+    return _backbone(image_size, None), f"random-init (pretrained unavailable: {reason})"
+
+
+def build(num_classes: int, image_size: int, weights: str = IMAGENET,
+          allow_fallback: bool = True, dropout: float = 0.2):
+    """The 2022 model: frozen backbone + head. Returns (model, weights description)."""
+    backbone, described = load_backbone(image_size, weights, allow_fallback)
+    backbone.trainable = False
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = augmentation()(inputs)
+    x = backbone(x, training=False)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.Dropout(dropout, name="top_dropout")(x)
+    outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name="efficientnetb0"), described
+
+
+def unfreeze_top(model: keras.Model, n_layers: int = 20) -> int:
+    """Make the last ``n_layers`` layers of the backbone trainable, batch norm excepted.
+
+    Returns how many layers became trainable.
+    """
+    backbone = next(layer for layer in model.layers if layer.name.startswith("efficientnet"))
+    backbone.trainable = True
+    count = 0
+    for i, layer in enumerate(backbone.layers):
+        top = i >= len(backbone.layers) - n_layers
+        layer.trainable = top and not isinstance(layer, layers.BatchNormalization)
+        count += int(layer.trainable)
+    return count
+
+
+def train_stage(model, name: str, arrays: dict, *, learning_rate: float, epochs: int,
+                batch_size: int, labels: dict, weights: str, params: dict, model_dir,
+                seed: int = 0) -> tuple[dict, keras.Model, object]:
+    """Compile with Adam, train (best validation checkpoint kept), evaluate on the test split
+    and save the model folder. ``arrays``: ``train``/``val``/``test`` -> (uint8 x, labels).
+
+    Returns the run record, the best model and the test probabilities.
+    """
+    from common import predict, results, vit
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = arrays["train"], arrays["val"], arrays["test"]
+    trained = vit.train(model, x_tr, y_tr, x_va, y_va, epochs=epochs, batch_size=batch_size,
+                        checkpoint_path=model_dir / "model.keras", verbose=2, seed=seed)
+    probs = vit.probabilities(trained["model"], x_te, batch_size)
+    predict.write_model_info(model_dir, labels, {
+        "framework": "keras", "model_file": "model.keras", "image_size": int(x_te.shape[1]),
+        "crop_mode": "squash",
+        "normalisation": "inside the model (EfficientNet rescaling); input RGB pixels 0..255"})
+    record = results.run_record(name, params, weights, y_te, probs, trained, model_dir)
+    return record, trained["model"], probs

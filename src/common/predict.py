@@ -1,0 +1,173 @@
+"""Predictions from any saved model folder, for users and for the notebooks.
+
+A model folder holds the model (``model.keras`` for Keras; ``save_pretrained`` files for
+Hugging Face), ``labels.json`` (output index -> official class id and name) and
+``preprocess.json`` (framework, image size, crop mode, normalisation). Loading never runs
+arbitrary code: Keras' safe mode, safetensors, no remote code.
+
+    python -m common.predict MODEL_DIR IMAGE_OR_FOLDER... [--top 5] [--csv OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from common.data import IMAGE_EXTENSIONS
+
+KERAS_FILE = "model.keras"
+
+
+def write_model_info(model_dir: Path, labels: dict[int, tuple[int, str]], preprocess: dict):
+    """Write ``labels.json`` and ``preprocess.json`` beside a saved model."""
+    from common.results import write_json
+
+    model_dir = Path(model_dir)
+    write_json(model_dir / "labels.json",
+               {str(i): {"class_id": int(cid), "class_name": name}
+                for i, (cid, name) in sorted(labels.items())})
+    write_json(model_dir / "preprocess.json", preprocess)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """A saved model folder, loaded once; predicts class probabilities for images."""
+
+    def __init__(self, model_dir: Path | str):
+        self.model_dir = Path(model_dir)
+        for name in ("labels.json", "preprocess.json"):
+            if not (self.model_dir / name).is_file():
+                raise FileNotFoundError(
+                    f"{self.model_dir} is not a saved model folder: {name} is missing")
+        labels = json.loads((self.model_dir / "labels.json").read_text(encoding="utf-8"))
+        self.labels = {int(i): (int(v["class_id"]), v["class_name"]) for i, v in labels.items()}
+        self.preprocess = json.loads((self.model_dir / "preprocess.json").read_text())
+        self.framework = self.preprocess["framework"]
+        if self.framework == "keras":
+            import keras
+
+            import common.vit  # noqa: F401  (registers the custom ViT layers)
+
+            self.model = keras.saving.load_model(self.model_dir / KERAS_FILE, safe_mode=True)
+        elif self.framework == "transformers":
+            from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+            self.model = AutoModelForImageClassification.from_pretrained(
+                self.model_dir, trust_remote_code=False, use_safetensors=True).eval()
+            self.processor = AutoImageProcessor.from_pretrained(self.model_dir)
+        else:
+            raise ValueError(f"unknown framework {self.framework!r} in preprocess.json")
+
+    def load(self, path: str) -> np.ndarray | None:
+        """One image file as the model's uint8 input, or None if it cannot be read."""
+        from common.images import decode
+
+        p = self.preprocess
+        mode = p.get("crop_mode", "squash")
+        return decode(str(path), int(p["image_size"]), "squash" if mode == "bbox" else mode)
+
+    def probabilities(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities for uint8 images (N, H, W, 3)."""
+        if self.framework == "keras":
+            logits = self.model.predict(x.astype("float32"), batch_size=batch_size, verbose=0)
+            return _softmax(np.asarray(logits, dtype=float))
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                inputs = self.processor(images=list(x[i:i + batch_size]), return_tensors="pt")
+                out.append(self.model(**inputs).logits.float().numpy())
+        return _softmax(np.concatenate(out).astype(float))
+
+    def predict_files(self, files: list[str], top: int = 5) -> list[dict]:
+        """One dict per file: ``path`` and either the prediction or ``error``."""
+        loaded = [(f, self.load(f)) for f in files]
+        good = [(f, a) for f, a in loaded if a is not None]
+        probs = self.probabilities(np.stack([a for _, a in good])) if good else np.zeros((0, 0))
+        by_path = {}
+        for (f, _), p in zip(good, probs):
+            order = np.argsort(-p)[:top]
+            cid, name = self.labels[int(order[0])]
+            by_path[f] = {"path": f, "class_id": cid, "class_name": name,
+                          "probability": float(p[order[0]]),
+                          "top": [(self.labels[int(i)][0], self.labels[int(i)][1], float(p[i]))
+                                  for i in order]}
+        return [by_path.get(f, {"path": f, "error": "not a readable image"}) for f in files]
+
+
+def expand(inputs: list[str]) -> list[str]:
+    """Files as given; folders become their image files, sorted."""
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(str(f) for f in p.rglob("*")
+                            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            files.append(item)
+    return files
+
+
+def write_csv(rows: list[dict], out: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "class_id", "class_name", "probability", "top_class_ids"])
+    for r in rows:
+        if "error" not in r:
+            writer.writerow([r["path"], r["class_id"], r["class_name"], f"{r['probability']:.6f}",
+                             " ".join(str(t[0]) for t in r["top"])])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.predict",
+                                     description="Predict Stanford Cars classes "
+                                                 "with a saved model.")
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("inputs", nargs="+", help="image files or folders")
+    parser.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
+    parser.add_argument("--csv", type=Path, help="also write one row per image to this CSV file")
+    args = parser.parse_args(argv)
+    try:
+        predictor = Predictor(args.model_dir)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    files = expand(args.inputs)
+    if not files:
+        print("error: no image files found in the given inputs", file=sys.stderr)
+        return 2
+    rows = predictor.predict_files(files, top=args.top)
+    for r in rows:
+        if "error" in r:
+            print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
+            continue
+        top = ", ".join(f"{cid} {name} ({p:.1%})" for cid, name, p in r["top"])
+        print(f"{r['path']}: {r['class_id']} {r['class_name']} ({r['probability']:.1%})"
+              f" | top: {top}")
+    if args.csv:
+        write_csv(rows, args.csv)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

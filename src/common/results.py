@@ -1,0 +1,252 @@
+"""The results contract: what every notebook writes to ``results/<profile>/<notebook>.json``.
+
+The report and the checks read these files, never numbers typed by hand. :func:`write`
+validates a payload against the contract (:func:`problems`) and writes it atomically, so a
+failed run never leaves a half-written file and never replaces a good one with a bad one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from common import paths
+
+METRICS = ("test_accuracy", "test_top5_accuracy", "best_val_accuracy", "test_macro_f1")
+HISTORY = ("loss", "val_loss", "accuracy", "val_accuracy")
+RUN_KEYS = ("name", "params", "weights", "metrics", "history", "train_seconds",
+            "train_images_per_second", "model_dir")
+TOP_KEYS = ("notebook", "profile", "created", "duration_s", "git_commit", "environment",
+            "dataset", "runs", "figures")
+DATASET_KEYS = ("root", "layout", "synthetic", "n_classes", "class_ids", "split_sizes")
+PACKAGES = ("keras", "tensorflow", "torch", "transformers")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def device_description() -> str:
+    """GPU names from nvidia-smi when there are GPUs, else the CPU core count."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20, check=True).stdout
+            gpus = [line.strip() for line in out.splitlines() if line.strip()]
+            if gpus:
+                return f"{len(gpus)} GPU: " + ", ".join(gpus)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def environment() -> dict:
+    return {"python": platform.python_version(),
+            **{p: _version(p) for p in PACKAGES},
+            "device": device_description()}
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def dataset_info(table, splits) -> dict:
+    """The ``dataset`` block from a (subset) table and its :class:`common.data.Splits`."""
+    return {"root": table.attrs.get("root"), "layout": table.attrs.get("layout"),
+            "synthetic": bool(table.attrs.get("synthetic", False)),
+            "n_classes": int(table["class_id"].nunique()),
+            "class_ids": sorted(int(c) for c in table["class_id"].unique()),
+            "split_sizes": splits.sizes()}
+
+
+def classification_metrics(y_true, probs) -> dict:
+    """Top-1, top-5 (top-k when fewer classes) accuracy and macro-F1 on 0-based labels."""
+    from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
+
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=float)
+    labels = np.arange(probs.shape[1])
+    y_pred = probs.argmax(axis=1)
+    k = min(5, probs.shape[1] - 1) if probs.shape[1] > 2 else 1
+    return {"test_accuracy": float(accuracy_score(y_true, y_pred)),
+            "test_top5_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)),
+            "test_macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=labels,
+                                            zero_division=0))}
+
+
+def _is_fraction(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+        and 0.0 <= v <= 1.0
+
+
+def problems(payload: dict) -> list[str]:
+    """Every way ``payload`` breaks the results contract (empty when it is valid)."""
+    out = [f"missing key '{k}'" for k in TOP_KEYS if k not in payload]
+    if out:
+        return out
+    env = payload["environment"]
+    out += [f"environment lacks '{k}'" for k in ("python", *PACKAGES, "device") if k not in env]
+    ds = payload["dataset"]
+    out += [f"dataset lacks '{k}'" for k in DATASET_KEYS if k not in ds]
+    if set(ds.get("split_sizes", {})) != {"train", "val", "test"}:
+        out.append("dataset.split_sizes must have train, val and test")
+    if not isinstance(payload["runs"], list) or not payload["runs"]:
+        out.append("runs must be a non-empty list")
+        return out
+    for i, run in enumerate(payload["runs"]):
+        where = f"runs[{i}] ({run.get('name', '?')})"
+        out += [f"{where} lacks '{k}'" for k in RUN_KEYS if k not in run]
+        for m in METRICS:
+            if not _is_fraction(run.get("metrics", {}).get(m)):
+                out.append(f"{where} metric {m} must be a fraction 0..1, got "
+                           f"{run.get('metrics', {}).get(m)!r}")
+        hist = run.get("history", {})
+        lengths = {k: len(hist.get(k, [])) for k in HISTORY}
+        if min(lengths.values()) == 0 or len(set(lengths.values())) != 1:
+            out.append(f"{where} history needs equal non-empty {', '.join(HISTORY)}: {lengths}")
+        for k in ("train_seconds", "train_images_per_second"):
+            v = run.get(k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                out.append(f"{where} {k} must be a non-negative number, got {v!r}")
+        if not isinstance(run.get("weights"), str) or not run.get("weights"):
+            out.append(f"{where} weights must name the checkpoint or 'random-init ...'")
+    out += [f"figure {f} does not exist" for f in payload["figures"] if not Path(f).is_file()]
+    return out
+
+
+def write_json(path: Path, payload) -> Path:
+    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, ensure_ascii=False, default=_jsonable)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple, set)):
+        return list(value.tolist() if isinstance(value, np.ndarray) else value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write(profile: str, notebook: str, *, started: float, dataset: dict, runs: list[dict],
+          figures: list) -> Path:
+    """Validate and write ``results/<profile>/<notebook>.json``; return its path.
+
+    ``started`` is the ``time.time()`` at the start of the notebook.
+    """
+    payload = {"notebook": notebook, "profile": profile,
+               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "duration_s": round(time.time() - started, 1), "git_commit": git_commit(),
+               "environment": environment(), "dataset": dataset, "runs": runs,
+               "figures": [str(f) for f in figures]}
+    payload = json.loads(json.dumps(payload, default=_jsonable))
+    bad = problems(payload)
+    if bad:
+        raise ValueError("results do not match the contract: " + "; ".join(bad))
+    return write_json(paths.results_dir(profile) / f"{notebook}.json", payload)
+
+
+def read(profile: str, notebook: str) -> dict | None:
+    """The results of one notebook, or None when it has not run."""
+    path = paths.results_dir(profile) / f"{notebook}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def short_weights(weights: str) -> str:
+    """The ``weights`` field for a table: the checkpoint, or 'aléatoires' with no reason."""
+    if weights.startswith("random-init"):
+        if "unavailable" in weights:
+            return "aléatoires (pré-entraînés indisponibles)"
+        return "aléatoires"
+    return weights
+
+
+def runs_table(runs: list[dict]):
+    """The runs of one notebook as a readable table (percentages, seconds, images/s)."""
+    import pandas as pd
+
+    rows = [{"configuration": r["name"],
+             "top-1 test": r["metrics"]["test_accuracy"],
+             "top-5 test": r["metrics"]["test_top5_accuracy"],
+             "F1 macro": r["metrics"]["test_macro_f1"],
+             "meilleure val.": r["metrics"]["best_val_accuracy"],
+             "époques": len(r["history"]["loss"]),
+             "durée (s)": r["train_seconds"],
+             "images/s": r["train_images_per_second"],
+             "poids": short_weights(r["weights"])} for r in runs]
+    table = pd.DataFrame(rows).set_index("configuration")
+    pct = ["top-1 test", "top-5 test", "F1 macro", "meilleure val."]
+    return table.style.format({**{c: "{:.1%}" for c in pct}, "durée (s)": "{:.0f}",
+                               "images/s": "{:.1f}"})
+
+
+def run_record(name: str, params: dict, weights: str, y_test, probs, trained: dict,
+               model_dir) -> dict:
+    """One entry of ``runs``: test metrics from ``probs`` plus the training numbers.
+
+    ``trained`` holds ``history`` (per-epoch lists), ``best_val_accuracy``, ``train_seconds``
+    and ``train_images_per_second``, as returned by :func:`common.vit.train`.
+    """
+    return {"name": name, "params": dict(params), "weights": weights,
+            "metrics": {**classification_metrics(y_test, probs),
+                        "best_val_accuracy": float(trained["best_val_accuracy"])},
+            "history": {k: [float(v) for v in trained["history"][k]] for k in HISTORY},
+            "train_seconds": round(float(trained["train_seconds"]), 2),
+            "train_images_per_second": round(float(trained["train_images_per_second"]), 2),
+            "model_dir": str(model_dir)}
+
+
+NOTEBOOKS = ("01_vit_scratch", "02_vit_scratch_10classes", "03_vit_finetune",
+             "04_vit_finetune_10classes", "05_efficientnet")
+
+
+def collect(profile: str) -> dict[str, dict | None]:
+    """The results of the five notebooks for ``profile`` (None for a notebook not run)."""
+    return {name: read(profile, name) for name in NOTEBOOKS}
+
+
+def all_runs(collected: dict[str, dict | None]):
+    """One row per run of every notebook that has results (a plain DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for notebook, payload in collected.items():
+        for run in (payload or {}).get("runs", []):
+            rows.append({"notebook": notebook, "run": run["name"], **run["metrics"],
+                         "epochs": len(run["history"]["loss"]),
+                         "train_seconds": run["train_seconds"],
+                         "train_images_per_second": run["train_images_per_second"],
+                         "weights": run["weights"],
+                         "pretrained": not run["weights"].startswith("random-init"),
+                         "synthetic": bool(payload["dataset"]["synthetic"])})
+    return pd.DataFrame(rows)

@@ -1,0 +1,121 @@
+"""Fast tests of common.vit (tensorflow backend unless KERAS_BACKEND says otherwise)."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from common import vit  # noqa: E402
+
+SMALL = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=(32,))
+
+
+@pytest.mark.parametrize(
+    "image_size,patch_size,expected", [(32, 6, 25), (72, 6, 144), (72, 8, 81), (144, 16, 81)]
+)
+def test_num_patches_and_patches_layer(image_size, patch_size, expected):
+    assert vit.num_patches(image_size, patch_size) == expected
+    images = np.zeros((2, image_size, image_size, 3), "float32")
+    out = keras.ops.convert_to_numpy(vit.Patches(patch_size)(images))
+    assert out.shape == (2, expected, patch_size * patch_size * 3)
+
+
+@pytest.mark.parametrize("image_size,patch_size", [(32, 8), (32, 6)])
+def test_patches_to_image_inverts_patches(image_size, patch_size):
+    # 'valid' patches: with 32 px / patch 6 only the top-left 30x30 pixels are covered.
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (1, image_size, image_size, 3)).astype("float32")
+    patches = keras.ops.convert_to_numpy(vit.Patches(patch_size)(img))[0]
+    rebuilt = vit.patches_to_image(patches, image_size, patch_size)
+    covered = (image_size // patch_size) * patch_size
+    assert rebuilt.shape == (covered, covered, 3)
+    np.testing.assert_array_equal(rebuilt, img[0, :covered, :covered])
+
+
+@pytest.mark.parametrize(
+    "num_classes,image_size,patch_size,kwargs",
+    [
+        (7, 32, 8, dict(augmentation="none")),
+        (3, 36, 6, dict(augmentation="strong", stochastic_depth_rate=0.1,
+                        mean=[120.0, 110.0, 100.0], variance=[3000.0, 2900.0, 2800.0])),
+    ],
+)
+def test_output_shape(num_classes, image_size, patch_size, kwargs):
+    model = vit.build_vit(num_classes, image_size, patch_size, **SMALL, **kwargs)
+    x = np.random.default_rng(0).integers(0, 256, (4, image_size, image_size, 3))
+    assert model.predict(x.astype("float32"), verbose=0).shape == (4, num_classes)
+    out = model(x.astype("float32"), training=True)  # augmentation + drop path active
+    assert tuple(out.shape) == (4, num_classes)
+    assert model.get_layer("logits").dtype_policy.compute_dtype == "float32"
+
+
+def test_save_and_reload_gives_identical_predictions(tmp_path):
+    model = vit.build_vit(5, 32, 8, stochastic_depth_rate=0.1, augmentation="strong",
+                          mean=[127.0] * 3, variance=[4000.0] * 3, **SMALL)
+    vit.compile_vit(model, vit.make_optimizer(schedule="cosine", total_steps=10,
+                                              warmup_steps=2), label_smoothing=0.1)
+    x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    model.optimizer.build(model.trainable_variables)
+    path = tmp_path / "vit.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_smoothed_loss_matches_categorical_crossentropy():
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], "float32")
+    labels = np.array([0, 2])
+    ref = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(
+        np.eye(3, dtype="float32")[labels], logits)
+    got = vit.SparseSmoothedCrossentropy(0.1)(labels, logits)
+    np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
+
+
+def test_make_optimizer_cosine_warmup():
+    opt = vit.make_optimizer(1e-3, total_steps=100, warmup_steps=10, schedule="cosine")
+    assert isinstance(opt, keras.optimizers.AdamW)
+    for step, expected in [(0, 0.0), (5, 5e-4), (10, 1e-3), (55, 5e-4), (100, 0.0)]:
+        opt.iterations.assign(step)
+        assert float(opt.learning_rate) == pytest.approx(expected, abs=1e-9)
+    assert float(vit.make_optimizer(3e-4).learning_rate) == pytest.approx(3e-4)
+
+
+def test_train_on_separable_problem(tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    n = 64
+    y = rng.integers(0, 2, n).astype("int64")
+    x = np.where(y[:, None, None, None] == 1, 200, 40) + rng.integers(-30, 30, (n, 32, 32, 3))
+    x = x.clip(0, 255).astype("uint8")
+    model = vit.build_vit(2, 32, 8, augmentation="none", **SMALL)
+    vit.compile_vit(model, vit.make_optimizer(1e-3))
+    ckpt = tmp_path / "best.keras"
+    out = vit.train(model, x[:48], y[:48], x[48:], y[48:], epochs=2, batch_size=16,
+                        checkpoint_path=str(ckpt), label_smoothing=0.1, verbose=0)
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert len(out["history"][key]) == 2
+        assert all(isinstance(v, float) for v in out["history"][key])
+    assert 0.0 <= out["best_val_accuracy"] <= 1.0
+    assert out["best_val_accuracy"] == max(out["history"]["val_accuracy"])
+    assert out["train_seconds"] > 0 and out["train_images_per_second"] > 0
+    assert ckpt.exists()
+    best = out["model"]
+    assert best.predict(x[:2].astype("float32"), verbose=0).shape == (2, 2)
+    # the returned model is the best checkpoint: its val accuracy is the best one
+    _, acc, _ = best.evaluate(x[48:].astype("float32"), y[48:], verbose=0)
+    assert acc == pytest.approx(out["best_val_accuracy"])
+
+
+def test_configure_precision_keeps_float32_logits():
+    try:
+        assert vit.configure_precision(True) == "mixed_float16"
+        model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
+        assert model.get_layer("encoder").compute_dtype == "float16"
+        assert model.output.dtype == "float32"
+    finally:
+        assert vit.configure_precision(False) == "float32"
