@@ -39,33 +39,38 @@ $(STAMP): pyproject.toml
 test: setup ## run the whole test suite
 	$(PY) -m pytest
 
+# Where results/, models/, runs/ and report/_output/ go (the tests point it elsewhere).
+OUTPUT ?= $(CURDIR)
+export VIT_CARS_OUTPUT := $(abspath $(OUTPUT))
 # The smoke profile runs on generated data; the others on CARS_DATA_DIR or data/stanford_cars.
-SYNTH := data/synth
+ifeq ($(PROFILE),smoke)
+DATA_DIR ?= data/synth
+else
+DATA_DIR ?= $(or $(CARS_DATA_DIR),data/stanford_cars)
+endif
+
 data: setup ## check the dataset (downloads it into data/stanford_cars when CARS_DATA_DIR is unset)
 ifeq ($(PROFILE),smoke)
-	@test -d $(SYNTH) || $(PY) -m common.data synth $(SYNTH) --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
-	$(PY) -m common.data summary $(SYNTH) --no-verify
-else ifdef CARS_DATA_DIR
-	$(PY) -m common.data summary "$(CARS_DATA_DIR)" --no-verify
-else
+	@test -d "$(DATA_DIR)" || $(PY) -m common.data synth "$(DATA_DIR)" --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
+else ifeq ($(DATA_DIR),data/stanford_cars)
 	$(PY) -m common.data download data/stanford_cars
-	$(PY) -m common.data summary data/stanford_cars --no-verify
 endif
+	$(PY) -m common.data summary "$(DATA_DIR)" --no-verify
 
 # One results file per notebook; it is rebuilt when the notebook, its parameter file or
 # src/common changed (or with FORCE=1). A failing notebook stops the run and keeps its
 # previous results; its executed copy stays in runs/$(PROFILE)/.
 # On a box with several GPUs, `make -j5 run PROFILE=gpu GPUS="0 1 2 3 4"` gives notebook NN
 # the NN-th GPU of GPUS.
-RESULTS := $(patsubst notebooks/%.py,results/$(PROFILE)/%.json,$(NOTEBOOKS))
+RESULTS := $(patsubst notebooks/%.py,$(OUTPUT)/results/$(PROFILE)/%.json,$(NOTEBOOKS))
 COMMON := $(wildcard src/common/*.py)
 GPUS ?=
 gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(GPUS))
 
 run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
 
-results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(COMMON) $(if $(FORCE),force) | data
-	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE)
+$(OUTPUT)/results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(COMMON) $(if $(FORCE),force) | data
+	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) -p data_dir "$(DATA_DIR)"
 
 report: run ## run the notebooks, then render report/_output/$(PROFILE)/rapport.{html,pdf}
 	$(PY) -m common.notebooks report --profile $(PROFILE)

@@ -12,6 +12,7 @@ stays in ``runs/`` for inspection.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--profile", required=True, choices=["smoke", "cpu", "gpu"])
     rep.add_argument("--no-quarto", action="store_true", help="use the fallback renderer")
     args = parser.parse_args(argv)
+    # papermill logs the notebook's own output (training progress) at INFO level
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "report":
         args.notebook, args.output, args.p = REPORT, None, []
     overrides = {k: yaml.safe_load(v) for k, v in args.p}
