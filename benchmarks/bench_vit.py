@@ -9,9 +9,9 @@ RandomRotation and RandomZoom ``supports_jit = False``, so ``jit_compile=True``
 on a model that contains them silently falls back to no XLA (that variant is
 therefore not run); the "pipeline" variants apply the same layers in tf.data
 instead. Each variant is built and warmed up (``--warmup`` steps: tracing and
-XLA compilation); then the variants are timed in turn (``--steps`` steps each)
-for ``--repeats`` rounds, keeping each one's fastest run, so that background
-load on a shared machine hits all variants alike.
+XLA compilation); then the variants run in turn (``--steps`` steps each) for
+``--repeats`` rounds, so that background load on a shared machine hits all
+variants alike. images/s = batch size / median step time.
 The last line printed is one JSON object with the figures.
 """
 
@@ -58,18 +58,35 @@ def dataset(x, y, batch_size, augmentation):
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of each training step (waits for the step's loss)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        float(logs["loss"])
+        self.seconds.append(time.perf_counter() - self._t)
+
+
 def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
-    """Build, compile and warm up one variant; return (run ``--steps`` steps, XLA used)."""
+    """Build, compile and warm up one variant; return (run ``--steps`` steps, XLA used,
+    list of the timed step durations)."""
     keras.utils.set_random_seed(0)
     model = vit.build_vit(args.num_classes, args.image_size, args.patch_size,
                           augmentation=aug_in_model)
     vit.compile_vit(model, vit.make_optimizer(), jit_compile=jit)
+    timer = StepTimer()
     if keras.backend.backend() == "tensorflow":
         ds = dataset(x, y, args.batch_size, aug_in_pipeline)
         model.fit(ds, steps_per_epoch=args.warmup, epochs=1, verbose=0)
 
         def run():
-            model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
+            model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0, callbacks=[timer])
     else:  # torch/jax: numpy batches, augmentation only inside the model
         xb, yb = x[: args.batch_size].astype("float32"), y[: args.batch_size]
         for _ in range(args.warmup):
@@ -77,8 +94,10 @@ def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
 
         def run():
             for _ in range(args.steps):
+                t = time.perf_counter()
                 model.train_on_batch(xb, yb)
-    return run, bool(model.jit_compile)
+                timer.seconds.append(time.perf_counter() - t)
+    return run, bool(model.jit_compile), timer.seconds
 
 
 def main(argv=None):
@@ -88,7 +107,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=2, help="timing rounds; fastest kept")
+    p.add_argument("--repeats", type=int, default=2, help="timing rounds")
     p.add_argument("--num-classes", type=int, default=196)
     p.add_argument("--only", default=None, help="comma-separated variant names "
                    f"(default: all of {', '.join(VARIANTS)})")
@@ -103,24 +122,21 @@ def main(argv=None):
     x, y = make_data(args)
     print(f"backend={keras.backend.backend()} cpus={os.cpu_count()} "
           f"loadavg={os.getloadavg()[0]:.2f}", flush=True)
-    runs, jit_used = {}, {}
+    runs, jit_used, steps = {}, {}, {}
     for name, (jit, aug_model, aug_pipe) in variants.items():
         t = time.perf_counter()
-        runs[name], jit_used[name] = prepare(args, x, y, jit, aug_model, aug_pipe)
+        runs[name], jit_used[name], steps[name] = prepare(args, x, y, jit, aug_model, aug_pipe)
         print(f"prepared {name} in {time.perf_counter() - t:.0f}s", flush=True)
 
-    best = {name: float("inf") for name in runs}
     for _ in range(args.repeats):
-        for name, run in runs.items():
-            t = time.perf_counter()
+        for run in runs.values():
             run()
-            best[name] = min(best[name], time.perf_counter() - t)
 
     results = {"backend": keras.backend.backend(), "image_size": args.image_size,
                "patch_size": args.patch_size, "batch_size": args.batch_size,
                "steps": args.steps, "repeats": args.repeats}
-    for name, seconds in best.items():
-        results[name] = round(args.steps * args.batch_size / seconds, 2)
+    for name, seconds in steps.items():
+        results[name] = round(args.batch_size / float(np.median(seconds)), 2)
         print(f"{name:20s} xla={jit_used[name]!s:5s} {results[name]:7.1f} images/s", flush=True)
     results["loadavg_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(results))
