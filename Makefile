@@ -64,13 +64,15 @@ endif
 # the NN-th GPU of GPUS.
 RESULTS := $(patsubst notebooks/%.py,$(OUTPUT)/results/$(PROFILE)/%.json,$(NOTEBOOKS))
 COMMON := $(wildcard src/common/*.py)
+# PARAMS adds papermill parameters to every notebook, e.g. PARAMS="-p seed 7".
 GPUS ?=
+PARAMS ?=
 gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(GPUS))
 
 run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
 
 $(OUTPUT)/results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(COMMON) $(if $(FORCE),force) | data
-	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) -p data_dir "$(DATA_DIR)"
+	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) -p data_dir "$(DATA_DIR)" $(PARAMS)
 
 report: run ## run the notebooks, then render report/_output/$(PROFILE)/rapport.{html,pdf}
 	$(PY) -m common.notebooks report --profile $(PROFILE)

@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (vit-cars-poc)
 #     language: python
@@ -72,11 +76,9 @@ saved_figures = []
 # ensembles sont disjoints par construction, et c'est vérifié.
 
 # %%
-table = data.select_classes(data.load_table(paths.resolve(data_dir)), class_ids=class_ids)
-splits = data.make_splits(table, val_fraction=val_fraction, test_fraction=test_fraction,
-                          seed=seed, cap=cap)
-splits.check()
-labels = data.label_names(table)
+table, splits, labels = data.prepare(paths.resolve(data_dir), class_ids,
+                                     val_fraction=val_fraction, test_fraction=test_fraction,
+                                     seed=seed, cap=cap)
 for part in (splits.train, splits.val, splits.test):
     assert part["label"].between(0, len(labels) - 1).all()  # 0-based everywhere
 sizes = splits.sizes()

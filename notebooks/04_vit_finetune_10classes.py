@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (vit-cars-poc)
 #     language: python
@@ -68,19 +72,9 @@ saved_figures = []
 # %%
 status = pretrained.weights_status(checkpoint, profile=profile, fallback=fallback,
                                    timeout=hub_timeout)
-if status["pretrained"]:
-    display(Markdown(f"Poids pré-entraînés : `{status['weights']}` "
-                     f"({status['parameters'] / 1e6:.1f} millions de paramètres)."))
-else:
-    arch = ", ".join(f"{k} = {v}" for k, v in fallback["config"].items())
+if not status["pretrained"]:
     print(f"WARNING: {status['weights']}", file=sys.stderr)
-    display(Markdown(
-        f"> **⚠️ Avertissement : poids pré-entraînés indisponibles.** Le point de départ "
-        f"`{checkpoint}` n'a pas pu être chargé ({status['reason']}).\n>\n"
-        f"> Ce notebook entraîne donc **un petit ViT initialisé au hasard** ({arch}), avec "
-        f"les réglages d'entraînement `{fallback.get('training', {})}`. Ses chiffres ne "
-        "disent rien du fine-tuning : ils montrent seulement que la chaîne tourne de bout en "
-        "bout. Les résultats l'indiquent dans le champ `weights`."))
+display(Markdown(pretrained.status_markdown(status, checkpoint, fallback)))
 
 # %% [markdown]
 # ## Les 10 classes

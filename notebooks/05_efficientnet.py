@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (vit-cars-poc)
 #     language: python
@@ -65,11 +69,9 @@ saved_figures = []
 # et fait sa propre normalisation.
 
 # %%
-table = data.select_classes(data.load_table(paths.resolve(data_dir)), class_ids=class_ids)
-splits = data.make_splits(table, val_fraction=val_fraction, test_fraction=test_fraction,
-                          seed=seed, cap=cap)
-splits.check()
-labels = data.label_names(table)
+table, splits, labels = data.prepare(paths.resolve(data_dir), class_ids,
+                                     val_fraction=val_fraction, test_fraction=test_fraction,
+                                     seed=seed, cap=cap)
 (x_train, t_train), (x_val, t_val), (x_test, t_test) = (
     images.load_images(part, image_size, "squash")
     for part in (splits.train, splits.val, splits.test))

@@ -1,23 +1,23 @@
 # ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3 (vit-cars-poc)
-#     language: python
-#     name: vit-cars-poc
-# ---
-
-# %% [raw]
-# ---
 # title: "Vision Transformers sur Stanford Cars"
 # subtitle: "Reprise reproductible d'une preuve de concept de 2022"
 # author: "Équipe vit-cars-poc"
 # date: today
 # lang: fr
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (vit-cars-poc)
+#     language: python
+#     name: vit-cars-poc
 # ---
 
 # %% tags=["parameters"]

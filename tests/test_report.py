@@ -57,7 +57,7 @@ def test_report_has_both_files_and_the_numbers_of_the_results(smoke_report):
     assert "Quarto introuvable" in smoke_report["log"]
     # generated data and random weights are flagged at the top
     assert "Avertissement" in html and "données générées" in html and "poids aléatoires" in html
-    assert html.index("Avertissement") < html.index("Introduction")
+    assert html.index("Avertissement") < html.index('id="introduction"')
     # no missing value where a number belongs
     cells = re.findall(r"<td[^>]*>(.*?)</td>", html, flags=re.S)
     assert cells and not [c for c in cells if c.strip() in {"nan", "None", "NaN", ""}]
@@ -65,7 +65,8 @@ def test_report_has_both_files_and_the_numbers_of_the_results(smoke_report):
 
 
 def test_rerun_reuses_results(smoke_report):
-    before = {p: p.stat().st_mtime_ns for p in (smoke_report["out"] / "results" / "smoke").glob("*.json")}
+    folder = smoke_report["out"] / "results" / "smoke"
+    before = {p: p.stat().st_mtime_ns for p in folder.glob("*.json")}
     proc = _make("run", *smoke_report["args"], env=smoke_report["env"])
     assert "common.notebooks run" not in proc.stdout
     after = {p: p.stat().st_mtime_ns for p in before}
@@ -75,13 +76,11 @@ def test_rerun_reuses_results(smoke_report):
 def test_failing_notebook_keeps_previous_results_and_names_the_cell(smoke_report):
     target = smoke_report["out"] / "results" / "smoke" / "01_vit_scratch.json"
     good = target.read_bytes()
-    args = [a for a in smoke_report["args"] if not a.startswith("DATA_DIR=")]
-    missing = smoke_report["base"] / "no-such-dataset"
-    proc = _make("run", *args, f"DATA_DIR={missing}", "FORCE=1", env=smoke_report["env"],
-                 check=False)
+    proc = _make("run", *smoke_report["args"], "FORCE=1", "PARAMS=-p class_ids [999]",
+                 env=smoke_report["env"], check=False)
     assert proc.returncode != 0
     err = proc.stdout + proc.stderr
-    assert "01_vit_scratch" in err and "In [" in err and "dataset folder not found" in err
+    assert "01_vit_scratch" in err and "In [" in err and "unknown class id(s) [999]" in err
     assert target.read_bytes() == good
     assert (smoke_report["out"] / "runs" / "smoke" / "01_vit_scratch.ipynb").is_file()
 

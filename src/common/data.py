@@ -315,6 +315,17 @@ def make_splits(table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: 
     return splits
 
 
+def prepare(root: Path | str | None, class_ids: list[int] | None = None, *,
+            val_fraction: float, test_fraction: float, seed: int, cap: int | None = None,
+            balance: bool = False) -> tuple[pd.DataFrame, Splits, dict]:
+    """The start of every experiment: the table of the chosen classes, its checked splits
+    and the label names (0-based label -> (official id, name))."""
+    table = select_classes(load_table(root), class_ids=class_ids)
+    splits = make_splits(table, val_fraction=val_fraction, test_fraction=test_fraction,
+                         seed=seed, cap=cap, balance=balance)
+    return table, splits, label_names(table)
+
+
 # --------------------------------------------------------------------------- summary
 
 def _readable(path: str) -> bool:

@@ -282,6 +282,22 @@ def weights_status(checkpoint: str, *, profile: str, fallback: dict | None = Non
             "parameters": int(sum(p.numel() for p in clf.model.parameters()))}
 
 
+def status_markdown(status: dict, checkpoint: str, fallback: dict | None) -> str:
+    """What a notebook tells its reader about the weights (French Markdown): the checkpoint
+    loaded, or a visible warning that a small randomly initialised ViT replaces it."""
+    if status["pretrained"]:
+        return (f"Poids pré-entraînés : `{status['weights']}` "
+                f"({status['parameters'] / 1e6:.1f} millions de paramètres).")
+    fallback = fallback or {}
+    arch = ", ".join(f"{k} = {v}" for k, v in fallback.get("config", {}).items())
+    return (f"> **⚠️ Avertissement : poids pré-entraînés indisponibles.** Le point de départ "
+            f"`{checkpoint}` n'a pas pu être chargé ({status['reason']}).\n>\n"
+            f"> Ce notebook entraîne donc **un petit ViT initialisé au hasard** ({arch}), avec "
+            f"les réglages d'entraînement `{fallback.get('training', {})}`. Ses chiffres ne "
+            "disent rien du fine-tuning : ils montrent seulement que la chaîne tourne de bout "
+            "en bout. Les résultats l'indiquent dans le champ `weights`.")
+
+
 def set_threads(n: int | None) -> int:
     """Use ``n`` torch threads (None: leave torch's default); return the number in use.
 

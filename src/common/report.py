@@ -238,7 +238,8 @@ def _to_markdown(nb, media: Path) -> tuple[dict, str]:
             if opts.get("include") is False:
                 continue
             if opts.get("echo") is True and "remove-input" not in tags:
-                code = "\n".join(l for l in cell.source.splitlines() if not l.startswith("#|"))
+                code = "\n".join(line for line in cell.source.splitlines()
+                                 if not line.startswith("#|"))
                 parts.append(_fence(code.strip(), "python"))
             if opts.get("output") is False or "remove-output" in tags:
                 continue
@@ -276,7 +277,7 @@ def _fence(text: str, info: str) -> str:
 
 
 def _cell_options(source: str) -> dict:
-    lines = [l[2:] for l in source.splitlines() if l.startswith("#|")]
+    lines = [line[2:] for line in source.splitlines() if line.startswith("#|")]
     try:
         opts = yaml.safe_load("\n".join(lines)) if lines else {}
     except yaml.YAMLError:
