@@ -3,7 +3,9 @@
 A model folder holds the model (``model.keras`` for Keras; ``save_pretrained`` files for
 Hugging Face), ``labels.json`` (output index -> official class id and name) and
 ``preprocess.json`` (framework, image size, crop mode, normalisation). Loading never runs
-arbitrary code: Keras' safe mode, safetensors, no remote code.
+arbitrary code: Keras' safe mode, safetensors, no remote code. New photos have no bounding
+box: a model trained on bounding-box crops sees the whole photo, so crop the car first for
+its best predictions.
 
     python -m common.predict MODEL_DIR IMAGE_OR_FOLDER... [--top 5] [--csv OUT]
 """
