@@ -299,18 +299,23 @@ if len(runs):
     text = ["Meilleur résultat de chaque expérience (configuration choisie sur la validation) :",
             "", *lines, "",
             f"La meilleure exactitude de test revient à **{TITLES[winner]}** "
-            f"({pct(best_rows.loc[winner, 'test_accuracy'])})."]
+            f"({pct(best_rows.loc[winner, 'test_accuracy'])}).", ""]
+    def versus(a, b):
+        """'X fait mieux que Y de N points', from the two best test accuracies."""
+        diff = best_rows.loc[a, "test_accuracy"] - best_rows.loc[b, "test_accuracy"]
+        if round(abs(diff) * 100, 1) == 0:
+            return f"**{TITLES[a]}** fait jeu égal avec **{TITLES[b]}**."
+        verdict = "mieux" if diff > 0 else "moins bien"
+        points = f"{abs(diff) * 100:.1f}".replace(".", ",")
+        caveat = "" if best_rows.loc[a, "pretrained"] else " (poids aléatoires : sans vrai pré-entraînement)"
+        que = "qu'" if TITLES[b][0] in "AEIOUÉ" else "que "
+        return f"**{TITLES[a]}**{caveat} fait {verdict} {que}**{TITLES[b]}** de {points} points."
+
     for a, b in (("03_vit_finetune", "01_vit_scratch"),
-                 ("04_vit_finetune_10classes", "02_vit_scratch_10classes")):
+                 ("04_vit_finetune_10classes", "02_vit_scratch_10classes"),
+                 ("03_vit_finetune", "05_efficientnet")):
         if a in best_rows.index and b in best_rows.index:
-            diff = best_rows.loc[a, "test_accuracy"] - best_rows.loc[b, "test_accuracy"]
-            text.append(f"Le fine-tuning ({TITLES[a]}) fait {'mieux' if diff > 0 else 'moins bien'} "
-                        f"que l'entraînement from scratch ({TITLES[b]}) de "
-                        f"{abs(diff) * 100:.1f} points.")
-    if "03_vit_finetune" in best_rows.index and "05_efficientnet" in best_rows.index:
-        diff = best_rows.loc["03_vit_finetune", "test_accuracy"] - best_rows.loc["05_efficientnet", "test_accuracy"]
-        text.append(f"Sur 196 classes, le ViT fine-tuné fait {'mieux' if diff > 0 else 'moins bien'} "
-                    f"qu'EfficientNetB0 de {abs(diff) * 100:.1f} points.")
+            text.append("- " + versus(a, b))
     if warnings:
         text.append("\nCes comparaisons sont à lire avec l'avertissement du début du rapport.")
     display(Markdown("\n".join(text)))
