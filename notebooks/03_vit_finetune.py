@@ -208,7 +208,7 @@ with pd.option_context("display.max_rows", len(report) + 1):
 # %%
 saved_figures.append(figures.prediction_grid(test, labels, n_predictions,
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
-shown = pretrained.one_per_class(test["y"], n_predictions)
+shown = figures.one_per_class(test["y"], n_predictions)
 right = int((test["probs"][shown].argmax(axis=1) == test["y"][shown]).sum())
 display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
 
@@ -224,7 +224,7 @@ display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
 
 # %%
 clf = test["classifier"]
-picked = pretrained.one_per_class(test["y"], n_attention)
+picked = figures.one_per_class(test["y"], n_attention)
 maps = pretrained.attention_maps(clf.model, clf.processor, test["x"][picked])
 predicted = test["probs"][picked].argmax(axis=1)
 titles = [f"{'✓' if p == test['y'][i] else '✗'} {labels[int(test['y'][i])][1]}"

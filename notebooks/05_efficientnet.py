@@ -72,12 +72,6 @@ saved_figures = []
 table, splits, labels = data.prepare(paths.resolve(data_dir), class_ids,
                                      val_fraction=val_fraction, test_fraction=test_fraction,
                                      seed=seed, cap=cap)
-(x_train, t_train), (x_val, t_val), (x_test, t_test) = (
-    images.load_images(part, image_size, "squash")
-    for part in (splits.train, splits.val, splits.test))
-y_train, y_val, y_test = (t["label"].to_numpy() for t in (t_train, t_val, t_test))
-display(Markdown(f"{len(labels)} classes ; entraînement : {len(x_train)} images, validation : "
-                 f"{len(x_val)}, test : {len(x_test)}, à {image_size}×{image_size} px."))
 
 # %% [markdown]
 # ## Première étape : le réseau gelé, comme en 2022
@@ -93,6 +87,16 @@ if weights_used.startswith("random-init"):
 else:
     display(Markdown(f"Poids chargés : `{weights_used}`."))
 
+# %% [markdown]
+# Les poids vérifiés, nous préparons les images (décodées une fois, puis lues dans le cache).
+
+# %%
+(x_train, t_train), (x_val, t_val), (x_test, t_test) = (
+    images.load_images(part, image_size, "squash")
+    for part in (splits.train, splits.val, splits.test))
+y_train, y_val, y_test = (t["label"].to_numpy() for t in (t_train, t_val, t_test))
+display(Markdown(f"{len(labels)} classes ; entraînement : {len(x_train)} images, validation : "
+                 f"{len(x_val)}, test : {len(x_test)}, à {image_size}×{image_size} px."))
 
 # %%
 arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}

@@ -223,7 +223,7 @@ def test_per_class_report_and_grid_picks():
     assert list(report.columns) == ["précision", "rappel", "F1", "images"]
     assert report.loc["7 Car B", "rappel"] == 1.0 and report.loc["7 Car B", "précision"] == 2 / 3
     assert report["images"].iloc[:3].tolist() == [2, 2, 2]
-    assert pretrained.one_per_class(y, 4) == [0, 1, 2, 3]
+    assert figures.one_per_class(y, 4) == [0, 1, 2, 3]
 
 
 def test_one_per_class_matches_the_prediction_grid(tmp_path, monkeypatch):
@@ -233,7 +233,7 @@ def test_one_per_class_matches_the_prediction_grid(tmp_path, monkeypatch):
                         lambda x, t, p, pr, path, cols=5: shown.setdefault("x", x))
     figures.prediction_grid({"x": np.arange(6), "y": y, "probs": np.eye(3)[y]},
                             {0: (1, "a"), 1: (2, "b"), 2: (3, "c")}, 4, tmp_path / "g.png")
-    assert list(shown["x"]) == pretrained.one_per_class(y, 4)
+    assert list(shown["x"]) == figures.one_per_class(y, 4)
 
 
 def test_fit_config_rejects_unknown_settings(tiny_checkpoint):

@@ -128,15 +128,21 @@ def attention(images, maps, titles: list[str], path) -> Path:
     return _save(fig, path)
 
 
+def one_per_class(y, n: int) -> list[int]:
+    """``n`` indices: the first image of each class in label order, then the others."""
+    y = np.asarray(y)
+    firsts = [int(np.flatnonzero(y == c)[0]) for c in sorted(set(y.tolist()))]
+    taken = set(firsts)
+    return (firsts + [i for i in range(len(y)) if i not in taken])[:n]
+
+
 def prediction_grid(test: dict, labels: dict, n: int, path) -> Path:
     """``n`` test images, one per class first (in label order), with true and predicted names.
 
     ``test`` holds ``x`` (uint8 images), ``y`` (0-based labels) and ``probs``.
     """
     y = np.asarray(test["y"])
-    firsts = [int(np.flatnonzero(y == c)[0]) for c in sorted(set(y.tolist()))]
-    rest = [i for i in range(len(y)) if i not in set(firsts)]
-    pick = (firsts + rest)[:n]
+    pick = one_per_class(y, n)
     pred = np.asarray(test["probs"]).argmax(axis=1)
     return predictions(test["x"][pick], [labels[int(y[i])][1] for i in pick],
                        [labels[int(pred[i])][1] for i in pick],

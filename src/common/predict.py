@@ -39,12 +39,6 @@ def write_model_info(model_dir: Path, labels: dict[int, tuple[int, str]], prepro
     write_json(model_dir / "preprocess.json", preprocess)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class Predictor:
     """A saved model folder, loaded once; predicts class probabilities for images."""
 
@@ -84,16 +78,12 @@ class Predictor:
     def probabilities(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Class probabilities for uint8 images (N, H, W, 3)."""
         if self.framework == "keras":
-            logits = self.model.predict(x.astype("float32"), batch_size=batch_size, verbose=0)
-            return _softmax(np.asarray(logits, dtype=float))
-        import torch
+            from common.vit import probabilities
 
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                inputs = self.processor(images=list(x[i:i + batch_size]), return_tensors="pt")
-                out.append(self.model(**inputs).logits.float().numpy())
-        return _softmax(np.concatenate(out).astype(float))
+            return probabilities(self.model, x, batch_size)
+        from common.pretrained import predict_probs
+
+        return predict_probs(self.model, self.processor, x, batch_size)
 
     def predict_files(self, files: list[str], top: int = 5) -> list[dict]:
         """One dict per file: ``path`` and either the prediction or ``error``."""

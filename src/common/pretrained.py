@@ -635,15 +635,6 @@ def per_class_report(y_true, probs, labels: dict[int, tuple[int, str]]):
     return table
 
 
-def one_per_class(y, n: int) -> list[int]:
-    """The indices that :func:`common.figures.prediction_grid` shows: the first image of
-    each class in label order, then the others, ``n`` in all."""
-    y = np.asarray(y)
-    firsts = [int(np.flatnonzero(y == c)[0]) for c in sorted(set(y.tolist()))]
-    taken = set(firsts)
-    return (firsts + [i for i in range(len(y)) if i not in taken])[:n]
-
-
 def save(clf: Classifier, model_dir: Path, labels: dict[int, tuple[int, str]],
          crop_mode: str) -> Path:
     """Write the model (safetensors), its image processor, ``labels.json`` and
