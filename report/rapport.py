@@ -240,7 +240,8 @@ if not missing_note("05_efficientnet"):
 # repris le même modèle sur 10 classes, puis ajouté ici une configuration améliorée d'après
 # Steiner et al. : recadrage sur la boîte englobante, augmentation plus forte, lissage des
 # étiquettes, profondeur stochastique, montée puis décroissance en cosinus du taux
-# d'apprentissage.
+# d'apprentissage, et un modèle hybride dont les jetons viennent de trois convolutions au
+# lieu d'un découpage en patchs (les « R+ViT » de l'article).
 
 # %%
 if not missing_note("02_vit_scratch_10classes"):
@@ -336,5 +337,5 @@ if len(runs):
          "pré-entraînés et le jeu complet.")
         + " Les pistes restent celles que nous avions notées : pré-entraînements plus grands, "
         "recadrage systématique sur la voiture, augmentations plus riches (RandAugment, "
-        "Mixup), et architectures hybrides à tige convolutive, qui apprennent mieux sur de "
-        "petits jeux de données."))
+        "Mixup) et, pour un modèle sans pré-entraînement, des architectures hybrides à tige "
+        "convolutive comme notre configuration améliorée."))

@@ -53,6 +53,24 @@ def test_output_shape(num_classes, image_size, patch_size, kwargs):
     assert model.get_layer("logits").dtype_policy.compute_dtype == "float32"
 
 
+def test_hybrid_stem_tokens_and_reload(tmp_path):
+    model = vit.build_vit(4, 32, 8, stem_channels=[8, 8, 16], augmentation="none", **SMALL)
+    # three stride-2 convolutions: 32 px -> a 4 x 4 grid of tokens, 8 px a side each
+    assert model.get_layer("stem_tokens").output.shape == (None, 16, 16)
+    assert model.get_layer("encoder").num_patches == vit.num_patches(32, 8)
+    x = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    model.save(tmp_path / "hybrid.keras")
+    reloaded = keras.saving.load_model(tmp_path / "hybrid.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,patch,channels", [(32, 4, [8, 8, 8]), (36, 8, [8, 8, 8])])
+def test_hybrid_stem_rejects_mismatched_patch_size(size, patch, channels):
+    with pytest.raises(ValueError, match="patch_size = 2 \\*\\* len"):
+        vit.build_vit(3, size, patch, stem_channels=channels, **SMALL)
+
+
 def test_save_and_reload_gives_identical_predictions(tmp_path):
     model = vit.build_vit(5, 32, 8, stochastic_depth_rate=0.1, augmentation="strong",
                           mean=[127.0] * 3, variance=[4000.0] * 3, **SMALL)

@@ -7,6 +7,10 @@ the encoder output goes through LayerNormalization + GlobalAveragePooling1D
 (the example flattens it), normalisation and augmentation live inside the
 model (a saved model takes raw 0..255 RGB), and an optional stochastic depth
 (drop path) follows "How to train your ViT?" (Steiner et al., 2021).
+
+``stem_channels`` turns it into a hybrid ViT, as the "R+ViT" models of that paper: a few
+stride-2 convolutions (3x3, batch norm, ReLU) replace the cut into patches, and each cell of
+the final feature map becomes a token; the transformer part is unchanged.
 """
 
 from __future__ import annotations
@@ -137,17 +141,37 @@ def augmentation_layers(augmentation: str = "standard") -> list:
     return out
 
 
+def conv_stem(x, channels, name="stem"):
+    """Hybrid stem: per entry of ``channels``, a 3x3 stride-2 convolution, batch norm, ReLU.
+    Returns the feature map flattened to tokens (B, H' * W', channels[-1])."""
+    for i, c in enumerate(channels):
+        x = layers.Conv2D(int(c), 3, strides=2, padding="same", use_bias=False,
+                          name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return layers.Reshape((x.shape[1] * x.shape[2], x.shape[3]), name=f"{name}_tokens")(x)
+
+
 def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=4,
               transformer_layers=8, mlp_head_units=(2048, 1024), dropout=0.1,
               head_dropout=0.5, stochastic_depth_rate=0.0, augmentation="standard",
-              mean=None, variance=None, name="vit") -> keras.Model:
+              mean=None, variance=None, stem_channels=None, name="vit") -> keras.Model:
     """keras.io ViT. Input: float images (image_size, image_size, 3), values 0..255.
 
     ``mean``/``variance`` (per channel, 0..255 scale, from the training set)
     select ``Normalization``; otherwise pixels are rescaled by 1/255.
     ``stochastic_depth_rate`` is the drop-path rate of the last block; block i
     uses ``rate * i / (transformer_layers - 1)`` (linear, first block 0).
+    ``stem_channels`` (a list of ints) makes it a hybrid: :func:`conv_stem` instead of
+    :class:`Patches`; each token then covers ``2 ** len(stem_channels)`` pixels a side,
+    which must equal ``patch_size`` and divide ``image_size``.
     """
+    if stem_channels:
+        if 2 ** len(stem_channels) != patch_size or image_size % patch_size:
+            raise ValueError(
+                f"stem_channels {list(stem_channels)} give tokens of {2 ** len(stem_channels)} "
+                f"px, but patch_size is {patch_size} and image_size {image_size}: use "
+                f"patch_size = 2 ** len(stem_channels), dividing image_size")
     inputs = keras.Input((image_size, image_size, 3), name="image")
     # Augment on raw 0..255 pixels, then normalise: Keras' colour layers (RandomContrast)
     # clip to value_range=(0, 255), which would cut every negative normalised value in
@@ -159,7 +183,7 @@ def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=
         x = layers.Normalization(mean=mean, variance=variance, name="normalize")(x)
     else:
         x = layers.Rescaling(1.0 / 255, name="rescale")(x)
-    x = Patches(patch_size, name="patches")(x)
+    x = conv_stem(x, stem_channels) if stem_channels else Patches(patch_size, name="patches")(x)
     x = PatchEncoder(num_patches(image_size, patch_size), projection_dim, name="encoder")(x)
     for i in range(transformer_layers):
         rate = stochastic_depth_rate * i / max(transformer_layers - 1, 1)
@@ -350,7 +374,7 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
 
     ``cfg`` holds ``name``, ``image_size``, ``patch_size``, ``epochs``, ``batch_size`` and
     optionally every other :func:`build_vit` / :func:`make_optimizer` argument, plus
-    ``crop_mode`` (squash/center/bbox), ``crop_margin``, ``label_smoothing``,
+    ``stem_channels`` (hybrid), ``crop_mode`` (squash/center/bbox), ``crop_margin``, ``label_smoothing``,
     ``warmup_epochs`` and ``schedule``. ``labels``: 0-based label -> (class id, name).
     Returns the run record of the results contract and the test arrays and probabilities.
     """
@@ -373,7 +397,8 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
                       dropout=cfg.get("dropout", 0.1), head_dropout=cfg.get("head_dropout", 0.5),
                       stochastic_depth_rate=cfg.get("stochastic_depth_rate", 0.0),
                       augmentation=cfg.get("augmentation", "standard"),
-                      mean=pixels.mean(axis=0), variance=pixels.var(axis=0), name=cfg["name"])
+                      mean=pixels.mean(axis=0), variance=pixels.var(axis=0),
+                      stem_channels=cfg.get("stem_channels"), name=cfg["name"])
     epochs, batch = int(cfg["epochs"]), int(cfg["batch_size"])
     steps_per_epoch = -(-len(x_tr) // batch)
     optimizer = make_optimizer(cfg.get("learning_rate", 1e-3), cfg.get("weight_decay", 1e-4),
