@@ -374,7 +374,7 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
 
     ``cfg`` holds ``name``, ``image_size``, ``patch_size``, ``epochs``, ``batch_size`` and
     optionally every other :func:`build_vit` / :func:`make_optimizer` argument, plus
-    ``stem_channels`` (hybrid), ``crop_mode`` (squash/center/bbox), ``crop_margin``, ``label_smoothing``,
+    ``crop_mode`` (squash/center/bbox), ``crop_margin``, ``label_smoothing``,
     ``warmup_epochs`` and ``schedule``. ``labels``: 0-based label -> (class id, name).
     Returns the run record of the results contract and the test arrays and probabilities.
     """
