@@ -94,7 +94,7 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # profondeur stochastique, une décroissance des poids plus forte et un taux d'apprentissage
 # avec montée linéaire puis décroissance en cosinus. Surtout, avec si peu d'images, le ViT
 # « pur » ne trouve pas seul que des pixels voisins vont ensemble : nous remplaçons le
-# découpage en patchs par trois convolutions de pas 2, comme dans les modèles hybrides
+# découpage en patchs par quelques convolutions de pas 2, comme dans les modèles hybrides
 # (R+ViT) de ce même article. Chaque case de la carte obtenue devient un jeton ; le
 # transformeur qui suit est le même. Ce petit tronc convolutif permet aussi des images plus
 # grandes pour un nombre de jetons raisonnable (l'attention coûte le carré de ce nombre).
@@ -151,5 +151,5 @@ if target_accuracy:
         f"configuration : objectif **{'atteint' if reached else 'non atteint'}**. "
         + ("" if reached else
            f"Le meilleur score de test de la série est {top['metrics']['test_accuracy']:.1%} "
-           f"({top['name']}) ; avec {sizes['train']} images d'entraînement, un ViT sans "
-           "pré-entraînement reste loin de ce que donne le transfert (notebooks 03 et 04).")))
+           f"({top['name']}), avec {sizes['train']} images d'entraînement et sans "
+           "pré-entraînement.")))

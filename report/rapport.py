@@ -240,7 +240,7 @@ if not missing_note("05_efficientnet"):
 # repris le même modèle sur 10 classes, puis ajouté ici une configuration améliorée d'après
 # Steiner et al. : recadrage sur la boîte englobante, augmentation plus forte, lissage des
 # étiquettes, profondeur stochastique, montée puis décroissance en cosinus du taux
-# d'apprentissage, et un modèle hybride dont les jetons viennent de trois convolutions au
+# d'apprentissage, et un modèle hybride dont les jetons viennent de quelques convolutions au
 # lieu d'un découpage en patchs (les « R+ViT » de l'article).
 
 # %%
