@@ -82,7 +82,8 @@ force:
 
 bench: setup ## image loading and ViT training throughput on the shared dataset
 	$(PY) benchmarks/bench_images.py
-	@test ! -f benchmarks/bench_vit.py || $(PY) benchmarks/bench_vit.py
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/bench_vit.py
+	KERAS_BACKEND=torch $(PY) benchmarks/bench_vit.py
 
 lint: setup ## ruff on the code and notebooks
 	$(VENV)/bin/ruff check src tests benchmarks notebooks

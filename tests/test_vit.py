@@ -120,6 +120,7 @@ def test_train_on_separable_problem(tmp_path):
         assert all(isinstance(v, float) for v in out["history"][key])
     assert 0.0 <= out["best_val_accuracy"] <= 1.0
     assert out["best_val_accuracy"] == max(out["history"]["val_accuracy"])
+    assert out["history"]["val_accuracy"][out["best_epoch"] - 1] == out["best_val_accuracy"]
     assert out["train_seconds"] > 0 and out["train_images_per_second"] > 0
     assert ckpt.exists()
     best = out["model"]
@@ -127,6 +128,26 @@ def test_train_on_separable_problem(tmp_path):
     # the returned model is the best checkpoint: its val accuracy is the best one
     _, acc, _ = best.evaluate(x[48:].astype("float32"), y[48:], verbose=0)
     assert acc == pytest.approx(out["best_val_accuracy"])
+
+
+def test_train_selects_the_best_epoch_from_select_from_epoch_on(tmp_path):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 60).astype("int64")
+    x = rng.integers(0, 256, (60, 16, 16, 3)).astype("uint8")  # noise: val accuracy wanders
+    keras.utils.set_random_seed(1)
+    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
+    vit.compile_vit(model, vit.make_optimizer(3e-3))
+    out = vit.train(model, x[:40], y[:40], x[40:], y[40:], epochs=4, batch_size=8,
+                    checkpoint_path=str(tmp_path / "best.keras"), verbose=0,
+                    select_from_epoch=3)
+    val = out["history"]["val_accuracy"]
+    assert len(val) == 4 and out["best_epoch"] in (3, 4)
+    assert out["best_val_accuracy"] == max(val[2:]) == val[out["best_epoch"] - 1]
+    _, acc, _ = out["model"].evaluate(x[40:].astype("float32"), y[40:], verbose=0)
+    assert acc == pytest.approx(out["best_val_accuracy"])  # the saved model is that epoch
+    with pytest.raises(ValueError, match="select_from_epoch"):
+        vit.train(model, x[:40], y[:40], x[40:], y[40:], epochs=2, batch_size=8,
+                  checkpoint_path=str(tmp_path / "other.keras"), verbose=0, select_from_epoch=3)
 
 
 def test_configure_precision_keeps_float32_logits():
@@ -137,3 +158,35 @@ def test_configure_precision_keeps_float32_logits():
         assert model.output.dtype == "float32"
     finally:
         assert vit.configure_precision(False) == "float32"
+
+
+def test_make_dataset_augments_in_the_pipeline():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(10)
+    plain = [(a.numpy(), b.numpy()) for a, b in vit.make_dataset(x, y, 4)]
+    assert [a.shape[0] for a, _ in plain] == [4, 4, 2]
+    assert plain[0][0].dtype == np.float32
+    np.testing.assert_array_equal(np.concatenate([a for a, _ in plain]), x.astype("float32"))
+    keras.utils.set_random_seed(0)
+    augmented = [(a.numpy(), b.numpy()) for a, b in vit.make_dataset(x, y, 4,
+                                                                     augmentation="strong")]
+    xa = np.concatenate([a for a, _ in augmented])
+    assert xa.shape == x.shape and xa.dtype == np.float32
+    assert not np.allclose(xa, x)  # the images changed ...
+    np.testing.assert_array_equal(np.concatenate([b for _, b in augmented]), y)  # not labels
+    # fresh random transforms for every image of every epoch (not one draw traced once)
+    same = np.repeat(x[:1], 8, axis=0)
+    ds = vit.make_dataset(same, np.zeros(8), 4, augmentation="strong")
+    first, second = (np.concatenate([a.numpy() for a, _ in ds]) for _ in range(2))
+    assert not np.allclose(first, second)
+    assert not np.allclose(first[0], first[1]) and not np.allclose(first[0], first[4])
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        vit.make_dataset(x, y, 4, augmentation="heavy")
+
+
+def test_require_backend_names_the_fix():
+    vit.require_backend(keras.backend.backend())
+    other = "torch" if keras.backend.backend() != "torch" else "tensorflow"
+    with pytest.raises(RuntimeError, match="restart the kernel"):
+        vit.require_backend(other)

@@ -4,9 +4,12 @@
 Layers use ``keras.ops`` only, so the model runs on the tensorflow and torch
 backends. Differences from the keras.io example, as the 2022 study asks:
 the encoder output goes through LayerNormalization + GlobalAveragePooling1D
-(the example flattens it), normalisation and augmentation live inside the
-model (a saved model takes raw 0..255 RGB), and an optional stochastic depth
-(drop path) follows "How to train your ViT?" (Steiner et al., 2021).
+(the example flattens it), normalisation lives inside the model (a saved model
+takes raw 0..255 RGB), and an optional stochastic depth (drop path) follows
+"How to train your ViT?" (Steiner et al., 2021). :func:`build_vit` can also put
+the augmentation layers inside the model, as the example does; :func:`fit_config`
+applies them in the tf.data pipeline instead, on the CPU threads beside the
+training step (faster on CPU, see benchmarks/bench_vit.py).
 
 ``stem_channels`` turns it into a hybrid ViT, as the "R+ViT" models of that paper: a few
 stride-2 convolutions (3x3, batch norm, ReLU) replace the cut into patches, and each cell of
@@ -204,6 +207,16 @@ def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=
     return keras.Model(inputs, outputs, name=name)
 
 
+def require_backend(name: str) -> None:
+    """Fail clearly when Keras runs on another backend than the notebook's parameter asks
+    (KERAS_BACKEND is read only when Keras is first imported in the process)."""
+    if keras.backend.backend() != name:
+        raise RuntimeError(
+            f"keras_backend is {name!r} but Keras already runs on "
+            f"{keras.backend.backend()!r} in this kernel: restart the kernel, or set "
+            f"keras_backend to {keras.backend.backend()!r}")
+
+
 def configure_precision(use_mixed: bool) -> str:
     """Set the global policy ('mixed_float16' on GPU if asked, else 'float32')."""
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
@@ -313,8 +326,15 @@ class ThroughputCallback(keras.callbacks.Callback):
         return self.num_train_images * len(secs) / max(sum(secs), 1e-9)
 
 
-def make_dataset(x, y, batch_size, shuffle=False, seed=0):
-    """tf.data pipeline (tensorflow backend): uint8 -> float32, batched, prefetched."""
+def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
+    """tf.data pipeline: uint8 -> float32, batched, augmented, prefetched.
+
+    ``augmentation`` ("none", "standard", "strong") applies :func:`augmentation_layers`
+    per batch in a parallel ``map``, so it runs on the CPU threads of tf.data, beside the
+    training step, whatever the Keras backend (Keras runs its preprocessing layers with
+    TensorFlow inside tf.data; they are called one by one, not through a ``Sequential``,
+    which would run on the backend). A tf.data dataset feeds ``fit`` on every backend.
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -322,44 +342,68 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0):
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b),
                                   num_parallel_calls=tf.data.AUTOTUNE)
+    steps = augmentation_layers(augmentation)
+    if steps:
+        def augment(a, b):
+            for layer in steps:
+                a = layer(a, training=True)
+            return a, b
+
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` on the best ``val_accuracy``, among the epochs from
+    ``first_epoch`` (1-based) on only."""
+
+    def __init__(self, path, first_epoch: int = 1):
+        super().__init__(path, monitor="val_accuracy", save_best_only=True, mode="max")
+        self.first_epoch = int(first_epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.first_epoch:
+            super().on_epoch_end(epoch, logs)
+
+
 def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoint_path,
-              label_smoothing=0.0, verbose=1, seed=0) -> dict:
+          label_smoothing=0.0, verbose=1, seed=0, augmentation="none",
+          select_from_epoch=1) -> dict:
     """Fit a compiled Keras classifier (the ViT, or any model with an 'accuracy' metric),
     keep the best epoch by val_accuracy, return its numbers.
 
+    ``select_from_epoch`` (1-based): the best epoch is chosen among the epochs from this one
+    on (with a warmup + cosine schedule, the early high-learning-rate epochs are not meant
+    as final models, and on a small validation split one lucky epoch there can win).
+
+    Training batches come from :func:`make_dataset`, augmented there with
+    ``augmentation`` (the model itself is then built with ``augmentation="none"``).
     ``label_smoothing`` is applied by ``compile_vit``; here it only recompiles
     when the model was compiled without it. Returns a dict with "history",
-    "best_val_accuracy", "train_seconds", "train_images_per_second", "model".
+    "best_val_accuracy", "best_epoch" (1-based), "train_seconds",
+    "train_images_per_second", "model".
     """
     if label_smoothing > 0 and not isinstance(model.loss, SparseSmoothedCrossentropy):
         compile_vit(model, model.optimizer, label_smoothing, jit_compile=model.jit_compile)
     throughput = ThroughputCallback(len(x_train))
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint_path, monitor="val_accuracy",
-                                        save_best_only=True, mode="max"),
-        throughput,
-    ]
-    if keras.backend.backend() == "tensorflow":
-        train = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed)
-        val = make_dataset(x_val, y_val, batch_size)
-        hist = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
-                         shuffle=False, verbose=verbose)  # already shuffled by tf.data
-    else:
-        hist = model.fit(
-            np.asarray(x_train, "float32"), np.asarray(y_train), batch_size=batch_size,
-            validation_data=(np.asarray(x_val, "float32"), np.asarray(y_val)),
-            epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose,
-        )
+    first = int(select_from_epoch)
+    if not 1 <= first <= epochs:
+        raise ValueError(f"select_from_epoch must be between 1 and epochs ({epochs}), "
+                         f"got {select_from_epoch}")
+    callbacks = [BestCheckpoint(checkpoint_path, first), throughput]
+    train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed,
+                            augmentation=augmentation)
+    val_ds = make_dataset(x_val, y_val, batch_size)
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+                     shuffle=False, verbose=verbose)  # already shuffled by tf.data
     keys = ("loss", "val_loss", "accuracy", "val_accuracy", "top5_accuracy",
             "val_top5_accuracy")
     history = {k: [float(v) for v in hist.history[k]] for k in keys if k in hist.history}
     best = keras.saving.load_model(checkpoint_path, safe_mode=True)
     return {
         "history": history,
-        "best_val_accuracy": max(history["val_accuracy"]),
+        "best_val_accuracy": max(history["val_accuracy"][first - 1:]),
+        "best_epoch": first + int(np.argmax(history["val_accuracy"][first - 1:])),
         "train_seconds": throughput.train_seconds,
         "train_images_per_second": throughput.images_per_second,
         "model": best,
@@ -375,7 +419,8 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
     ``cfg`` holds ``name``, ``image_size``, ``patch_size``, ``epochs``, ``batch_size`` and
     optionally every other :func:`build_vit` / :func:`make_optimizer` argument, plus
     ``crop_mode`` (squash/center/bbox), ``crop_margin``, ``label_smoothing``,
-    ``warmup_epochs`` and ``schedule``. ``labels``: 0-based label -> (class id, name).
+    ``warmup_epochs``, ``schedule`` and ``select_from_epoch`` (see :func:`train`).
+    ``labels``: 0-based label -> (class id, name).
     Returns the run record of the results contract and the test arrays and probabilities.
     """
     from pathlib import Path
@@ -396,7 +441,7 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
                       mlp_head_units=tuple(cfg.get("mlp_head_units", (2048, 1024))),
                       dropout=cfg.get("dropout", 0.1), head_dropout=cfg.get("head_dropout", 0.5),
                       stochastic_depth_rate=cfg.get("stochastic_depth_rate", 0.0),
-                      augmentation=cfg.get("augmentation", "standard"),
+                      augmentation="none",  # augmented in the tf.data pipeline (train)
                       mean=pixels.mean(axis=0), variance=pixels.var(axis=0),
                       stem_channels=cfg.get("stem_channels"), name=cfg["name"])
     epochs, batch = int(cfg["epochs"]), int(cfg["batch_size"])
@@ -411,7 +456,9 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
     model_dir.mkdir(parents=True, exist_ok=True)
     out = train(model, x_tr, t_tr["label"].to_numpy(), x_va, t_va["label"].to_numpy(),
                     epochs=epochs, batch_size=batch, checkpoint_path=model_dir / "model.keras",
-                    verbose=verbose, seed=seed)
+                    verbose=verbose, seed=seed,
+                    augmentation=cfg.get("augmentation", "standard"),
+                    select_from_epoch=cfg.get("select_from_epoch", 1))
     probs = probabilities(out["model"], x_te, batch)
     y_te = t_te["label"].to_numpy()
     predict.write_model_info(model_dir, labels, {
