@@ -43,6 +43,7 @@ val_fraction = 0.15
 test_fraction = 0.15
 cap = None
 mixed_precision = False
+keras_backend = "tensorflow"  # or "torch" (the same model; faster training on CPU here)
 defaults = {}
 runs = []
 
@@ -50,7 +51,7 @@ runs = []
 import os
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ["KERAS_BACKEND"] = keras_backend  # read once, when Keras is first imported
 
 import pandas as pd
 from IPython.display import Markdown, display
@@ -59,6 +60,7 @@ from common import data, figures, images, paths, results, vit
 
 NOTEBOOK = "01_vit_scratch"
 started = time.time()
+vit.require_backend(keras_backend)
 vit.configure_precision(mixed_precision)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []

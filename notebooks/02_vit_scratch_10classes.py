@@ -39,6 +39,7 @@ val_fraction = 0.15
 test_fraction = 0.2
 cap = None
 mixed_precision = False
+keras_backend = "tensorflow"  # or "torch" (the same model; faster training on CPU here)
 target_accuracy = None  # test top-1 aimed at by the best configuration (None: no target)
 defaults = {}
 runs = []
@@ -47,7 +48,7 @@ runs = []
 import os
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ["KERAS_BACKEND"] = keras_backend  # read once, when Keras is first imported
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,7 @@ from common import data, figures, images, paths, results, vit
 
 NOTEBOOK = "02_vit_scratch_10classes"
 started = time.time()
+vit.require_backend(keras_backend)
 vit.configure_precision(mixed_precision)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []

@@ -104,6 +104,9 @@ if first:
     ds = first["dataset"]
     commits = sorted({p["git_commit"] or "inconnu" for p in collected.values() if p})
     dates = sorted(p["created"] for p in collected.values() if p)
+    backends = ", ".join(f"{n[:2]} {p['environment']['keras_backend']}"
+                         for n, p in collected.items()
+                         if p and p["environment"].get("keras_backend"))
     display(Markdown(
         "::: {.callout-note}\n## Provenance {.unnumbered}\n\n"
         f"- **Profil** : `{profile}` ; rapport produit le "
@@ -114,7 +117,8 @@ if first:
         f"- **Bibliothèques** : Python {env['python']}, Keras {env['keras']}, "
         f"TensorFlow {env['tensorflow']}, PyTorch {env['torch']}, "
         f"Transformers {env['transformers']}\n"
-        f"- **Données** : `{ds['root']}` (organisation {ds['layout']}"
+        + (f"- **Backend Keras** (par notebook) : {backends}\n" if backends else "")
+        + f"- **Données** : `{ds['root']}` (organisation {ds['layout']}"
         f"{', données générées' if ds['synthetic'] else ''})\n:::"))
 
 # %% [markdown]

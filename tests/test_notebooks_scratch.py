@@ -50,6 +50,7 @@ def test_01_vit_scratch(smoke_env, monkeypatch):
     check_contract(payload, "01_vit_scratch", 12, 3)
     assert payload["dataset"]["split_sizes"]["test"] == 48  # the generated official test split
     assert any(f.endswith("_patches.png") for f in payload["figures"])
+    assert payload["environment"]["keras_backend"] == "tensorflow"  # the default parameter
 
 
 def test_02_vit_scratch_10classes_and_predict(smoke_env, monkeypatch, tmp_path, capsys):
@@ -63,6 +64,9 @@ def test_02_vit_scratch_10classes_and_predict(smoke_env, monkeypatch, tmp_path, 
     assert f"objectif **{verdict}**" in payload["_executed"]
     learned = payload["runs"][-1]
     model_dir = learned["model_dir"]
+    # the smoke parameters train 02 on the torch backend; the saved model is read back
+    # below by this process (tensorflow backend by default)
+    assert payload["environment"]["keras_backend"] == "torch"
     labels = json.loads((paths.models_dir("smoke", "02_vit_scratch_10classes") / learned["name"]
                          / "labels.json").read_text())
     assert [v["class_id"] for v in labels.values()] == [2, 3, 5, 7, 11]

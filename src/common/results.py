@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -55,8 +56,11 @@ def device_description() -> str:
 
 
 def environment() -> dict:
+    """Versions, device and, when Keras is loaded, the Keras backend the notebook ran on."""
+    keras = sys.modules.get("keras")
     return {"python": platform.python_version(),
             **{p: _version(p) for p in PACKAGES},
+            "keras_backend": keras.backend.backend() if keras else None,
             "device": device_description()}
 
 
@@ -215,12 +219,14 @@ def run_record(name: str, params: dict, weights: str, y_test, probs, trained: di
     """One entry of ``runs``: test metrics from ``probs`` plus the training numbers.
 
     ``trained`` holds ``history`` (per-epoch lists), ``best_val_accuracy``, ``train_seconds``
-    and ``train_images_per_second``, as returned by :func:`common.vit.train`.
+    and ``train_images_per_second``, as returned by :func:`common.vit.train`, and optionally
+    ``best_epoch`` (1-based; None when the trainer does not say).
     """
     return {"name": name, "params": dict(params), "weights": weights,
             "metrics": {**classification_metrics(y_test, probs),
                         "best_val_accuracy": float(trained["best_val_accuracy"])},
             "history": {k: [float(v) for v in trained["history"][k]] for k in HISTORY},
+            "best_epoch": trained.get("best_epoch"),
             "train_seconds": round(float(trained["train_seconds"]), 2),
             "train_images_per_second": round(float(trained["train_images_per_second"]), 2),
             "model_dir": str(model_dir)}
