@@ -196,7 +196,8 @@ def short_weights(weights: str) -> str:
 
 
 def runs_table(runs: list[dict]):
-    """The runs of one notebook as a readable table (percentages, seconds, images/s)."""
+    """The runs of one notebook as a readable table (percentages, seconds, images/s, and
+    the epoch whose checkpoint was kept, when the run says)."""
     import pandas as pd
 
     rows = [{"configuration": r["name"],
@@ -205,13 +206,15 @@ def runs_table(runs: list[dict]):
              "F1 macro": r["metrics"]["test_macro_f1"],
              "meilleure val.": r["metrics"]["best_val_accuracy"],
              "époques": len(r["history"]["loss"]),
+             "époque retenue": r.get("best_epoch"),
              "durée (s)": r["train_seconds"],
              "images/s": r["train_images_per_second"],
              "poids": short_weights(r["weights"])} for r in runs]
     table = pd.DataFrame(rows).set_index("configuration")
     pct = ["top-1 test", "top-5 test", "F1 macro", "meilleure val."]
     return table.style.format({**{c: "{:.1%}" for c in pct}, "durée (s)": "{:.0f}",
-                               "images/s": "{:.1f}"})
+                               "images/s": "{:.1f}", "époque retenue": "{:.0f}"},
+                              na_rep="—")
 
 
 def run_record(name: str, params: dict, weights: str, y_test, probs, trained: dict,
