@@ -67,6 +67,10 @@ def test_02_vit_scratch_10classes_and_predict(smoke_env, monkeypatch, tmp_path, 
     # the smoke parameters train 02 on the torch backend; the saved model is read back
     # below by this process (tensorflow backend by default)
     assert payload["environment"]["keras_backend"] == "torch"
+    # its checkpoint is chosen among the epochs from select_from_epoch on
+    assert 20 <= learned["best_epoch"] <= 30
+    assert learned["metrics"]["best_val_accuracy"] == max(
+        learned["history"]["val_accuracy"][19:])
     labels = json.loads((paths.models_dir("smoke", "02_vit_scratch_10classes") / learned["name"]
                          / "labels.json").read_text())
     assert [v["class_id"] for v in labels.values()] == [2, 3, 5, 7, 11]
