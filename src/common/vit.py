@@ -330,10 +330,11 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
     """tf.data pipeline: uint8 -> float32, batched, augmented, prefetched.
 
     ``augmentation`` ("none", "standard", "strong") applies :func:`augmentation_layers`
-    per batch in a parallel ``map``, so it runs on the CPU threads of tf.data, beside the
-    training step, whatever the Keras backend (Keras runs its preprocessing layers with
-    TensorFlow inside tf.data; they are called one by one, not through a ``Sequential``,
-    which would run on the backend). A tf.data dataset feeds ``fit`` on every backend.
+    per batch in a ``map``, so it runs on a tf.data thread, beside the training step,
+    whatever the Keras backend, and reproducibly after ``keras.utils.set_random_seed``
+    (Keras runs its preprocessing layers with TensorFlow inside tf.data; they are called
+    one by one, not through a ``Sequential``, which would run on the backend). A tf.data
+    dataset feeds ``fit`` on every backend.
     """
     import tensorflow as tf
 
@@ -349,7 +350,10 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
                 a = layer(a, training=True)
             return a, b
 
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        # one call at a time: the random layers draw from their seed generators in batch
+        # order, so a seed gives the same images on every run (parallel calls would draw in
+        # a racing order); prefetch still overlaps it with the training step
+        ds = ds.map(augment)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
