@@ -245,7 +245,10 @@ if not missing_note("05_efficientnet"):
 # Steiner et al. : recadrage sur la boîte englobante, augmentation plus forte, lissage des
 # étiquettes, profondeur stochastique, montée puis décroissance en cosinus du taux
 # d'apprentissage, et un modèle hybride dont les jetons viennent de quelques convolutions au
-# lieu d'un découpage en patchs (les « R+ViT » de l'article).
+# lieu d'un découpage en patchs (les « R+ViT » de l'article). Avec si peu d'images de
+# validation, son point de contrôle n'est choisi que parmi les dernières époques (colonne
+# « époque retenue ») ; ce seuil a été fixé en regardant aussi des courbes de test, si bien
+# que son chiffre de test est un peu optimiste.
 
 # %%
 if not missing_note("02_vit_scratch_10classes"):
