@@ -111,8 +111,8 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 #
 # Enfin, le même modèle Keras tourne sur TensorFlow ou sur PyTorch (paramètre
 # `keras_backend`) : sur les deux cœurs d'une machine sans GPU, l'entraînement est nettement
-# plus rapide avec PyTorch, et le profil `cpu` l'utilise ; l'augmentation des images se fait
-# en parallèle, dans le pipeline `tf.data`, quel que soit le backend.
+# plus rapide avec PyTorch, et le profil `cpu` l'utilise. L'augmentation des images se fait
+# alors dans le pipeline `tf.data`, à côté de l'entraînement ; sur GPU, dans le modèle.
 
 # %%
 display(pd.DataFrame([{**defaults, **cfg} for cfg in runs]).set_index("name"))

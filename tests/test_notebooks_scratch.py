@@ -51,6 +51,13 @@ def test_01_vit_scratch(smoke_env, monkeypatch):
     assert payload["dataset"]["split_sizes"]["test"] == 48  # the generated official test split
     assert any(f.endswith("_patches.png") for f in payload["figures"])
     assert payload["environment"]["keras_backend"] == "tensorflow"  # the default parameter
+    # augmentation runs in the tf.data pipeline, or inside the model when a run asks
+    def layer_names(run):
+        model = predict.Predictor(paths.models_dir("smoke", "01_vit_scratch") / run).model
+        return {layer.name for layer in model.layers}
+
+    assert "flip" not in layer_names("32px-patch6")
+    assert "flip" in layer_names("24px-patch6-2layers")
 
 
 def test_02_vit_scratch_10classes_and_predict(smoke_env, monkeypatch, tmp_path, capsys):

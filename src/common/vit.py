@@ -6,10 +6,10 @@ backends. Differences from the keras.io example, as the 2022 study asks:
 the encoder output goes through LayerNormalization + GlobalAveragePooling1D
 (the example flattens it), normalisation lives inside the model (a saved model
 takes raw 0..255 RGB), and an optional stochastic depth (drop path) follows
-"How to train your ViT?" (Steiner et al., 2021). :func:`build_vit` can also put
-the augmentation layers inside the model, as the example does; :func:`fit_config`
-applies them in the tf.data pipeline instead, on the CPU threads beside the
-training step (faster on CPU, see benchmarks/bench_vit.py).
+"How to train your ViT?" (Steiner et al., 2021). :func:`fit_config` applies the
+augmentation layers in the tf.data pipeline, on a CPU thread beside the training
+step (faster on CPU, see benchmarks/bench_vit.py), or, with ``augment_in_model``,
+inside the model as the example does (on the GPU, where the CPU would not keep up).
 
 ``stem_channels`` turns it into a hybrid ViT, as the "R+ViT" models of that paper: a few
 stride-2 convolutions (3x3, batch norm, ReLU) replace the cut into patches, and each cell of
@@ -423,7 +423,9 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
     ``cfg`` holds ``name``, ``image_size``, ``patch_size``, ``epochs``, ``batch_size`` and
     optionally every other :func:`build_vit` / :func:`make_optimizer` argument, plus
     ``crop_mode`` (squash/center/bbox), ``crop_margin``, ``label_smoothing``,
-    ``warmup_epochs``, ``schedule`` and ``select_from_epoch`` (see :func:`train`).
+    ``warmup_epochs``, ``schedule``, ``select_from_epoch`` (see :func:`train`) and
+    ``augment_in_model`` (augmentation layers inside the model rather than in the tf.data
+    pipeline: for a GPU box).
     ``labels``: 0-based label -> (class id, name).
     Returns the run record of the results contract and the test arrays and probabilities.
     """
@@ -437,6 +439,8 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
               for k in ("train", "val", "test")}
     (x_tr, t_tr), (x_va, t_va), (x_te, t_te) = arrays["train"], arrays["val"], arrays["test"]
     pixels = x_tr.reshape(-1, 3).astype("float64")
+    augmentation = cfg.get("augmentation", "standard")
+    in_model = bool(cfg.get("augment_in_model", False))
     keras.utils.set_random_seed(seed)
     model = build_vit(len(labels), size, int(cfg["patch_size"]),
                       projection_dim=cfg.get("projection_dim", 64),
@@ -445,7 +449,7 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
                       mlp_head_units=tuple(cfg.get("mlp_head_units", (2048, 1024))),
                       dropout=cfg.get("dropout", 0.1), head_dropout=cfg.get("head_dropout", 0.5),
                       stochastic_depth_rate=cfg.get("stochastic_depth_rate", 0.0),
-                      augmentation="none",  # augmented in the tf.data pipeline (train)
+                      augmentation=augmentation if in_model else "none",
                       mean=pixels.mean(axis=0), variance=pixels.var(axis=0),
                       stem_channels=cfg.get("stem_channels"), name=cfg["name"])
     epochs, batch = int(cfg["epochs"]), int(cfg["batch_size"])
@@ -461,7 +465,7 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
     out = train(model, x_tr, t_tr["label"].to_numpy(), x_va, t_va["label"].to_numpy(),
                     epochs=epochs, batch_size=batch, checkpoint_path=model_dir / "model.keras",
                     verbose=verbose, seed=seed,
-                    augmentation=cfg.get("augmentation", "standard"),
+                    augmentation="none" if in_model else augmentation,
                     select_from_epoch=cfg.get("select_from_epoch", 1))
     probs = probabilities(out["model"], x_te, batch)
     y_te = t_te["label"].to_numpy()
