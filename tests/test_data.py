@@ -59,6 +59,18 @@ def test_select_explicit_ids_relabels_zero_based(synth_root):
     assert data.label_names(sub) == {0: (2, "Synthetic class 002"), 1: (5, "Synthetic class 005")}
 
 
+def test_other_classes_leave_out_the_subset_and_the_official_test(synth_root):
+    table = data.load_table(synth_root)
+    rest = data.other_classes(table, [5, 2])
+    assert not set(rest["class_id"]) & {2, 5}
+    assert set(rest["class_id"]) == set(table["class_id"]) - {2, 5}
+    assert set(rest["split"]) == {"train"}
+    assert not set(rest["path"]) & set(table.loc[table["class_id"].isin([2, 5]), "path"])
+    assert sorted(rest["label"].unique()) == list(range(rest["class_id"].nunique()))
+    with pytest.raises(data.DataError, match="to pretrain on"):
+        data.other_classes(table, sorted(table["class_id"].unique()))
+
+
 def test_top_k_breaks_ties_by_smaller_id(synth_root):
     table = data.load_table(synth_root)
     # drop images so that class 4 has the most, then 1/2/3/5/6 tie

@@ -38,7 +38,8 @@ def check_contract(payload, name, n_classes, n_runs):
     assert payload["notebook"] == name and payload["profile"] == "smoke"
     assert payload["dataset"]["synthetic"] is True
     assert payload["dataset"]["n_classes"] == n_classes
-    assert [r["weights"] for r in payload["runs"]] == ["random-init"] * n_runs
+    assert len(payload["runs"]) == n_runs
+    assert all(r["weights"].startswith("random-init") for r in payload["runs"])
     for run in payload["runs"]:
         assert run["train_images_per_second"] > 0
         for f in ("model.keras", "labels.json", "preprocess.json"):
@@ -71,6 +72,11 @@ def test_02_vit_scratch_10classes_and_predict(smoke_env, monkeypatch, tmp_path, 
     assert f"objectif **{verdict}**" in payload["_executed"]
     learned = payload["runs"][-1]
     model_dir = learned["model_dir"]
+    # it was first pretrained on the 7 generated classes outside the subset
+    assert [r["weights"] for r in payload["runs"][:-1]] == ["random-init"] * 2
+    assert learned["weights"].startswith("random-init, pretrained here on 7 other classes")
+    assert learned["pretraining"]["images"] == 7 * 16  # their official test split left out
+    assert "Pré-entraînement de **improved**" in payload["_executed"]
     # the smoke parameters train 02 on the torch backend; the saved model is read back
     # below by this process (tensorflow backend by default)
     assert payload["environment"]["keras_backend"] == "torch"

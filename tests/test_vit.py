@@ -198,3 +198,42 @@ def test_require_backend_names_the_fix():
     other = "torch" if keras.backend.backend() != "torch" else "tensorflow"
     with pytest.raises(RuntimeError, match="restart the kernel"):
         vit.require_backend(other)
+
+
+def test_with_new_head_shares_every_other_layer(tmp_path):
+    base = vit.build_vit(6, 32, 8, stem_channels=[8, 8, 16], augmentation="none", **SMALL)
+    model = vit.with_new_head(base, 3, name="subset")
+    x = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    assert model.predict(x, verbose=0).shape == (2, 3)
+    assert base.predict(x, verbose=0).shape == (2, 6)
+    assert model.get_layer("stem_conv0") is base.get_layer("stem_conv0")
+    assert model.get_layer("logits") is not base.get_layer("logits")
+    model.save(tmp_path / "subset.keras")
+    reloaded = keras.saving.load_model(tmp_path / "subset.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_fit_config_pretrains_on_other_classes_then_trains_on_the_subset(tmp_path):
+    from common import data
+
+    root = data.synth(tmp_path / "cars", classes=6, per_class=8, layout="devkit", size=32)
+    full = data.load_table(root)
+    subset = data.select_classes(full, [2, 5])
+    splits = data.make_splits(subset, val_fraction=0.25, test_fraction=0.25, seed=0)
+    cfg = {"name": "pre", "image_size": 16, "patch_size": 4, "stem_channels": [8, 8],
+           "epochs": 2, "batch_size": 8, "augmentation": "none", **SMALL,
+           "pretrain": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-3}}
+    rest = data.other_classes(full, [2, 5])
+    run, test = vit.fit_config(cfg, splits, labels=data.label_names(subset),
+                               model_dir=tmp_path / "model", verbose=0, pretrain_table=rest)
+    pre = run["pretraining"]
+    assert (pre["classes"], pre["images"], pre["epochs"]) == (4, len(rest), 2)
+    assert len(pre["history"]["loss"]) == 2
+    assert run["weights"].startswith("random-init, pretrained here on 4 other classes")
+    assert run["train_seconds"] >= pre["seconds"] > 0
+    assert test["probs"].shape == (len(splits.test), 2)
+    reloaded = keras.saving.load_model(tmp_path / "model" / "model.keras", safe_mode=True)
+    assert reloaded.output_shape == (None, 2)
+    with pytest.raises(ValueError, match="no pretrain_table"):
+        vit.fit_config(cfg, splits, labels=data.label_names(subset), model_dir=tmp_path / "m2")

@@ -236,6 +236,22 @@ def select_classes(table: pd.DataFrame, class_ids: list[int] | None = None,
     return out.reset_index(drop=True)
 
 
+def other_classes(table: pd.DataFrame, class_ids: list[int]) -> pd.DataFrame:
+    """The pretraining set of a subset experiment: the images of every class *not* in
+    ``class_ids``, without the official test split, relabelled 0..K-1 in official id order.
+
+    No image of the chosen classes is in it (their test images included), so a model
+    pretrained on it and then trained on the subset has seen none of the subset's test set.
+    """
+    rest = table[~table["class_id"].isin(class_ids) & (table["split"] != "test")]
+    if rest.empty:
+        raise DataError(
+            f"no image outside classes {sorted(class_ids)} to pretrain on: this dataset has "
+            f"only {table['class_id'].nunique()} class(es). Drop `pretrain` from the "
+            "configuration or use a dataset with more classes.")
+    return select_classes(rest)
+
+
 def label_names(table: pd.DataFrame) -> dict[int, tuple[int, str]]:
     """0-based label -> (official class id, class name)."""
     pairs = table[["label", "class_id", "class_name"]].drop_duplicates().sort_values("label")

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -89,9 +90,12 @@ def classification_metrics(y_true, probs) -> dict:
     probs = np.asarray(probs, dtype=float)
     labels = np.arange(probs.shape[1])
     y_pred = probs.argmax(axis=1)
-    k = min(5, probs.shape[1] - 1) if probs.shape[1] > 2 else 1
-    return {"test_accuracy": float(accuracy_score(y_true, y_pred)),
-            "test_top5_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)),
+    top1 = float(accuracy_score(y_true, y_pred))
+    # with two classes sklearn wants one score column; top-1 is then the only useful k
+    topk = (float(top_k_accuracy_score(y_true, probs, k=min(5, probs.shape[1] - 1),
+                                       labels=labels)) if probs.shape[1] > 2 else top1)
+    return {"test_accuracy": top1,
+            "test_top5_accuracy": topk,
             "test_macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=labels,
                                             zero_division=0))}
 
@@ -187,8 +191,12 @@ def read(profile: str, notebook: str) -> dict | None:
 
 
 def short_weights(weights: str) -> str:
-    """The ``weights`` field for a table: the checkpoint, or 'aléatoires' with no reason."""
+    """The ``weights`` field for a table: the checkpoint, 'aléatoires' with no reason, or
+    the in-notebook pretraining of :func:`common.vit.pretrain`."""
     if weights.startswith("random-init"):
+        here = re.search(r"pretrained here on (\d+) other classes", weights)
+        if here:
+            return f"pré-entraînés ici sur {here.group(1)} autres classes"
         if "unavailable" in weights:
             return "aléatoires (pré-entraînés indisponibles)"
         return "aléatoires"
