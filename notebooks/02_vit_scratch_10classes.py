@@ -40,6 +40,7 @@ test_fraction = 0.2
 cap = None
 mixed_precision = False
 keras_backend = "tensorflow"  # or "torch" (the same model; faster training on CPU here)
+torch_threads = None  # torch backend: intra-op threads (None: one per core)
 target_accuracy = None  # test top-1 aimed at by the best configuration (None: no target)
 defaults = {}
 runs = []
@@ -59,6 +60,7 @@ from common import data, figures, images, paths, results, vit
 NOTEBOOK = "02_vit_scratch_10classes"
 started = time.time()
 vit.require_backend(keras_backend)
+vit.configure_threads(torch_threads)
 vit.configure_precision(mixed_precision)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []

@@ -237,3 +237,19 @@ def test_fit_config_pretrains_on_other_classes_then_trains_on_the_subset(tmp_pat
     assert reloaded.output_shape == (None, 2)
     with pytest.raises(ValueError, match="no pretrain_table"):
         vit.fit_config(cfg, splits, labels=data.label_names(subset), model_dir=tmp_path / "m2")
+
+
+def test_configure_threads():
+    if keras.backend.backend() != "torch":
+        assert vit.configure_threads(1) is None  # nothing to set on tensorflow
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert vit.configure_threads(1) == 1 == torch.get_num_threads()
+        assert vit.configure_threads(None) == 1  # None leaves it as it is
+        with pytest.raises(ValueError, match="torch_threads"):
+            vit.configure_threads(0)
+    finally:
+        torch.set_num_threads(before)
