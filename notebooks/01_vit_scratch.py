@@ -44,6 +44,7 @@ test_fraction = 0.15
 cap = None
 mixed_precision = False
 keras_backend = "tensorflow"  # or "torch" (the same model; faster training on CPU here)
+torch_threads = None  # torch backend: intra-op threads (None: one per core)
 defaults = {}
 runs = []
 
@@ -61,6 +62,7 @@ from common import data, figures, images, paths, results, vit
 NOTEBOOK = "01_vit_scratch"
 started = time.time()
 vit.require_backend(keras_backend)
+vit.configure_threads(torch_threads)
 vit.configure_precision(mixed_precision)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []

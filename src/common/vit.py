@@ -497,7 +497,7 @@ def pretrain(cfg: dict, table, *, seed: int = 0, verbose: int = 2,
                 cfg.get("label_smoothing", 0.0), cfg.get("jit_compile", "auto"))
     throughput = ThroughputCallback(len(x))
     batches = make_dataset(x, y, batch, shuffle=True, seed=seed,
-                        augmentation="none" if in_model else augmentation)
+                           augmentation="none" if in_model else augmentation)
     hist = model.fit(batches, epochs=epochs, callbacks=[throughput], verbose=verbose)
     return model, {"classes": classes, "images": len(x), "epochs": epochs,
                    "seconds": round(throughput.train_seconds, 2),
