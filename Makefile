@@ -2,6 +2,9 @@
 # Both set up what they need (.venv/, packages, Jupyter kernel, paired notebooks).
 
 PROFILE ?= cpu
+ifeq ($(filter $(PROFILE),smoke cpu gpu),)
+$(error unknown PROFILE '$(PROFILE)': use smoke, cpu or gpu)
+endif
 PYTHON ?= python3.11
 # The CPU build of torch on these machines. On a GPU box with the conda environment
 # (environment.yml), use VENV=$$CONDA_PREFIX TORCH= so that its CUDA builds are kept.
@@ -19,10 +22,10 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
 PAIRED := $(strip $(NOTEBOOKS) $(wildcard report/rapport.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test data run report bench lint clean
+.PHONY: help setup test test-fast data run report bench lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 	@echo "  variables: PROFILE=smoke|cpu|gpu (default cpu), CARS_DATA_DIR=<dataset folder>"
 
 setup: $(STAMP) ## create .venv, install packages, the Jupyter kernel and the notebook pairs
@@ -36,8 +39,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (vit-cars-poc)" >/dev/null
 	@touch $@
 
-test: setup ## run the whole test suite
-	$(PY) -m pytest
+# The tests write nothing into the checkout: outputs go to temporary folders, and no
+# bytecode cache is written.
+test: $(STAMP) ## run the whole test suite
+	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest
+
+test-fast: $(STAMP) ## run the unit tests only (no notebook, no report)
+	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -m "not slow"
 
 # Where results/, models/, runs/ and report/_output/ go (the tests point it elsewhere).
 OUTPUT ?= $(CURDIR)
@@ -49,21 +57,23 @@ else
 DATA_DIR ?= $(or $(CARS_DATA_DIR),data/stanford_cars)
 endif
 
-data: setup ## check the dataset (downloads it into data/stanford_cars when CARS_DATA_DIR is unset)
+data: $(STAMP) ## check the dataset (downloads it into data/stanford_cars when CARS_DATA_DIR is unset)
 ifeq ($(PROFILE),smoke)
-	@test -d "$(DATA_DIR)" || $(PY) -m common.data synth "$(DATA_DIR)" --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
+	@test -d "$(DATA_DIR)" || $(PY) -m common.synth "$(DATA_DIR)" --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
 else ifeq ($(DATA_DIR),data/stanford_cars)
 	$(PY) -m common.data download data/stanford_cars
 endif
 	$(PY) -m common.data summary "$(DATA_DIR)" --no-verify
 
-# One results file per notebook; it is rebuilt when the notebook, its parameter file or
-# src/common changed (or with FORCE=1). A failing notebook stops the run and keeps its
-# previous results; its executed copy stays in runs/$(PROFILE)/.
+# One results file per notebook; it is rebuilt when the notebook, its parameter file or a
+# module of src/common that it imports (directly or not) changed, or with FORCE=1. Those
+# modules are read from the import statements (python3 -m common.dependencies) into
+# $(DEPS). A failing notebook stops the run and keeps its previous results; its executed
+# copy stays in runs/$(PROFILE)/.
 # On a box with several GPUs, `make -j5 run PROFILE=gpu GPUS="0 1 2 3 4"` gives notebook NN
 # the NN-th GPU of GPUS.
 RESULTS := $(patsubst notebooks/%.py,$(OUTPUT)/results/$(PROFILE)/%.json,$(NOTEBOOKS))
-COMMON := $(wildcard src/common/*.py)
+DEPS := $(OUTPUT)/runs/deps.mk
 # PARAMS adds papermill parameters to every notebook, e.g. PARAMS="-p seed 7".
 GPUS ?=
 PARAMS ?=
@@ -71,8 +81,16 @@ gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(GPUS))
 
 run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
 
-$(OUTPUT)/results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(COMMON) $(if $(FORCE),force) | data
+$(OUTPUT)/results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(if $(FORCE),force) | data
 	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) -p data_dir "$(DATA_DIR)" $(PARAMS)
+
+$(DEPS): $(NOTEBOOKS) $(wildcard src/common/*.py)
+	@mkdir -p $(dir $@)
+	@python3 -m common.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
+
+ifeq ($(filter help setup test test-fast lint clean,$(or $(MAKECMDGOALS),help)),)
+-include $(DEPS)
+endif
 
 report: run ## run the notebooks, then render report/_output/$(PROFILE)/rapport.{html,pdf}
 	$(PY) -m common.notebooks report --profile $(PROFILE)

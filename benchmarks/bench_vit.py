@@ -4,7 +4,7 @@
         --batch-size 64 --steps 20
 
 Variants: XLA off/on x augmentation none / "standard" inside the model /
-"standard" in the tf.data pipeline (``vit.make_dataset``, as ``vit.fit_config``
+"standard" in the tf.data pipeline (``keras_training.make_dataset``, as ``vit_training.fit_config``
 trains). On the torch backend (``KERAS_BACKEND=torch``) the XLA variants are
 left out; tf.data still feeds the model. Keras marks
 RandomRotation and RandomZoom ``supports_jit = False``, so ``jit_compile=True``
@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import vit  # noqa: E402
+from common import keras_training, vit  # noqa: E402
 
 VARIANTS = {  # name: (jit_compile, augmentation in the model, augmentation in tf.data)
     "nojit_aug_model": (False, "standard", "none"),
@@ -50,7 +50,7 @@ def make_data(args):
 
 
 def dataset(x, y, batch_size, augmentation):
-    return vit.make_dataset(x, y, batch_size, augmentation=augmentation).repeat()
+    return keras_training.make_dataset(x, y, batch_size, augmentation=augmentation).repeat()
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -74,7 +74,7 @@ def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
     keras.utils.set_random_seed(0)
     model = vit.build_vit(args.num_classes, args.image_size, args.patch_size,
                           augmentation=aug_in_model)
-    vit.compile_vit(model, vit.make_optimizer(), jit_compile=jit)
+    keras_training.compile_classifier(model, keras_training.make_optimizer(), jit_compile=jit)
     timer = StepTimer()
     ds = dataset(x, y, args.batch_size, aug_in_pipeline)
     model.fit(ds, steps_per_epoch=args.warmup, epochs=1, verbose=0)

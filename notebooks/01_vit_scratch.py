@@ -35,35 +35,27 @@
 # Augmentation, and Regularization in Vision Transformers* (Steiner et al., 2021).
 
 # %% tags=["parameters"]
-profile = "cpu"
-data_dir = None  # None: CARS_DATA_DIR, else data/stanford_cars
-class_ids = None  # None: every class
-seed = 42
-val_fraction = 0.15
-test_fraction = 0.15
-cap = None
-mixed_precision = False
-keras_backend = "tensorflow"  # or "torch" (the same model; faster training on CPU here)
-torch_threads = None  # torch backend: intra-op threads (None: one per core)
-defaults = {}
-runs = []
+profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
+data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
 
 # %%
-import os
 import time
 
-os.environ["KERAS_BACKEND"] = keras_backend  # read once, when Keras is first imported
+from common import config, runtime
+
+NOTEBOOK = "01_vit_scratch"
+started = time.time()
+p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
+runtime.use_keras_backend(p.keras_backend)  # before Keras is first imported
 
 import pandas as pd
 from IPython.display import Markdown, display
 
-from common import data, figures, images, paths, results, vit
+from common import figures, images, paths, presentation, results, splits, vit_training
 
-NOTEBOOK = "01_vit_scratch"
-started = time.time()
-vit.require_backend(keras_backend)
-vit.configure_threads(torch_threads)
-vit.configure_precision(mixed_precision)
+runtime.set_torch_threads(p.torch_threads)
+runtime.set_keras_precision(p.mixed_precision)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []
 
@@ -80,12 +72,12 @@ saved_figures = []
 # ensembles sont disjoints par construction, et c'est vérifié.
 
 # %%
-table, splits, labels = data.prepare(paths.resolve(data_dir), class_ids,
-                                     val_fraction=val_fraction, test_fraction=test_fraction,
-                                     seed=seed, cap=cap)
-for part in (splits.train, splits.val, splits.test):
+table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
+                                      val_fraction=p.val_fraction,
+                                      test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
+for part in (parts.train, parts.val, parts.test):
     assert part["label"].between(0, len(labels) - 1).all()  # 0-based everywhere
-sizes = splits.sizes()
+sizes = parts.sizes()
 display(Markdown(
     f"Jeu de données : **{len(table)} images**, **{len(labels)} classes** "
     f"({'données générées' if table.attrs['synthetic'] else table.attrs['layout']}), "
@@ -98,7 +90,7 @@ saved_figures.append(figures.class_counts(table["class_id"].value_counts(),
                                           figure_dir / f"{NOTEBOOK}_class_counts.png"))
 
 # %%
-sample = splits.train.groupby("class_id").head(1).head(12)
+sample = parts.train.groupby("class_id").head(1).head(12)
 x_sample, sample = images.load_images(sample, 160, "squash", progress=False)
 saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
                                            figure_dir / f"{NOTEBOOK}_samples.png"))
@@ -112,8 +104,8 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # dans la deuxième configuration.
 
 # %%
-first = runs[min(1, len(runs) - 1)]
-x_patch, _ = images.load_images(splits.train.head(1), int(first["image_size"]), "squash",
+first = p.runs[min(1, len(p.runs) - 1)]
+x_patch, _ = images.load_images(parts.train.head(1), int(first["image_size"]), "squash",
                                 progress=False)
 saved_figures.append(figures.patches(x_patch[0], int(first["patch_size"]),
                                      figure_dir / f"{NOTEBOOK}_patches.png"))
@@ -124,9 +116,12 @@ saved_figures.append(figures.patches(x_patch[0], int(first["patch_size"]),
 # L'architecture est celle de keras.io : patchs, encodage de position appris, blocs de
 # transformer (normalisation de couche, attention multi-têtes, MLP à activation GELU,
 # connexions résiduelles), normalisation finale et moyenne sur les patchs, puis une tête MLP.
-# La normalisation des pixels et l'augmentation de données font partie du modèle, si bien
-# qu'un modèle enregistré prend directement une image RVB. L'optimiseur est `AdamW`. Pour
-# chaque configuration, nous gardons le meilleur point de contrôle sur la validation, puis nous
+# La normalisation des pixels fait partie du modèle, si bien qu'un modèle enregistré prend
+# directement une image RVB. L'augmentation de données (retournements, rotations, zooms) se
+# fait, elle, dans le pipeline d'entrée `tf.data`, sur un cœur du processeur, à côté de
+# l'entraînement ; sur GPU (paramètre `augment_in_model` du profil `gpu`), elle revient dans
+# le modèle, comme dans l'exemple keras.io. L'optimiseur est `AdamW`. Pour chaque
+# configuration, nous gardons le meilleur point de contrôle sur la validation, puis nous
 # l'évaluons une seule fois sur le test.
 #
 # La dernière configuration est la nôtre. D'après Steiner et al., un ViT entraîné sur peu de
@@ -137,15 +132,23 @@ saved_figures.append(figures.patches(x_patch[0], int(first["patch_size"]),
 # linéairement avant de le faire décroître en cosinus.
 
 # %%
-display(pd.DataFrame([{**defaults, **cfg} for cfg in runs]).set_index("name"))
+display(pd.DataFrame(p.runs).set_index("name"))
+
+# %% [markdown]
+# Voici le ViT de la configuration de 72 px en patchs de 6, couche par couche, tel que Keras
+# le construit : les patchs et leur encodage, puis les blocs de transformer, chacun avec sa
+# normalisation, son attention multi-têtes, son MLP et ses deux additions résiduelles.
+
+# %%
+vit_training.build_from_config(first, len(labels)).summary(line_length=100)
 
 # %%
 records, tests = [], {}
-for cfg in runs:
-    cfg = {**defaults, **cfg}
+for cfg in p.runs:
     print(f"=== {cfg['name']}")
-    record, test = vit.fit_config(cfg, splits, labels=labels, seed=seed,
-                                  model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"])
+    record, test = vit_training.fit_config(
+        cfg, parts, labels=labels, seed=p.seed,
+        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"])
     records.append(record)
     tests[cfg["name"]] = test
 
@@ -153,8 +156,7 @@ for cfg in runs:
 # ## Résultats
 
 # %%
-summary = results.runs_table(records)
-display(summary)
+display(presentation.runs_table(records))
 
 # %%
 saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
@@ -169,11 +171,13 @@ saved_figures.append(figures.prediction_grid(tests[best["name"]], labels, 15,
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started, dataset=results.dataset_info(table, splits),
-                    runs=records, figures=saved_figures)
+out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
+                    dataset=results.dataset_info(table, parts), runs=records,
+                    figures=saved_figures)
 chance = 1 / len(labels)
 display(Markdown(
     f"La meilleure configuration sur la validation, **{best['name']}**, atteint "
-    f"**{best['metrics']['test_accuracy']:.1%}** d'exactitude sur le test "
-    f"(top-5 : {best['metrics']['test_top5_accuracy']:.1%}), pour un hasard à {chance:.1%}. "
+    f"**{presentation.pct(best['metrics']['test_accuracy'])}** d'exactitude sur le test "
+    f"(top-5 : {presentation.pct(best['metrics']['test_top5_accuracy'])}), pour un hasard à "
+    f"{presentation.pct(chance)}. "
     f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

@@ -31,37 +31,28 @@
 # al., 2021).
 
 # %% tags=["parameters"]
-profile = "cpu"
-data_dir = None  # None: CARS_DATA_DIR, else data/stanford_cars
-class_ids = [56, 79, 98, 119, 144, 161, 167, 171, 182, 191]
-seed = 42
-val_fraction = 0.15
-test_fraction = 0.2
-cap = None
-mixed_precision = False
-keras_backend = "tensorflow"  # or "torch" (the same model; faster training on CPU here)
-torch_threads = None  # torch backend: intra-op threads (None: one per core)
-target_accuracy = None  # test top-1 aimed at by the best configuration (None: no target)
-defaults = {}
-runs = []
+profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
+data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
 
 # %%
-import os
 import time
 
-os.environ["KERAS_BACKEND"] = keras_backend  # read once, when Keras is first imported
+from common import config, runtime
+
+NOTEBOOK = "02_vit_scratch_10classes"
+started = time.time()
+p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
+runtime.use_keras_backend(p.keras_backend)  # before Keras is first imported
 
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from common import data, figures, images, paths, results, vit
+from common import data, figures, images, paths, presentation, results, splits, vit_training
 
-NOTEBOOK = "02_vit_scratch_10classes"
-started = time.time()
-vit.require_backend(keras_backend)
-vit.configure_threads(torch_threads)
-vit.configure_precision(mixed_precision)
+runtime.set_torch_threads(p.torch_threads)
+runtime.set_keras_precision(p.mixed_precision)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []
 
@@ -72,16 +63,16 @@ saved_figures = []
 # 0 à 9 dans l'ordre des identifiants. Le découpage est stratifié et tiré avec une graine fixe.
 
 # %%
-table, splits, labels = data.prepare(paths.resolve(data_dir), class_ids,
-                                     val_fraction=val_fraction, test_fraction=test_fraction,
-                                     seed=seed, cap=cap)
+table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
+                                      val_fraction=p.val_fraction,
+                                      test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
 display(pd.DataFrame(
     [{"étiquette": i, "identifiant officiel": cid, "classe": name,
       "images": int((table["class_id"] == cid).sum())} for i, (cid, name) in labels.items()]
 ).set_index("étiquette"))
-sizes = splits.sizes()
+sizes = parts.sizes()
 display(Markdown(f"Entraînement : {sizes['train']} images, validation : {sizes['val']}, "
-                 f"test : {sizes['test']} (hasard : {1 / len(labels):.0%})."))
+                 f"test : {sizes['test']} (hasard : {presentation.pct(1 / len(labels), 0)})."))
 
 # %% [markdown]
 # Notre configuration améliorée apprend d'abord sur les **autres** classes du jeu : toutes
@@ -90,13 +81,13 @@ display(Markdown(f"Entraînement : {sizes['train']} images, validation : {sizes[
 
 # %%
 pretraining = None
-if any({**defaults, **cfg}.get("pretrain") for cfg in runs):
-    pretraining = data.other_classes(data.load_table(paths.resolve(data_dir)), class_ids)
+if any(cfg.get("pretrain") for cfg in p.runs):
+    pretraining = splits.other_classes(data.load_table(paths.resolve(p.data_dir)), p.class_ids)
     display(Markdown(f"Pré-entraînement : {len(pretraining)} images de "
                      f"{pretraining['class_id'].nunique()} autres classes."))
 
 # %%
-sample = splits.train.groupby("class_id").head(1)
+sample = parts.train.groupby("class_id").head(1)
 x_sample, sample = images.load_images(sample, 160, "squash", progress=False)
 saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
                                            figure_dir / f"{NOTEBOOK}_samples.png", cols=5))
@@ -140,16 +131,15 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # alors dans le pipeline `tf.data`, à côté de l'entraînement ; sur GPU, dans le modèle.
 
 # %%
-display(pd.DataFrame([{**defaults, **cfg} for cfg in runs]).set_index("name"))
+display(pd.DataFrame(p.runs).set_index("name"))
 
 # %%
 records, tests = [], {}
-for cfg in runs:
-    cfg = {**defaults, **cfg}
+for cfg in p.runs:
     print(f"=== {cfg['name']}")
-    record, test = vit.fit_config(cfg, splits, labels=labels, seed=seed,
-                                  model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"],
-                                  pretrain_table=pretraining)
+    record, test = vit_training.fit_config(
+        cfg, parts, labels=labels, seed=p.seed, pretrain_table=pretraining,
+        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"])
     records.append(record)
     tests[cfg["name"]] = test
     if "pretraining" in record:
@@ -159,13 +149,14 @@ for cfg in runs:
             f"{pre['images']} images de {pre['classes']} autres classes en "
             f"{pre['seconds'] / 60:.1f} min ({pre['images_per_second']:.0f} images/s) ; "
             f"exactitude d'entraînement à la dernière époque : "
-            f"{pre['history']['accuracy'][-1]:.1%} (hasard : {1 / pre['classes']:.1%})."))
+            f"{presentation.pct(pre['history']['accuracy'][-1])} (hasard : "
+            f"{presentation.pct(1 / pre['classes'])})."))
 
 # %% [markdown]
 # ## Résultats
 
 # %%
-display(results.runs_table(records))
+display(presentation.runs_table(records))
 saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
 
 # %% [markdown]
@@ -184,21 +175,26 @@ saved_figures.append(figures.prediction_grid(test, labels, 10,
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started, dataset=results.dataset_info(table, splits),
-                    runs=records, figures=saved_figures)
+out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
+                    dataset=results.dataset_info(table, parts), runs=records,
+                    figures=saved_figures)
 baseline = records[0]
 display(Markdown(
     f"La meilleure configuration, **{best['name']}**, atteint "
-    f"**{best['metrics']['test_accuracy']:.1%}** sur le test (hasard : {1 / len(labels):.0%}), "
-    f"contre {baseline['metrics']['test_accuracy']:.1%} pour la première configuration de 2022 "
+    f"**{presentation.pct(best['metrics']['test_accuracy'])}** sur le test (hasard : "
+    f"{presentation.pct(1 / len(labels), 0)}), contre "
+    f"{presentation.pct(baseline['metrics']['test_accuracy'])} pour la première configuration "
+    "de 2022 "
     f"rejouée ici. Résultats écrits dans `{out.relative_to(paths.output_root())}`."))
-if target_accuracy:
-    reached = best["metrics"]["test_accuracy"] >= target_accuracy
+if p.target_accuracy:
+    reached = best["metrics"]["test_accuracy"] >= p.target_accuracy
     top = max(records, key=lambda r: r["metrics"]["test_accuracy"])
     display(Markdown(
-        f"Nous visions au moins **{target_accuracy:.0%}** sur le test pour la meilleure "
+        f"Nous visions au moins **{presentation.pct(p.target_accuracy, 0)}** sur le test pour "
+        "la meilleure "
         f"configuration : objectif **{'atteint' if reached else 'non atteint'}**. "
         + ("" if reached else
-           f"Le meilleur score de test de la série est {top['metrics']['test_accuracy']:.1%} "
+           "Le meilleur score de test de la série est "
+           f"{presentation.pct(top['metrics']['test_accuracy'])} "
            f"({top['name']}), avec {sizes['train']} images d'entraînement de nos 10 "
            "classes.")))

@@ -39,35 +39,24 @@
 # porte son attention (*attention rollout*).
 
 # %% tags=["parameters"]
-profile = "cpu"
-data_dir = None  # None: CARS_DATA_DIR, else data/stanford_cars
-class_ids = None  # None: every class
-seed = 42
-val_fraction = 0.15
-test_fraction = 0.15
-crop_mode = "squash"
-checkpoint = "google/vit-base-patch16-224-in21k"  # a hub id or a save_pretrained folder
-hub_timeout = 10  # seconds to wait for the Hugging Face hub before using the local cache
-fallback = {}  # smoke/cpu only: {config: ViTConfig keywords, training: overrides}
-torch_threads = None  # None: torch's default
-defaults = {}
-runs = []
-n_predictions = 25
-n_attention = 4
+profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
+data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
 
 # %%
 import sys
 import time
 
 import pandas as pd
-import yaml
 from IPython.display import Markdown, display
 
-from common import data, figures, images, paths, pretrained, results
+from common import (attention, config, data, figures, finetune, hf_weights, images, paths,
+                    presentation, results, runtime, splits)
 
 NOTEBOOK = "03_vit_finetune"
 started = time.time()
-threads = pretrained.set_threads(torch_threads)
+p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
+threads = runtime.set_torch_threads(p.torch_threads)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []
 
@@ -84,11 +73,11 @@ saved_figures = []
 # les résultats.
 
 # %%
-status = pretrained.weights_status(checkpoint, profile=profile, fallback=fallback,
-                                   timeout=hub_timeout)
+status = hf_weights.weights_status(p.checkpoint, profile=profile, fallback=p.fallback,
+                                   timeout=p.hub_timeout)
 if not status["pretrained"]:
-    print(f"WARNING: {status['weights']}", file=sys.stderr)
-display(Markdown(pretrained.status_markdown(status, checkpoint, fallback)))
+    print(f"WARNING: {p.checkpoint}: {status['reason']}", file=sys.stderr)
+display(Markdown(presentation.weights_markdown(status, p.checkpoint, p.fallback)))
 
 # %% [markdown]
 # ## Les données
@@ -100,8 +89,8 @@ display(Markdown(pretrained.status_markdown(status, checkpoint, fallback)))
 # essais, ce qui les rend comparables.
 
 # %%
-table = data.select_classes(data.load_table(paths.resolve(data_dir)), class_ids=class_ids)
-labels = data.label_names(table)
+table = splits.select_classes(data.load_table(paths.resolve(p.data_dir)), class_ids=p.class_ids)
+labels = splits.label_names(table)
 counts = table["class_id"].value_counts()
 display(Markdown(
     f"Jeu de données : **{len(table)} images**, **{len(labels)} classes** "
@@ -110,7 +99,7 @@ display(Markdown(
 
 # %%
 sample = table.groupby("class_id").head(1).head(12)
-x_sample, sample = images.load_images(sample, 160, crop_mode, progress=False)
+x_sample, sample = images.load_images(sample, 160, p.crop_mode, progress=False)
 saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
                                            figure_dir / f"{NOTEBOOK}_samples.png"))
 
@@ -129,18 +118,17 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # classe, comme en 2022 ; le tableau donne les réglages propres au profil.
 
 # %%
-display(pd.DataFrame([{**defaults, **cfg} for cfg in runs]).set_index("name"))
+display(pd.DataFrame(p.runs).set_index("name"))
 
 # %%
 records, tests = [], {}
-for cfg in runs:
-    cfg = {**defaults, **cfg}
+for cfg in p.runs:
     print(f"=== {cfg['name']}")
-    record, test = pretrained.fit_config(
-        cfg, table, labels, checkpoint=checkpoint, profile=profile, fallback=fallback,
-        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"], seed=seed,
-        val_fraction=val_fraction, test_fraction=test_fraction, crop_mode=crop_mode,
-        timeout=hub_timeout)
+    record, test = finetune.fit_config(
+        cfg, table, labels, checkpoint=p.checkpoint, profile=profile, fallback=p.fallback,
+        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"], seed=p.seed,
+        val_fraction=p.val_fraction, test_fraction=p.test_fraction, crop_mode=p.crop_mode,
+        timeout=p.hub_timeout)
     record["params"]["torch_threads"] = threads
     records.append(record)
     tests[cfg["name"]] = test
@@ -153,7 +141,7 @@ for cfg in runs:
 # puis la durée de l'entraînement et son débit.
 
 # %%
-display(results.runs_table(records))
+display(presentation.runs_table(records))
 saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
 
 # %% [markdown]
@@ -165,8 +153,7 @@ saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_
 
 # %%
 # the 2022 numbers, as quoted once for the whole project (validation accuracy)
-quoted = yaml.safe_load((paths.ROOT / "report" / "reference_2022.yaml").read_text())
-reference = {q["run"]: q["value"] for q in quoted[NOTEBOOK]}
+reference = {q["run"]: q["value"] for q in config.REFERENCE_2022[NOTEBOOK]}
 display(pd.DataFrame([
     {"essai": r["name"],
      "images d'entraînement": r["params"]["split_sizes"]["train"],
@@ -179,11 +166,11 @@ best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
 test = tests[best["name"]]
 display(Markdown(
     f"Le meilleur essai sur la validation est **{best['name']}** : "
-    f"**{best['metrics']['test_accuracy']:.1%}** d'exactitude sur le test, "
-    f"{best['metrics']['test_top5_accuracy']:.1%} en top-5, pour un hasard à "
-    f"{1 / len(labels):.2%}. Entraînement : {best['train_seconds']:.0f} s, "
+    f"**{presentation.pct(best['metrics']['test_accuracy'])}** d'exactitude sur le test, "
+    f"{presentation.pct(best['metrics']['test_top5_accuracy'])} en top-5, pour un hasard à "
+    f"{presentation.pct(1 / len(labels), 2)}. Entraînement : {best['train_seconds']:.0f} s, "
     f"{best['train_images_per_second']:.1f} images/s "
-    f"(poids de départ : `{best['weights']}`)."))
+    f"(poids de départ : `{best['weights']['source']}`)."))
 
 # %% [markdown]
 # ## Classe par classe
@@ -193,7 +180,7 @@ display(Markdown(
 # classes du bas du tableau sont celles que le modèle reconnaît le mieux.
 
 # %%
-report = pretrained.per_class_report(test["y"], test["probs"], labels)
+report = presentation.per_class_report(test["y"], test["probs"], labels)
 classes, averages = report.iloc[:-2].sort_values("F1"), report.iloc[-2:]
 with pd.option_context("display.max_rows", len(report) + 1):
     display(pd.concat([classes, averages]).style.format(
@@ -206,9 +193,9 @@ with pd.option_context("display.max_rows", len(report) + 1):
 # elle est juste, en rouge sinon).
 
 # %%
-saved_figures.append(figures.prediction_grid(test, labels, n_predictions,
+saved_figures.append(figures.prediction_grid(test, labels, p.n_predictions,
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
-shown = figures.one_per_class(test["y"], n_predictions)
+shown = figures.one_per_class(test["y"], p.n_predictions)
 right = int((test["probs"][shown].argmax(axis=1) == test["y"][shown]).sum())
 display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
 
@@ -224,8 +211,8 @@ display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
 
 # %%
 clf = test["classifier"]
-picked = figures.one_per_class(test["y"], n_attention)
-maps = pretrained.attention_maps(clf.model, clf.processor, test["x"][picked])
+picked = figures.one_per_class(test["y"], p.n_attention)
+maps = attention.attention_maps(clf.model, clf.processor, test["x"][picked])
 predicted = test["probs"][picked].argmax(axis=1)
 titles = [f"{'✓' if p == test['y'][i] else '✗'} {labels[int(test['y'][i])][1]}"
           for i, p in zip(picked, predicted)]
@@ -233,12 +220,14 @@ saved_figures.append(figures.attention(test["x"][picked], maps, titles,
                                        figure_dir / f"{NOTEBOOK}_attention.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started,
+out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
                     dataset=results.dataset_info(table, tests[records[0]["name"]]["splits"]),
                     runs=records, figures=saved_figures)
-gap = best["metrics"]["best_val_accuracy"] - best["metrics"]["test_accuracy"]
+metrics = best["metrics"]
+gap = metrics["best_val_accuracy"] - metrics["test_accuracy"]
 display(Markdown(
-    f"Entre la meilleure validation ({best['metrics']['best_val_accuracy']:.1%}) et le test "
-    f"({best['metrics']['test_accuracy']:.1%}), l'écart est de {gap * 100:+.1f} points. La "
+    f"Entre la meilleure validation ({presentation.pct(metrics['best_val_accuracy'])}) et le "
+    f"test ({presentation.pct(metrics['test_accuracy'])}), l'écart est de {gap * 100:+.1f} "
+    "points. La "
     f"validation a servi à choisir l'époque ; seul le test mesure le modèle sans biais. "
     f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

@@ -30,35 +30,24 @@
 # test, une par classe, que le modèle n'a jamais vues.
 
 # %% tags=["parameters"]
-profile = "cpu"
-data_dir = None  # None: CARS_DATA_DIR, else data/stanford_cars
-class_ids = [56, 79, 98, 119, 144, 161, 167, 171, 182, 191]
-seed = 42
-val_fraction = 0.15
-test_fraction = 0.2
-crop_mode = "squash"
-checkpoint = "google/vit-base-patch16-224-in21k"  # a hub id or a save_pretrained folder
-hub_timeout = 10  # seconds to wait for the Hugging Face hub before using the local cache
-fallback = {}  # smoke/cpu only: {config: ViTConfig keywords, training: overrides}
-torch_threads = None  # None: torch's default
-defaults = {}
-runs = []
-n_predictions = 10
-n_attention = 4
+profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
+data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
 
 # %%
 import sys
 import time
 
 import pandas as pd
-import yaml
 from IPython.display import Markdown, display
 
-from common import data, figures, images, paths, pretrained, results
+from common import (attention, config, data, figures, finetune, hf_weights, images, paths,
+                    presentation, results, runtime, splits)
 
 NOTEBOOK = "04_vit_finetune_10classes"
 started = time.time()
-threads = pretrained.set_threads(torch_threads)
+p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
+threads = runtime.set_torch_threads(p.torch_threads)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []
 
@@ -70,11 +59,11 @@ saved_figures = []
 # `cpu` continuent avec un petit ViT initialisé au hasard, et le disent.
 
 # %%
-status = pretrained.weights_status(checkpoint, profile=profile, fallback=fallback,
-                                   timeout=hub_timeout)
+status = hf_weights.weights_status(p.checkpoint, profile=profile, fallback=p.fallback,
+                                   timeout=p.hub_timeout)
 if not status["pretrained"]:
-    print(f"WARNING: {status['weights']}", file=sys.stderr)
-display(Markdown(pretrained.status_markdown(status, checkpoint, fallback)))
+    print(f"WARNING: {p.checkpoint}: {status['reason']}", file=sys.stderr)
+display(Markdown(presentation.weights_markdown(status, p.checkpoint, p.fallback)))
 
 # %% [markdown]
 # ## Les 10 classes
@@ -84,8 +73,8 @@ display(Markdown(pretrained.status_markdown(status, checkpoint, fallback)))
 # l'entraînement et la validation ; le test garde toutes ses images.
 
 # %%
-table = data.select_classes(data.load_table(paths.resolve(data_dir)), class_ids=class_ids)
-labels = data.label_names(table)
+table = splits.select_classes(data.load_table(paths.resolve(p.data_dir)), class_ids=p.class_ids)
+labels = splits.label_names(table)
 display(pd.DataFrame(
     [{"étiquette": i, "identifiant officiel": cid, "classe": name,
       "images": int((table["class_id"] == cid).sum())} for i, (cid, name) in labels.items()]
@@ -93,7 +82,7 @@ display(pd.DataFrame(
 
 # %%
 sample = table.groupby("class_id").head(1)
-x_sample, sample = images.load_images(sample, 160, crop_mode, progress=False)
+x_sample, sample = images.load_images(sample, 160, p.crop_mode, progress=False)
 saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
                                            figure_dir / f"{NOTEBOOK}_samples.png", cols=5))
 
@@ -106,18 +95,17 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # tableau donne les réglages du profil.
 
 # %%
-display(pd.DataFrame([{**defaults, **cfg} for cfg in runs]).set_index("name"))
+display(pd.DataFrame(p.runs).set_index("name"))
 
 # %%
 records, tests = [], {}
-for cfg in runs:
-    cfg = {**defaults, **cfg}
+for cfg in p.runs:
     print(f"=== {cfg['name']}")
-    record, test = pretrained.fit_config(
-        cfg, table, labels, checkpoint=checkpoint, profile=profile, fallback=fallback,
-        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"], seed=seed,
-        val_fraction=val_fraction, test_fraction=test_fraction, crop_mode=crop_mode,
-        timeout=hub_timeout)
+    record, test = finetune.fit_config(
+        cfg, table, labels, checkpoint=p.checkpoint, profile=profile, fallback=p.fallback,
+        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"], seed=p.seed,
+        val_fraction=p.val_fraction, test_fraction=p.test_fraction, crop_mode=p.crop_mode,
+        timeout=p.hub_timeout)
     record["params"]["torch_threads"] = threads
     records.append(record)
     tests[cfg["name"]] = test
@@ -126,18 +114,21 @@ for cfg in runs:
 # ## Résultats
 
 # %%
-display(results.runs_table(records))
+display(presentation.runs_table(records))
 saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
 best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
 test = tests[best["name"]]
 # the 2022 number, as quoted once for the whole project (validation accuracy)
-quoted = yaml.safe_load((paths.ROOT / "report" / "reference_2022.yaml").read_text())[NOTEBOOK][0]
+quoted = config.REFERENCE_2022[NOTEBOOK][0]
+metrics = best["metrics"]
 display(Markdown(
-    f"Meilleure exactitude de validation : **{best['metrics']['best_val_accuracy']:.1%}** "
-    f"(2022 : {quoted['value']:.0%}). Sur le test : **{best['metrics']['test_accuracy']:.1%}**, "
-    f"F1 macro {best['metrics']['test_macro_f1']:.1%}, pour un hasard à "
-    f"{1 / len(labels):.0%}. Entraînement : {best['train_seconds']:.0f} s, "
-    f"{best['train_images_per_second']:.1f} images/s (poids de départ : `{best['weights']}`)."))
+    f"Meilleure exactitude de validation : **{presentation.pct(metrics['best_val_accuracy'])}** "
+    f"(2022 : {presentation.pct(quoted['value'], 0)}). Sur le test : "
+    f"**{presentation.pct(metrics['test_accuracy'])}**, F1 macro "
+    f"{presentation.pct(metrics['test_macro_f1'])}, pour un hasard à "
+    f"{presentation.pct(1 / len(labels), 0)}. Entraînement : {best['train_seconds']:.0f} s, "
+    f"{best['train_images_per_second']:.1f} images/s (poids de départ : "
+    f"`{best['weights']['source']}`)."))
 
 # %% [markdown]
 # L'exactitude d'entraînement des courbes est mesurée à la fin de chaque époque, sans
@@ -153,7 +144,7 @@ saved_figures.append(figures.confusion(test["y"], test["probs"].argmax(axis=1), 
                                        figure_dir / f"{NOTEBOOK}_confusion.png"))
 
 # %%
-report = pretrained.per_class_report(test["y"], test["probs"], labels)
+report = presentation.per_class_report(test["y"], test["probs"], labels)
 display(report.style.format({"précision": "{:.2f}", "rappel": "{:.2f}", "F1": "{:.2f}"}))
 
 # %% [markdown]
@@ -163,9 +154,9 @@ display(report.style.format({"précision": "{:.2f}", "rappel": "{:.2f}", "F1": "
 # juste, en rouge sinon).
 
 # %%
-saved_figures.append(figures.prediction_grid(test, labels, n_predictions,
+saved_figures.append(figures.prediction_grid(test, labels, p.n_predictions,
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
-shown = figures.one_per_class(test["y"], n_predictions)
+shown = figures.one_per_class(test["y"], p.n_predictions)
 right = int((test["probs"][shown].argmax(axis=1) == test["y"][shown]).sum())
 display(Markdown(f"**{right} photos sur {len(shown)}** sont bien classées (2022 : "
                  f"{quoted['note']}, des photos prises hors du jeu de données)."))
@@ -180,8 +171,8 @@ display(Markdown(f"**{right} photos sur {len(shown)}** sont bien classées (2022
 
 # %%
 clf = test["classifier"]
-picked = figures.one_per_class(test["y"], n_attention)
-maps = pretrained.attention_maps(clf.model, clf.processor, test["x"][picked])
+picked = figures.one_per_class(test["y"], p.n_attention)
+maps = attention.attention_maps(clf.model, clf.processor, test["x"][picked])
 predicted = test["probs"][picked].argmax(axis=1)
 titles = [f"{'✓' if p == test['y'][i] else '✗'} {labels[int(test['y'][i])][1]}"
           for i, p in zip(picked, predicted)]
@@ -189,7 +180,7 @@ saved_figures.append(figures.attention(test["x"][picked], maps, titles,
                                        figure_dir / f"{NOTEBOOK}_attention.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started,
+out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
                     dataset=results.dataset_info(table, tests[records[0]["name"]]["splits"]),
                     runs=records, figures=saved_figures)
 display(Markdown(f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

@@ -31,33 +31,25 @@
 # bousculées par nos petits lots).
 
 # %% tags=["parameters"]
-profile = "cpu"
-data_dir = None  # None: CARS_DATA_DIR, else data/stanford_cars
-class_ids = None  # None: every class
-seed = 42
-val_fraction = 0.15
-test_fraction = 0.15
-cap = None
-image_size = 224
-weights = "imagenet"  # or the path of a local weights file
-batch_size = 32
-frozen = {"epochs": 10, "learning_rate": 0.01}
-unfrozen = {"epochs": 5, "learning_rate": 1e-5, "layers": 20}
-mixed_precision = False
+profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
+data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
 
 # %%
-import os
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-from IPython.display import Markdown, display
-
-from common import data, efficientnet, figures, images, paths, results, vit
+from common import config, runtime
 
 NOTEBOOK = "05_efficientnet"
 started = time.time()
-vit.configure_precision(mixed_precision)
+p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
+runtime.use_keras_backend("tensorflow")  # before Keras is first imported
+
+from IPython.display import Markdown, display
+
+from common import efficientnet, figures, images, paths, presentation, results, splits
+
+runtime.set_keras_precision(p.mixed_precision)
 figure_dir = paths.figures_dir(profile)
 saved_figures = []
 
@@ -69,43 +61,37 @@ saved_figures = []
 # et fait sa propre normalisation.
 
 # %%
-table, splits, labels = data.prepare(paths.resolve(data_dir), class_ids,
-                                     val_fraction=val_fraction, test_fraction=test_fraction,
-                                     seed=seed, cap=cap)
+table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
+                                      val_fraction=p.val_fraction,
+                                      test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
 
 # %% [markdown]
 # ## Première étape : le réseau gelé, comme en 2022
 
 # %%
-model, weights_used = efficientnet.build(len(labels), image_size, weights,
+model, weights_used = efficientnet.build(len(labels), p.image_size, p.weights,
                                          allow_fallback=profile != "gpu")
-if weights_used.startswith("random-init"):
-    display(Markdown(
-        "::: {.callout-warning}\n**Poids pré-entraînés indisponibles.** "
-        f"`{weights_used}`. Le réseau est initialisé au hasard : les chiffres ci-dessous ne "
-        "mesurent pas l'apprentissage par transfert et ne se comparent pas à ceux de 2022.\n:::"))
-else:
-    display(Markdown(f"Poids chargés : `{weights_used}`."))
+display(Markdown(presentation.keras_weights_markdown(weights_used)))
 
 # %% [markdown]
 # Les poids vérifiés, nous préparons les images (décodées une fois, puis lues dans le cache).
 
 # %%
 (x_train, t_train), (x_val, t_val), (x_test, t_test) = (
-    images.load_images(part, image_size, "squash")
-    for part in (splits.train, splits.val, splits.test))
+    images.load_images(part, p.image_size, "squash")
+    for part in (parts.train, parts.val, parts.test))
 y_train, y_val, y_test = (t["label"].to_numpy() for t in (t_train, t_val, t_test))
 display(Markdown(f"{len(labels)} classes ; entraînement : {len(x_train)} images, validation : "
-                 f"{len(x_val)}, test : {len(x_test)}, à {image_size}×{image_size} px."))
+                 f"{len(x_val)}, test : {len(x_test)}, à {p.image_size}×{p.image_size} px."))
 
 # %%
 arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 frozen_run, best_model, frozen_probs = efficientnet.train_stage(
-    model, "efficientnetb0-gele", arrays, learning_rate=frozen["learning_rate"],
-    epochs=frozen["epochs"], batch_size=batch_size, labels=labels, weights=weights_used,
-    params={"stage": "frozen backbone", "image_size": image_size, "batch_size": batch_size,
-            **frozen},
-    model_dir=paths.models_dir(profile, NOTEBOOK) / "efficientnetb0-gele", seed=seed)
+    model, "efficientnetb0-gele", arrays, learning_rate=p.frozen["learning_rate"],
+    epochs=p.frozen["epochs"], batch_size=p.batch_size, labels=labels, weights=weights_used,
+    params={"stage": "frozen backbone", "image_size": p.image_size,
+            "batch_size": p.batch_size, **p.frozen},
+    model_dir=paths.models_dir(profile, NOTEBOOK) / "efficientnetb0-gele", seed=p.seed)
 
 # %% [markdown]
 # ## Seconde étape : dégeler le haut du réseau
@@ -114,33 +100,34 @@ frozen_run, best_model, frozen_probs = efficientnet.train_stage(
 
 # %%
 model = best_model
-n_trainable = efficientnet.unfreeze_top(model, unfrozen["layers"])
+n_trainable = efficientnet.unfreeze_top(model, p.unfrozen["layers"])
 print(f"{n_trainable} couches du réseau deviennent entraînables")
 unfrozen_run, _, unfrozen_probs = efficientnet.train_stage(
-    model, "efficientnetb0-degele", arrays, learning_rate=unfrozen["learning_rate"],
-    epochs=unfrozen["epochs"], batch_size=batch_size, labels=labels, weights=weights_used,
-    params={"stage": "top blocks unfrozen", "image_size": image_size, "batch_size": batch_size,
-            **unfrozen},
-    model_dir=paths.models_dir(profile, NOTEBOOK) / "efficientnetb0-degele", seed=seed)
+    model, "efficientnetb0-degele", arrays, learning_rate=p.unfrozen["learning_rate"],
+    epochs=p.unfrozen["epochs"], batch_size=p.batch_size, labels=labels, weights=weights_used,
+    params={"stage": "top blocks unfrozen", "image_size": p.image_size,
+            "batch_size": p.batch_size, **p.unfrozen},
+    model_dir=paths.models_dir(profile, NOTEBOOK) / "efficientnetb0-degele", seed=p.seed)
 
 # %% [markdown]
 # ## Résultats
 
 # %%
 records = [frozen_run, unfrozen_run]
-display(results.runs_table(records))
+display(presentation.runs_table(records))
 saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
 saved_figures.append(figures.prediction_grid({"x": x_test, "y": y_test, "probs": unfrozen_probs},
                                              labels, 15,
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started,
-                    dataset=results.dataset_info(table, splits), runs=records,
+out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
+                    dataset=results.dataset_info(table, parts), runs=records,
                     figures=saved_figures)
 gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]
 display(Markdown(
-    f"Réseau gelé : **{frozen_run['metrics']['test_accuracy']:.1%}** sur le test ; après le "
-    f"dégel du haut du réseau : **{unfrozen_run['metrics']['test_accuracy']:.1%}**, soit "
+    f"Réseau gelé : **{presentation.pct(frozen_run['metrics']['test_accuracy'])}** sur le "
+    "test ; après le dégel du haut du réseau : "
+    f"**{presentation.pct(unfrozen_run['metrics']['test_accuracy'])}**, soit "
     f"{'un gain' if gain >= 0 else 'une perte'} de {abs(gain) * 100:.1f} points. "
     f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

@@ -26,24 +26,16 @@ profile = "cpu"
 # %%
 import datetime
 
-import yaml
 from IPython.display import Image, Markdown, display
 
-from common import figures, paths, results
+from common import config, figures, paths, presentation, results
+from common.presentation import pct
 
 collected = results.collect(profile)
 runs = results.all_runs(collected)
-reference = yaml.safe_load((paths.ROOT / "report" / "reference_2022.yaml").read_text())
-TITLES = {"01_vit_scratch": "ViT from scratch, 196 classes",
-          "02_vit_scratch_10classes": "ViT from scratch, 10 classes",
-          "03_vit_finetune": "ViT fine-tuné, 196 classes",
-          "04_vit_finetune_10classes": "ViT fine-tuné, 10 classes",
-          "05_efficientnet": "EfficientNetB0"}
+reference = config.REFERENCE_2022
+TITLES = config.NOTEBOOKS
 report_figures = paths.results_dir(profile) / "figures"
-
-
-def pct(x):
-    return f"{x:.1%}".replace(".", ",")
 
 
 def show_figure(notebook, suffix):
@@ -175,7 +167,7 @@ def sweep_section(notebook):
     if missing_note(notebook):
         return
     payload = collected[notebook]
-    display(results.runs_table(payload["runs"]))
+    display(presentation.runs_table(payload["runs"]))
     b = best(notebook)
     chance = 1 / payload["dataset"]["n_classes"]
     display(Markdown(
@@ -197,13 +189,30 @@ if not missing_note("01_vit_scratch"):
 # %% [markdown]
 # # Le fine-tuning d'un ViT pré-entraîné
 #
-# Nous partons de `google/vit-base-patch16-224-in21k`, pré-entraîné sur ImageNet-21k, que nous
-# affinons avec la bibliothèque Transformers de Hugging Face. En 2022, nous avions comparé deux
-# façons de préparer les données : équilibrer toutes les classes sur la plus petite, ou garder
-# jusqu'à 64 images par classe.
+# En 2022, nous partions de `google/vit-base-patch16-224-in21k` (ViT-Base, pré-entraîné sur
+# ImageNet-21k), que nous affinions avec la bibliothèque Transformers de Hugging Face, et nous
+# comparions deux façons de préparer les données : équilibrer toutes les classes sur la plus
+# petite, ou garder jusqu'à 64 images par classe.
 
 # %%
+def checkpoint_note(notebook):
+    """Which weights the fine-tuning runs of a notebook actually started from."""
+    payload = collected[notebook]
+    asked = payload["params"]["checkpoint"]
+    weights = payload["runs"][0]["weights"]
+    if weights["pretrained"]:
+        text = f"Ici, le profil `{profile}` part de `{weights['source']}`."
+        if asked != "google/vit-base-patch16-224-in21k":
+            text += " C'est un point de départ plus petit que celui de 2022, choisi pour ce profil."
+    else:
+        text = (f"Ici, le profil `{profile}` demandait `{asked}`, mais ces poids n'ont pas pu "
+                f"être chargés ({weights.get('reason')}) : les modèles ci-dessous partent de "
+                "**poids aléatoires**.")
+    display(Markdown(text))
+
+
 if not missing_note("03_vit_finetune"):
+    checkpoint_note("03_vit_finetune")
     sweep_section("03_vit_finetune")
     show_figure("03_vit_finetune", "_curves.png")
     show_figure("03_vit_finetune", "_predictions.png")
@@ -275,7 +284,7 @@ if len(runs):
         "run": "configuration", "test_accuracy": "top-1 test", "test_top5_accuracy": "top-5 test",
         "test_macro_f1": "F1 macro", "best_val_accuracy": "meilleure val.",
         "train_seconds": "durée (s)", "train_images_per_second": "images/s"})
-    overview["poids"] = overview["weights"].map(results.short_weights)
+    overview["poids"] = overview["weights"].map(presentation.short_weights)
     cols = ["expérience", "configuration", "top-1 test", "top-5 test", "F1 macro",
             "meilleure val.", "durée (s)", "images/s", "poids"]
     display(overview[cols].set_index(["expérience", "configuration"]).style.format(

@@ -1,13 +1,20 @@
-"""Shared fixtures: generated datasets in the three layouts, the shared real dataset."""
+"""Shared fixtures: generated datasets, the shared real dataset, and one smoke run of the
+five notebooks for the whole test session."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from common import data, paths
+from common import config, paths, synth
+
+HUB_ID = "google/vit-base-patch16-224-in21k"
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +28,7 @@ def _isolated_outputs(tmp_path, monkeypatch):
 def synth_root(tmp_path_factory):
     """A devkit-layout generated dataset: 6 classes, 10 train + 4 test images each."""
     root = tmp_path_factory.mktemp("synth") / "cars"
-    data.synth(root, classes=6, per_class=10, test_per_class=4, layout="devkit", size=48)
+    synth.synth(root, classes=6, per_class=10, test_per_class=4, layout="devkit", size=48)
     return root
 
 
@@ -33,3 +40,56 @@ def shared_data() -> Path:
     if not (root / "devkit" / "cars_meta.mat").is_file():
         pytest.skip(f"real dataset not available at {root} (set CARS_DATA_DIR to run this test)")
     return root
+
+
+def smoke_environment(base: Path) -> dict:
+    """The environment of a smoke run: its own output and cache folders, and a Hugging Face
+    hub that refuses connections (a closed loopback port) with an empty cache."""
+    env = {**os.environ, "VIT_CARS_OUTPUT": str(base / "out"),
+           "VIT_CARS_CACHE": str(base / "cache"), "HF_ENDPOINT": "http://127.0.0.1:9",
+           "HF_HOME": str(base / "hf-home"), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": str(paths.ROOT / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(name, None)
+    return env
+
+
+def _papermill(name: str, base: Path, data: Path, env: dict) -> subprocess.CompletedProcess:
+    """One notebook, as a user would run it: papermill's command line, with no parameter
+    file and no parameter but ``profile`` and ``data_dir``."""
+    import jupytext
+
+    source = base / "source" / f"{name}.ipynb"
+    source.parent.mkdir(exist_ok=True)
+    jupytext.write(jupytext.read(paths.ROOT / "notebooks" / f"{name}.py"), source, fmt="ipynb")
+    executed = base / "out" / "runs" / "smoke" / f"{name}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "papermill", str(source), str(executed), "--cwd",
+         str(paths.ROOT), "-p", "profile", "smoke", "-p", "data_dir", str(data),
+         "--no-progress-bar"], env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The five notebooks, run once per test session on generated data (the smoke profile's
+    data), two at a time. Returns the folders, the environment, each notebook's results and
+    its executed copy."""
+    base = tmp_path_factory.mktemp("smoke-run")
+    data = synth.synth(base / "synth", classes=12, per_class=16, test_per_class=4, size=48)
+    env = smoke_environment(base)
+    order = ["05_efficientnet", "01_vit_scratch", "02_vit_scratch_10classes",
+             "03_vit_finetune", "04_vit_finetune_10classes"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = dict(zip(order, pool.map(lambda n: _papermill(n, base, data, env), order)))
+    failed = {n: p for n, p in procs.items() if p.returncode != 0}
+    if failed:
+        raise AssertionError("\n\n".join(f"{n} failed:\n{p.stderr[-3000:]}"
+                                         for n, p in failed.items()))
+    out = base / "out"
+    results = {n: json.loads((out / "results" / "smoke" / f"{n}.json").read_text())
+               for n in config.NOTEBOOKS}
+    executed = {n: (out / "runs" / "smoke" / f"{n}.ipynb").read_text(encoding="utf-8")
+                for n in config.NOTEBOOKS}
+    return {"base": base, "out": out, "data": data, "env": env, "results": results,
+            "executed": executed, "stderr": {n: p.stderr for n, p in procs.items()}}

@@ -11,14 +11,14 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from common import data, images
+from common import data, images, splits, synth
 
 
 # ---------------------------------------------------------------- layouts
 
 @pytest.mark.parametrize("layout", ["devkit", "annos", "folders"])
 def test_each_layout_loads_to_the_same_table(tmp_path, layout):
-    root = data.synth(tmp_path / layout, classes=4, per_class=5, test_per_class=2,
+    root = synth.synth(tmp_path / layout, classes=4, per_class=5, test_per_class=2,
                       layout=layout, size=32)
     table = data.load_table(root)
     assert table.attrs["layout"] == layout == data.detect_layout(root)
@@ -35,10 +35,10 @@ def test_each_layout_loads_to_the_same_table(tmp_path, layout):
 
 
 def test_folders_without_split_and_devkit_without_test(tmp_path):
-    root = data.synth(tmp_path / "f", classes=3, per_class=4, layout="folders", size=32)
+    root = synth.synth(tmp_path / "f", classes=3, per_class=4, layout="folders", size=32)
     table = data.load_table(root)
     assert len(table) == 12 and table["split"].isna().all()
-    root = data.synth(tmp_path / "d", classes=3, per_class=4, layout="devkit", size=32)
+    root = synth.synth(tmp_path / "d", classes=3, per_class=4, layout="devkit", size=32)
     assert set(data.load_table(root)["split"]) == {"train"}
 
 
@@ -53,22 +53,22 @@ def test_devkit_bboxes_are_read(synth_root):
 
 def test_select_explicit_ids_relabels_zero_based(synth_root):
     table = data.load_table(synth_root)
-    sub = data.select_classes(table, class_ids=[5, 2])
+    sub = splits.select_classes(table, class_ids=[5, 2])
     assert sorted(sub["class_id"].unique()) == [2, 5]
     assert dict(zip(sub["class_id"], sub["label"])) == {2: 0, 5: 1}
-    assert data.label_names(sub) == {0: (2, "Synthetic class 002"), 1: (5, "Synthetic class 005")}
+    assert splits.label_names(sub) == {0: (2, "Synthetic class 002"), 1: (5, "Synthetic class 005")}
 
 
 def test_other_classes_leave_out_the_subset_and_the_official_test(synth_root):
     table = data.load_table(synth_root)
-    rest = data.other_classes(table, [5, 2])
+    rest = splits.other_classes(table, [5, 2])
     assert not set(rest["class_id"]) & {2, 5}
     assert set(rest["class_id"]) == set(table["class_id"]) - {2, 5}
     assert set(rest["split"]) == {"train"}
     assert not set(rest["path"]) & set(table.loc[table["class_id"].isin([2, 5]), "path"])
     assert sorted(rest["label"].unique()) == list(range(rest["class_id"].nunique()))
     with pytest.raises(data.DataError, match="to pretrain on"):
-        data.other_classes(table, sorted(table["class_id"].unique()))
+        splits.other_classes(table, sorted(table["class_id"].unique()))
 
 
 def test_top_k_breaks_ties_by_smaller_id(synth_root):
@@ -77,7 +77,7 @@ def test_top_k_breaks_ties_by_smaller_id(synth_root):
     table = table[~((table["class_id"] != 4) & (table.index % 14 == 0))]
     table = pd.concat([table, table[table["class_id"] == 4].head(1).assign(path="dup")])
     counts = table["class_id"].value_counts()
-    top = data.select_classes(table, top_k=3).attrs["class_ids"]
+    top = splits.select_classes(table, top_k=3).attrs["class_ids"]
     expected = sorted(sorted(counts.index, key=lambda c: (-counts[c], c))[:3])
     assert top == expected and 4 in top
 
@@ -85,14 +85,14 @@ def test_top_k_breaks_ties_by_smaller_id(synth_root):
 def test_unknown_class_id_is_a_clear_error(synth_root):
     table = data.load_table(synth_root)
     with pytest.raises(data.DataError, match=r"unknown class id\(s\) \[99\]"):
-        data.select_classes(table, class_ids=[1, 99])
+        splits.select_classes(table, class_ids=[1, 99])
 
 
 # ---------------------------------------------------------------- splits
 
 def test_official_test_split_is_used_and_splits_are_disjoint(synth_root):
     table = data.load_table(synth_root)
-    s = data.make_splits(table, val_fraction=0.2, seed=1)
+    s = splits.make_splits(table, val_fraction=0.2, seed=1)
     assert set(s.test["split"]) == {"test"} and len(s.test) == 24
     assert len(s.train) + len(s.val) == 60
     all_paths = pd.concat([s.train.path, s.val.path, s.test.path])
@@ -101,13 +101,13 @@ def test_official_test_split_is_used_and_splits_are_disjoint(synth_root):
 
 
 def test_splits_are_stratified_and_reproducible(tmp_path):
-    root = data.synth(tmp_path / "c", classes=5, per_class=20, layout="annos", size=24)
+    root = synth.synth(tmp_path / "c", classes=5, per_class=20, layout="annos", size=24)
     table = data.load_table(root)
     table["split"] = None
-    a = data.make_splits(table, val_fraction=0.25, test_fraction=0.2, seed=7)
-    b = data.make_splits(table.sample(frac=1, random_state=3), val_fraction=0.25,
+    a = splits.make_splits(table, val_fraction=0.25, test_fraction=0.2, seed=7)
+    b = splits.make_splits(table.sample(frac=1, random_state=3), val_fraction=0.25,
                          test_fraction=0.2, seed=7)
-    c = data.make_splits(table, val_fraction=0.25, test_fraction=0.2, seed=8)
+    c = splits.make_splits(table, val_fraction=0.25, test_fraction=0.2, seed=8)
     assert a.sizes() == {"train": 60, "val": 20, "test": 20}
     for part in (a.val, a.test):
         assert (part["class_id"].value_counts() == 4).all()
@@ -120,28 +120,28 @@ def test_cap_and_balance_apply_to_train_and_val_only(synth_root):
     # make classes unequal: class 1 keeps 4 train images
     drop = table[(table["class_id"] == 1) & (table["split"] == "train")].index[4:]
     table = table.drop(drop)
-    capped = data.make_splits(table, val_fraction=0.25, cap=6, seed=0)
+    capped = splits.make_splits(table, val_fraction=0.25, cap=6, seed=0)
     pool = pd.concat([capped.train, capped.val])
     assert pool.groupby("class_id").size().to_dict() == {1: 4, 2: 6, 3: 6, 4: 6, 5: 6, 6: 6}
     assert len(capped.test) == 24
-    balanced = data.make_splits(table, val_fraction=0.25, balance=True, seed=0)
+    balanced = splits.make_splits(table, val_fraction=0.25, balance=True, seed=0)
     pool = pd.concat([balanced.train, balanced.val])
     assert set(pool.groupby("class_id").size()) == {4}
 
 
 def test_check_detects_a_leak(synth_root):
-    s = data.make_splits(data.load_table(synth_root), seed=0)
-    leaky = data.Splits(s.train, pd.concat([s.val, s.train.head(1)]), s.test)
+    s = splits.make_splits(data.load_table(synth_root), seed=0)
+    leaky = splits.Splits(s.train, pd.concat([s.val, s.train.head(1)]), s.test)
     with pytest.raises(data.DataError, match="in both train and val"):
         leaky.check()
 
 
 def test_too_small_class_is_named(tmp_path):
-    root = data.synth(tmp_path / "s", classes=3, per_class=6, layout="devkit", size=24)
+    root = synth.synth(tmp_path / "s", classes=3, per_class=6, layout="devkit", size=24)
     table = data.load_table(root)
     table = table.drop(table[table["class_id"] == 2].index[1:])
     with pytest.raises(data.DataError, match=r"class 2 \(Synthetic class 002\) has only 1 image"):
-        data.make_splits(table, seed=0)
+        splits.make_splits(table, seed=0)
 
 
 # ---------------------------------------------------------------- images
@@ -245,7 +245,7 @@ def test_missing_folder_and_unknown_layout(tmp_path):
 
 
 def test_missing_images_are_counted_and_named(tmp_path):
-    root = data.synth(tmp_path / "m", classes=2, per_class=4, layout="devkit", size=24)
+    root = synth.synth(tmp_path / "m", classes=2, per_class=4, layout="devkit", size=24)
     for name in ("00001.jpg", "00002.jpg", "00003.jpg"):
         (root / "cars_train" / name).unlink()
     with pytest.raises(data.DataError, match=r"3 annotated image\(s\) are missing.*00001.jpg"):
@@ -253,7 +253,7 @@ def test_missing_images_are_counted_and_named(tmp_path):
 
 
 def test_class_ids_out_of_range(tmp_path):
-    root = data.synth(tmp_path / "r", classes=2, per_class=2, layout="devkit", size=24)
+    root = synth.synth(tmp_path / "r", classes=2, per_class=2, layout="devkit", size=24)
     mat = root / "devkit" / "cars_train_annos.mat"
     annos = scipy.io.loadmat(mat)["annotations"]
     annos[0, 0]["class"] = np.array([[7]])
@@ -265,8 +265,8 @@ def test_class_ids_out_of_range(tmp_path):
 # ---------------------------------------------------------------- CLI and download
 
 def test_cli_summary_and_synth(tmp_path, capsys):
-    assert data.main(["synth", str(tmp_path / "s"), "--classes", "3", "--per-class", "4",
-                      "--layout", "annos", "--size", "24"]) == 0
+    assert synth.main([str(tmp_path / "s"), "--classes", "3", "--per-class", "4",
+                       "--layout", "annos", "--size", "24"]) == 0
     capsys.readouterr()
     (tmp_path / "s" / "car_ims" / "000002.jpg").write_bytes(b"not a jpeg")
     assert data.main(["summary", str(tmp_path / "s")]) == 0
@@ -307,8 +307,11 @@ def test_convert_hf_writes_a_devkit_dataset(tmp_path):
 
 
 def test_download_without_network_fails_fast_with_advice(tmp_path, monkeypatch):
-    pytest.importorskip("huggingface_hub")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    constants = pytest.importorskip("huggingface_hub.constants")
+    # huggingface_hub reads HF_HUB_OFFLINE when it is imported: patch what it read, and point
+    # it at a closed port, so that this test can never download anything
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(data.DataError, match="cannot reach the Hugging Face hub.*CARS_DATA_DIR"):
         data.download(tmp_path / "cars")
     assert not (tmp_path / "cars").exists()
@@ -320,5 +323,5 @@ def test_shared_dataset_summary(shared_data):
     out = data.summary(shared_data, verify=False)
     assert out["layout"] == "devkit" and out["n_images"] == 7176 and out["n_classes"] == 196
     assert out["synthetic"] is False
-    ten = data.select_classes(data.load_table(shared_data), class_ids=data.TEN_CLASSES)
+    ten = splits.select_classes(data.load_table(shared_data), class_ids=data.TEN_CLASSES)
     assert len(ten) == 429 and ten["label"].max() == 9

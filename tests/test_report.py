@@ -1,11 +1,12 @@
-"""`make report PROFILE=smoke` end to end, and the failure paths of `make run`."""
+"""`make report PROFILE=smoke` on the notebook outputs of the session's smoke run, and the
+failure and re-run paths of `make run`."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -15,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def _make(*args, env, check=True):
-    proc = subprocess.run(["make", *args], cwd=paths.ROOT, env=env, capture_output=True,
-                          text=True, timeout=1800)
+    proc = subprocess.run(["make", *args, f"VENV={sys.prefix}"], cwd=paths.ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
     if check and proc.returncode != 0:
         raise AssertionError(f"make {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n"
                              f"{proc.stderr[-4000:]}")
@@ -24,30 +25,24 @@ def _make(*args, env, check=True):
 
 
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
-    base = tmp_path_factory.mktemp("report")
-    env = {**os.environ, "VIT_CARS_CACHE": str(base / "cache")}
-    env.pop("VIT_CARS_OUTPUT", None)
-    args = ["PROFILE=smoke", f"OUTPUT={base / 'out'}", f"DATA_DIR={base / 'synth'}"]
+def smoke_report(smoke_run):
+    """`make report` over the smoke run's outputs: its results are up to date, so make only
+    executes and renders the report."""
+    env = {k: v for k, v in smoke_run["env"].items() if k != "VIT_CARS_OUTPUT"}
+    args = ["PROFILE=smoke", f"OUTPUT={smoke_run['out']}", f"DATA_DIR={smoke_run['data']}"]
     proc = _make("report", *args, env=env)
-    return {"base": base, "out": base / "out", "env": env, "args": args, "log": proc.stdout}
+    return {**smoke_run, "env": env, "args": args, "log": proc.stdout + proc.stderr}
 
 
-def _results(out):
-    return {p.stem: json.loads(p.read_text()) for p in (out / "results" / "smoke").glob("*.json")}
-
-
-def test_report_has_both_files_and_the_numbers_of_the_results(smoke_report):
+def test_report_uses_the_results_and_runs_no_notebook_again(smoke_report):
+    assert "common.notebooks run notebooks/" not in smoke_report["log"]
     out = smoke_report["out"] / "report" / "_output" / "smoke"
     html = (out / "rapport.html").read_text(encoding="utf-8")
-    pdf = (out / "rapport.pdf").read_bytes()
-    assert pdf.startswith(b"%PDF")
     import pypdf
 
+    assert (out / "rapport.pdf").read_bytes().startswith(b"%PDF")
     assert len(pypdf.PdfReader(out / "rapport.pdf").pages) >= 5
-    results = _results(smoke_report["out"])
-    assert sorted(results) == ["01_vit_scratch", "02_vit_scratch_10classes", "03_vit_finetune",
-                               "04_vit_finetune_10classes", "05_efficientnet"]
+    results = smoke_report["results"]
     for payload in results.values():
         for run in payload["runs"]:
             assert run["name"] in html
@@ -57,7 +52,11 @@ def test_report_has_both_files_and_the_numbers_of_the_results(smoke_report):
     # the provenance box names the Keras backend each notebook ran on (smoke 02: torch)
     flat = " ".join(html.split())  # pandoc wraps long lines
     assert "01 tensorflow, 02 torch" in flat
-    assert "Quarto introuvable" in smoke_report["log"]
+    assert "quarto is not on the PATH" in smoke_report["log"]
+    # the fine-tuning section names the checkpoint that the profile asked for, and that it
+    # could not be loaded
+    asked = results["03_vit_finetune"]["params"]["checkpoint"]
+    assert f"le profil smoke demandait {asked}" in re.sub(r"<[^>]+>", "", flat)
     # generated data and random weights are flagged at the top
     assert "Avertissement" in html and "données générées" in html and "poids aléatoires" in html
     assert html.index("Avertissement") < html.index('id="introduction"')
@@ -72,8 +71,21 @@ def test_rerun_reuses_results(smoke_report):
     before = {p: p.stat().st_mtime_ns for p in folder.glob("*.json")}
     proc = _make("run", *smoke_report["args"], env=smoke_report["env"])
     assert "common.notebooks run" not in proc.stdout
-    after = {p: p.stat().st_mtime_ns for p in before}
-    assert before == after
+    assert before == {p: p.stat().st_mtime_ns for p in before}
+
+
+def test_a_module_reruns_only_the_notebooks_that_import_it(smoke_report):
+    """`make -W FILE` pretends FILE was just modified (without touching it)."""
+    def would_run(module):
+        proc = _make("-n", "-W", f"src/common/{module}.py", "run", *smoke_report["args"],
+                     env=smoke_report["env"])
+        return sorted(set(re.findall(r"notebooks/(\d\d)_\w+\.py", proc.stdout)))
+
+    assert would_run("attention") == ["03", "04"]
+    assert would_run("efficientnet") == ["05"]
+    assert would_run("vit") == ["01", "02"]
+    assert would_run("report") == []
+    assert would_run("results") == ["01", "02", "03", "04", "05"]
 
 
 def test_failing_notebook_keeps_previous_results_and_names_the_cell(smoke_report):
@@ -88,12 +100,22 @@ def test_failing_notebook_keeps_previous_results_and_names_the_cell(smoke_report
     assert (smoke_report["out"] / "runs" / "smoke" / "01_vit_scratch.ipynb").is_file()
 
 
-def test_missing_results_are_named_in_the_report(smoke_report):
-    (smoke_report["out"] / "results" / "smoke" / "05_efficientnet.json").unlink()
-    env = {**smoke_report["env"], "VIT_CARS_OUTPUT": str(smoke_report["out"])}
-    proc = subprocess.run([str(paths.ROOT / ".venv" / "bin" / "python"), "-m", "common.notebooks",
-                           "report", "--profile", "smoke"], cwd=paths.ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+def test_unknown_parameter_or_profile_is_refused(smoke_report):
+    proc = _make("run", *smoke_report["args"], "FORCE=1", "PARAMS=-p epochz 1",
+                 env=smoke_report["env"], check=False)
+    assert proc.returncode != 0 and "'epochz'" in proc.stderr
+    proc = _make("run", "PROFILE=foo", env=smoke_report["env"], check=False)
+    assert proc.returncode != 0 and "use smoke, cpu or gpu" in proc.stderr
+
+
+def test_missing_results_are_named_in_the_report(smoke_report, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(smoke_report["out"] / "results", out / "results")
+    (out / "results" / "smoke" / "05_efficientnet.json").unlink()
+    env = {**smoke_report["env"], "VIT_CARS_OUTPUT": str(out)}
+    proc = subprocess.run([sys.executable, "-m", "common.notebooks", "report", "--profile",
+                           "smoke"], cwd=paths.ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    html = (smoke_report["out"] / "report" / "_output" / "smoke" / "rapport.html").read_text()
+    html = (out / "report" / "_output" / "smoke" / "rapport.html").read_text()
     assert "EfficientNetB0" in html and "pas de résultats" in html

@@ -117,7 +117,7 @@ def test_fallback_renders_html_and_pdf(tmp_path, capsys):
     result = report.render(nb, tmp_path / "out", quarto=None)
 
     assert result["renderer"] == "pandoc+typst"
-    assert "Quarto introuvable" in capsys.readouterr().out
+    assert "quarto is not on the PATH" in capsys.readouterr().out
     html_path, pdf_path = tmp_path / "out" / "rapport.html", tmp_path / "out" / "rapport.pdf"
     assert result["html"] == html_path and result["pdf"] == pdf_path
     html = html_path.read_text(encoding="utf-8")
@@ -140,13 +140,13 @@ def test_fallback_renders_html_and_pdf(tmp_path, capsys):
 
 def test_unexecuted_notebook_is_refused(tmp_path):
     nb = _notebook(tmp_path / "rapport.ipynb", executed=False)
-    with pytest.raises(ValueError, match="pas été exécuté.*papermill"):
+    with pytest.raises(ValueError, match="was not executed.*papermill"):
         report.render(nb, tmp_path / "out", quarto=None)
     assert not (tmp_path / "out" / "rapport.html").exists()
 
 
 def test_missing_notebook(tmp_path):
-    with pytest.raises(FileNotFoundError, match="introuvable"):
+    with pytest.raises(FileNotFoundError, match="notebook not found"):
         report.render(tmp_path / "absent.ipynb", tmp_path / "out", quarto=None)
 
 
@@ -181,7 +181,7 @@ def test_quarto_command_line(tmp_path, monkeypatch, capsys):
     result = report.render(nb, tmp_path / "out", name="rapport")
 
     assert result["renderer"] == "quarto"
-    assert "Quarto" in capsys.readouterr().out
+    assert "rendering with quarto" in capsys.readouterr().out
     assert (tmp_path / "out" / "rapport.html").read_text() == "<html>quarto</html>\n"
     assert (tmp_path / "out" / "rapport.pdf").read_bytes().startswith(b"%PDF")
     calls = [line.split("|", 1)[1] for line in log.read_text().splitlines()]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from common import results
+from common import presentation, results
 
 
 def test_metrics_of_two_and_of_many_classes():
@@ -20,12 +20,30 @@ def test_metrics_of_two_and_of_many_classes():
 
 
 @pytest.mark.parametrize("weights,shown", [
-    ("random-init", "aléatoires"),
-    ("random-init (pretrained unavailable: hub unreachable (x))",
+    (results.weights_info("random-init", pretrained=False), "aléatoires"),
+    (results.weights_info("random-init", pretrained=False, requested="x/y",
+                          reason="pretrained unavailable: hub unreachable (x)"),
      "aléatoires (pré-entraînés indisponibles)"),
-    ("random-init, pretrained here on 186 other classes (6747 images, 24 epochs)",
-     "pré-entraînés ici sur 186 autres classes"),
-    ("google/vit-base-patch16-224-in21k", "google/vit-base-patch16-224-in21k"),
+    (results.weights_info("pretrained-here", pretrained=False, classes=186, images=6747,
+                          epochs=24), "pré-entraînés ici sur 186 autres classes"),
+    (results.weights_info("google/vit-base-patch16-224-in21k", pretrained=True),
+     "google/vit-base-patch16-224-in21k"),
 ])
 def test_short_weights(weights, shown):
-    assert results.short_weights(weights) == shown
+    assert presentation.short_weights(weights) == shown
+    assert results._weights_problems(weights) == []
+
+
+@pytest.mark.parametrize("weights,problem", [
+    ("random-init", "must be a record"),
+    ({"source": "", "pretrained": False, "reason": None}, "weights.source"),
+    ({"source": "x", "pretrained": "yes", "reason": None}, "weights.pretrained"),
+    ({"source": "x", "pretrained": True, "reason": 3}, "weights.reason"),
+])
+def test_weights_record_is_checked(weights, problem):
+    assert any(problem in p for p in results._weights_problems(weights))
+
+
+def test_pct_is_french():
+    assert presentation.pct(0.337) == "33,7\u00a0%"
+    assert presentation.pct(0.1, 0) == "10\u00a0%"

@@ -1,4 +1,5 @@
-"""Fast tests of common.vit (tensorflow backend unless KERAS_BACKEND says otherwise)."""
+"""Fast tests of common.vit, common.keras_training and common.vit_training (tensorflow backend
+unless KERAS_BACKEND says otherwise)."""
 
 import os
 
@@ -9,7 +10,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from common import vit  # noqa: E402
+from common import keras_training, runtime, vit, vit_training  # noqa: E402
 
 SMALL = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=(32,))
 
@@ -74,8 +75,8 @@ def test_hybrid_stem_rejects_mismatched_patch_size(size, patch, channels):
 def test_save_and_reload_gives_identical_predictions(tmp_path):
     model = vit.build_vit(5, 32, 8, stochastic_depth_rate=0.1, augmentation="strong",
                           mean=[127.0] * 3, variance=[4000.0] * 3, **SMALL)
-    vit.compile_vit(model, vit.make_optimizer(schedule="cosine", total_steps=10,
-                                              warmup_steps=2), label_smoothing=0.1)
+    optimizer = keras_training.make_optimizer(schedule="cosine", total_steps=10, warmup_steps=2)
+    keras_training.compile_classifier(model, optimizer, label_smoothing=0.1)
     x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype("float32")
     model.optimizer.build(model.trainable_variables)
     path = tmp_path / "vit.keras"
@@ -90,17 +91,17 @@ def test_smoothed_loss_matches_categorical_crossentropy():
     labels = np.array([0, 2])
     ref = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(
         np.eye(3, dtype="float32")[labels], logits)
-    got = vit.SparseSmoothedCrossentropy(0.1)(labels, logits)
+    got = keras_training.SparseSmoothedCrossentropy(0.1)(labels, logits)
     np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
 
 
 def test_make_optimizer_cosine_warmup():
-    opt = vit.make_optimizer(1e-3, total_steps=100, warmup_steps=10, schedule="cosine")
+    opt = keras_training.make_optimizer(1e-3, total_steps=100, warmup_steps=10, schedule="cosine")
     assert isinstance(opt, keras.optimizers.AdamW)
     for step, expected in [(0, 0.0), (5, 5e-4), (10, 1e-3), (55, 5e-4), (100, 0.0)]:
         opt.iterations.assign(step)
         assert float(opt.learning_rate) == pytest.approx(expected, abs=1e-9)
-    assert float(vit.make_optimizer(3e-4).learning_rate) == pytest.approx(3e-4)
+    assert float(keras_training.make_optimizer(3e-4).learning_rate) == pytest.approx(3e-4)
 
 
 def test_train_on_separable_problem(tmp_path):
@@ -111,9 +112,9 @@ def test_train_on_separable_problem(tmp_path):
     x = np.where(y[:, None, None, None] == 1, 200, 40) + rng.integers(-30, 30, (n, 32, 32, 3))
     x = x.clip(0, 255).astype("uint8")
     model = vit.build_vit(2, 32, 8, augmentation="none", **SMALL)
-    vit.compile_vit(model, vit.make_optimizer(1e-3))
+    keras_training.compile_classifier(model, keras_training.make_optimizer(1e-3))
     ckpt = tmp_path / "best.keras"
-    out = vit.train(model, x[:48], y[:48], x[48:], y[48:], epochs=2, batch_size=16,
+    out = keras_training.train(model, x[:48], y[:48], x[48:], y[48:], epochs=2, batch_size=16,
                         checkpoint_path=str(ckpt), label_smoothing=0.1, verbose=0)
     for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
         assert len(out["history"][key]) == 2
@@ -136,8 +137,8 @@ def test_train_selects_the_best_epoch_from_select_from_epoch_on(tmp_path):
     x = rng.integers(0, 256, (60, 16, 16, 3)).astype("uint8")  # noise: val accuracy wanders
     keras.utils.set_random_seed(1)
     model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
-    vit.compile_vit(model, vit.make_optimizer(3e-3))
-    out = vit.train(model, x[:40], y[:40], x[40:], y[40:], epochs=4, batch_size=8,
+    keras_training.compile_classifier(model, keras_training.make_optimizer(3e-3))
+    out = keras_training.train(model, x[:40], y[:40], x[40:], y[40:], epochs=4, batch_size=8,
                     checkpoint_path=str(tmp_path / "best.keras"), verbose=0,
                     select_from_epoch=3)
     val = out["history"]["val_accuracy"]
@@ -146,30 +147,30 @@ def test_train_selects_the_best_epoch_from_select_from_epoch_on(tmp_path):
     _, acc, _ = out["model"].evaluate(x[40:].astype("float32"), y[40:], verbose=0)
     assert acc == pytest.approx(out["best_val_accuracy"])  # the saved model is that epoch
     with pytest.raises(ValueError, match="select_from_epoch"):
-        vit.train(model, x[:40], y[:40], x[40:], y[40:], epochs=2, batch_size=8,
+        keras_training.train(model, x[:40], y[:40], x[40:], y[40:], epochs=2, batch_size=8,
                   checkpoint_path=str(tmp_path / "other.keras"), verbose=0, select_from_epoch=3)
 
 
 def test_configure_precision_keeps_float32_logits():
     try:
-        assert vit.configure_precision(True) == "mixed_float16"
+        assert runtime.set_keras_precision(True) == "mixed_float16"
         model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
         assert model.get_layer("encoder").compute_dtype == "float16"
         assert model.output.dtype == "float32"
     finally:
-        assert vit.configure_precision(False) == "float32"
+        assert runtime.set_keras_precision(False) == "float32"
 
 
 def test_make_dataset_augments_in_the_pipeline():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     y = np.arange(10)
-    plain = [(a.numpy(), b.numpy()) for a, b in vit.make_dataset(x, y, 4)]
+    plain = [(a.numpy(), b.numpy()) for a, b in keras_training.make_dataset(x, y, 4)]
     assert [a.shape[0] for a, _ in plain] == [4, 4, 2]
     assert plain[0][0].dtype == np.float32
     np.testing.assert_array_equal(np.concatenate([a for a, _ in plain]), x.astype("float32"))
     keras.utils.set_random_seed(0)
-    augmented = [(a.numpy(), b.numpy()) for a, b in vit.make_dataset(x, y, 4,
+    augmented = [(a.numpy(), b.numpy()) for a, b in keras_training.make_dataset(x, y, 4,
                                                                      augmentation="strong")]
     xa = np.concatenate([a for a, _ in augmented])
     assert xa.shape == x.shape and xa.dtype == np.float32
@@ -177,7 +178,7 @@ def test_make_dataset_augments_in_the_pipeline():
     np.testing.assert_array_equal(np.concatenate([b for _, b in augmented]), y)  # not labels
     # fresh random transforms for every image of every epoch (not one draw traced once)
     same = np.repeat(x[:1], 8, axis=0)
-    ds = vit.make_dataset(same, np.zeros(8), 4, augmentation="strong")
+    ds = keras_training.make_dataset(same, np.zeros(8), 4, augmentation="strong")
     first, second = (np.concatenate([a.numpy() for a, _ in ds]) for _ in range(2))
     assert not np.allclose(first, second)
     assert not np.allclose(first[0], first[1]) and not np.allclose(first[0], first[4])
@@ -185,19 +186,21 @@ def test_make_dataset_augments_in_the_pipeline():
     runs = []
     for _ in range(2):
         keras.utils.set_random_seed(5)
-        ds = vit.make_dataset(np.repeat(x, 4, axis=0), np.repeat(y, 4), 4, shuffle=True,
+        ds = keras_training.make_dataset(np.repeat(x, 4, axis=0), np.repeat(y, 4), 4, shuffle=True,
                               seed=5, augmentation="strong")
         runs.append(np.concatenate([a.numpy() for a, _ in ds]))
     np.testing.assert_array_equal(runs[0], runs[1])
     with pytest.raises(ValueError, match="unknown augmentation"):
-        vit.make_dataset(x, y, 4, augmentation="heavy")
+        keras_training.make_dataset(x, y, 4, augmentation="heavy")
 
 
-def test_require_backend_names_the_fix():
-    vit.require_backend(keras.backend.backend())
+def test_use_keras_backend_names_the_fix():
+    assert runtime.use_keras_backend(keras.backend.backend()) == keras.backend.backend()
     other = "torch" if keras.backend.backend() != "torch" else "tensorflow"
     with pytest.raises(RuntimeError, match="restart the kernel"):
-        vit.require_backend(other)
+        runtime.use_keras_backend(other)
+    with pytest.raises(ValueError, match="keras_backend must be one of"):
+        runtime.use_keras_backend("jax")
 
 
 def test_with_new_head_shares_every_other_layer(tmp_path):
@@ -215,41 +218,42 @@ def test_with_new_head_shares_every_other_layer(tmp_path):
 
 
 def test_fit_config_pretrains_on_other_classes_then_trains_on_the_subset(tmp_path):
-    from common import data
+    from common import data, splits, synth
 
-    root = data.synth(tmp_path / "cars", classes=6, per_class=8, layout="devkit", size=32)
+    root = synth.synth(tmp_path / "cars", classes=6, per_class=8, layout="devkit", size=32)
     full = data.load_table(root)
-    subset = data.select_classes(full, [2, 5])
-    splits = data.make_splits(subset, val_fraction=0.25, test_fraction=0.25, seed=0)
+    subset = splits.select_classes(full, [2, 5])
+    parts = splits.make_splits(subset, val_fraction=0.25, test_fraction=0.25, seed=0)
     cfg = {"name": "pre", "image_size": 16, "patch_size": 4, "stem_channels": [8, 8],
            "epochs": 2, "batch_size": 8, "augmentation": "none", **SMALL,
            "pretrain": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-3}}
-    rest = data.other_classes(full, [2, 5])
-    run, test = vit.fit_config(cfg, splits, labels=data.label_names(subset),
-                               model_dir=tmp_path / "model", verbose=0, pretrain_table=rest)
+    rest = splits.other_classes(full, [2, 5])
+    run, test = vit_training.fit_config(cfg, parts, labels=splits.label_names(subset),
+                                        model_dir=tmp_path / "model", verbose=0,
+                                        pretrain_table=rest)
     pre = run["pretraining"]
     assert (pre["classes"], pre["images"], pre["epochs"]) == (4, len(rest), 2)
     assert len(pre["history"]["loss"]) == 2
-    assert run["weights"].startswith("random-init, pretrained here on 4 other classes")
+    assert run["weights"] == {"source": "pretrained-here", "pretrained": False, "reason": None,
+                              "classes": 4, "images": len(rest), "epochs": 2}
     assert run["train_seconds"] >= pre["seconds"] > 0
-    assert test["probs"].shape == (len(splits.test), 2)
+    assert test["probs"].shape == (len(parts.test), 2)
     reloaded = keras.saving.load_model(tmp_path / "model" / "model.keras", safe_mode=True)
     assert reloaded.output_shape == (None, 2)
     with pytest.raises(ValueError, match="no pretrain_table"):
-        vit.fit_config(cfg, splits, labels=data.label_names(subset), model_dir=tmp_path / "m2")
+        vit_training.fit_config(cfg, parts, labels=splits.label_names(subset),
+                                model_dir=tmp_path / "m2")
 
 
-def test_configure_threads():
-    if keras.backend.backend() != "torch":
-        assert vit.configure_threads(1) is None  # nothing to set on tensorflow
-        return
+def test_set_torch_threads():
     import torch
 
     before = torch.get_num_threads()
     try:
-        assert vit.configure_threads(1) == 1 == torch.get_num_threads()
-        assert vit.configure_threads(None) == 1  # None leaves it as it is
-        with pytest.raises(ValueError, match="torch_threads"):
-            vit.configure_threads(0)
+        assert runtime.set_torch_threads(1) == 1 == torch.get_num_threads()
+        assert runtime.set_torch_threads(None) == 1  # None leaves it as it is
+        for bad in (0, -2, 1.5, True, "2"):
+            with pytest.raises(ValueError, match="torch_threads"):
+                runtime.set_torch_threads(bad)
     finally:
         torch.set_num_threads(before)

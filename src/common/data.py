@@ -18,8 +18,9 @@ Three layouts are recognised automatically (see :func:`detect_layout`):
 ``bbox_y1``, ``bbox_x2``, ``bbox_y2`` (1-based pixels, NaN when unknown) and ``split``
 (``train``/``val``/``test`` or None). Labels are 0-based everywhere after this point.
 
-Command line: ``python -m common.data summary DIR``, ``python -m common.data synth DIR ...``
-and ``python -m common.data download [DIR]``.
+Class subsets and splits are in :mod:`common.splits`, generated data in :mod:`common.synth`.
+
+Command line: ``python -m common.data summary DIR`` and ``python -m common.data download [DIR]``.
 """
 
 from __future__ import annotations
@@ -31,14 +32,12 @@ import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.io
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
 from common import paths
 
@@ -202,146 +201,6 @@ def load_table(root: Path | str | None = None) -> pd.DataFrame:
     return table
 
 
-# --------------------------------------------------------------------------- subsets, splits
-
-def select_classes(table: pd.DataFrame, class_ids: list[int] | None = None,
-                   top_k: int | None = None) -> pd.DataFrame:
-    """Keep some classes and relabel them 0..K-1 in ascending official id order.
-
-    ``class_ids``: explicit official ids. ``top_k``: the k classes with most images (ties
-    broken by the smaller id). With neither, all classes are kept (labels ``class_id - 1``
-    when all 196 are there, else ranks).
-    """
-    counts = table["class_id"].value_counts()
-    if class_ids is not None and top_k is not None:
-        raise ValueError("give class_ids or top_k, not both")
-    if class_ids is not None:
-        unknown = sorted(set(class_ids) - set(counts.index))
-        if unknown:
-            raise DataError(
-                f"unknown class id(s) {unknown}: this dataset has ids "
-                f"{counts.index.min()}..{counts.index.max()} ({len(counts)} classes).")
-        keep = sorted(set(int(c) for c in class_ids))
-    elif top_k is not None:
-        if not 1 <= top_k <= len(counts):
-            raise DataError(f"top_k={top_k} but the dataset has {len(counts)} classes")
-        order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        keep = sorted(cid for cid, _ in order[:top_k])
-    else:
-        keep = sorted(counts.index)
-    out = table[table["class_id"].isin(keep)].copy()
-    out["label"] = out["class_id"].map({cid: i for i, cid in enumerate(keep)})
-    out.attrs.update(table.attrs)
-    out.attrs["class_ids"] = keep
-    return out.reset_index(drop=True)
-
-
-def other_classes(table: pd.DataFrame, class_ids: list[int]) -> pd.DataFrame:
-    """The pretraining set of a subset experiment: the images of every class *not* in
-    ``class_ids``, without the official test split, relabelled 0..K-1 in official id order.
-
-    No image of the chosen classes is in it (their test images included), so a model
-    pretrained on it and then trained on the subset has seen none of the subset's test set.
-    """
-    rest = table[~table["class_id"].isin(class_ids) & (table["split"] != "test")]
-    if rest.empty:
-        raise DataError(
-            f"no image outside classes {sorted(class_ids)} to pretrain on: this dataset has "
-            f"only {table['class_id'].nunique()} class(es). Drop `pretrain` from the "
-            "configuration or use a dataset with more classes.")
-    return select_classes(rest)
-
-
-def label_names(table: pd.DataFrame) -> dict[int, tuple[int, str]]:
-    """0-based label -> (official class id, class name)."""
-    pairs = table[["label", "class_id", "class_name"]].drop_duplicates().sort_values("label")
-    return {int(r.label): (int(r.class_id), str(r.class_name)) for r in pairs.itertuples()}
-
-
-@dataclass
-class Splits:
-    """Disjoint train / validation / test tables."""
-
-    train: pd.DataFrame
-    val: pd.DataFrame
-    test: pd.DataFrame
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-
-    def check(self) -> None:
-        """Raise :class:`DataError` if an image belongs to two splits."""
-        seen: dict[str, str] = {}
-        for name, part in (("train", self.train), ("val", self.val), ("test", self.test)):
-            for p in part["path"]:
-                if p in seen:
-                    raise DataError(f"image {p} is in both {seen[p]} and {name}")
-                seen[p] = name
-
-
-def _min_per_class(part: pd.DataFrame, needed: int, why: str) -> None:
-    counts = part.groupby(["class_id", "class_name"]).size()
-    small = counts[counts < needed]
-    if len(small):
-        (cid, name), n = next(iter(small.items()))
-        raise DataError(
-            f"class {cid} ({name}) has only {n} image(s); {why} needs at least {needed} per "
-            f"class ({len(small)} class(es) too small). Lower the split fractions or drop it.")
-
-
-def _stratified(part: pd.DataFrame, fraction: float, seed: int):
-    n_classes = part["label"].nunique()
-    n_held = max(n_classes, round(len(part) * fraction))
-    return train_test_split(part, test_size=n_held, random_state=seed, stratify=part["label"])
-
-
-def make_splits(table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                seed: int = 0, cap: int | None = None, balance: bool = False,
-                use_official_test: bool = True) -> Splits:
-    """Stratified, seeded train/val/test splits, disjoint by construction.
-
-    ``test_fraction`` is a fraction of the whole table, ``val_fraction`` a fraction of what
-    remains for training (the train+val pool).
-
-    The official test split is the test set when the table has one (and
-    ``use_official_test``); otherwise ``test_fraction`` of every class is held out. The
-    per-class ``cap`` (keep at most N images per class, as the 2022 report's 64) or
-    ``balance`` (cut every class to the smallest class) applies to the train+val pool only,
-    so the test set stays whole. The result depends only on the table and ``seed``.
-    """
-    table = table.sort_values("path", kind="stable").reset_index(drop=True)
-    official = use_official_test and (table["split"] == "test").any()
-    if official:
-        pool, test = table[table["split"] != "test"], table[table["split"] == "test"]
-    else:
-        _min_per_class(table, 3, "a train/val/test split")
-        pool, test = _stratified(table, test_fraction, seed)
-    if balance or cap is not None:
-        smallest = int(pool.groupby("class_id").size().min())
-        limit = smallest if balance else cap
-        if cap is not None:
-            limit = min(limit, cap)
-        pool = (pool.sample(frac=1.0, random_state=seed).groupby("class_id").head(limit)
-                .sort_values("path", kind="stable"))
-    _min_per_class(pool, 2, "a train/val split")
-    train, val = _stratified(pool, val_fraction, seed)
-    splits = Splits(*(p.sort_values("path", kind="stable").reset_index(drop=True)
-                      for p in (train, val, test)))
-    splits.check()
-    return splits
-
-
-def prepare(root: Path | str | None, class_ids: list[int] | None = None, *,
-            val_fraction: float, test_fraction: float, seed: int, cap: int | None = None,
-            balance: bool = False) -> tuple[pd.DataFrame, Splits, dict]:
-    """The start of every experiment: the table of the chosen classes, its checked splits
-    and the label names (0-based label -> (official id, name))."""
-    table = select_classes(load_table(root), class_ids=class_ids)
-    splits = make_splits(table, val_fraction=val_fraction, test_fraction=test_fraction,
-                         seed=seed, cap=cap, balance=balance)
-    return table, splits, label_names(table)
-
-
 # --------------------------------------------------------------------------- summary
 
 def _readable(path: str) -> bool:
@@ -376,34 +235,10 @@ def summary(root: Path | str | None = None, verify: bool = True) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- generated data
+# ------------------------------------------------------------------- writing the devkit layout
 
-def _synth_image(rng: np.random.Generator, class_id: int, n_classes: int, size: int):
-    """A light noisy background with one coloured shape; colour and shape tell the class."""
-    import colorsys
-
-    from PIL import ImageDraw
-
-    hue = (class_id * 0.618033988749895) % 1.0
-    colour = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.9, 0.9))
-    noise = rng.integers(200, 256, size=(size, size, 3), dtype=np.uint8)
-    im = Image.fromarray(noise)
-    side = int(size * rng.uniform(0.45, 0.7))
-    x1, y1 = (int(v) for v in rng.integers(0, size - side, size=2))
-    box = (x1, y1, x1 + side - 1, y1 + side - 1)
-    draw = ImageDraw.Draw(im)
-    shape = class_id % 3
-    if shape == 0:
-        draw.ellipse(box, fill=colour)
-    elif shape == 1:
-        draw.rectangle(box, fill=colour)
-    else:
-        draw.polygon([(x1, y1 + side - 1), (x1 + side - 1, y1 + side - 1),
-                      (x1 + side // 2, y1)], fill=colour)
-    return im, tuple(float(b + 1) for b in box)  # bboxes are 1-based like the devkit
-
-
-def _struct(rows: list[dict]) -> np.ndarray:
+def mat_struct(rows: list[dict]) -> np.ndarray:
+    """Rows (dicts with the same keys) as a MATLAB struct array."""
     fields = list(rows[0])
     arr = np.empty((1, len(rows)), dtype=[(f, "O") for f in fields])
     for i, row in enumerate(rows):
@@ -411,61 +246,21 @@ def _struct(rows: list[dict]) -> np.ndarray:
     return arr
 
 
-def _cell(strings: list[str]) -> np.ndarray:
+def mat_cell(strings: list[str]) -> np.ndarray:
+    """Strings as a MATLAB cell array."""
     arr = np.empty((1, len(strings)), dtype=object)
     arr[0, :] = strings
     return arr
 
 
-def synth(root: Path | str, classes: int, per_class: int, layout: str = "devkit",
-          test_per_class: int = 0, size: int = 64, seed: int = 0) -> Path:
-    """Write a small generated dataset in ``layout`` (classes have ids 1..``classes``)."""
-    if layout not in LOADERS:
-        raise DataError(f"unknown layout {layout!r}: use one of {sorted(LOADERS)}")
-    if classes < 1 or per_class < 1:
-        raise DataError("synth needs --classes >= 1 and --per-class >= 1")
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / SYNTHETIC_MARKER).write_text(json.dumps(
-        {"generator": "common.data.synth", "classes": classes, "per_class": per_class,
-         "test_per_class": test_per_class, "size": size, "seed": seed}) + "\n")
-    rng = np.random.default_rng(seed)
-    names = [f"Synthetic class {c:03d}" for c in range(1, classes + 1)]
-    items = [(split, c) for c in range(1, classes + 1)
-             for split in ["train"] * per_class + ["test"] * test_per_class]
-    records = {"train": [], "test": []}
-    for i, (split, cid) in enumerate(items, start=1):
-        im, (x1, y1, x2, y2) = _synth_image(rng, cid, classes, size)
-        if layout == "devkit":
-            folder, fname = root / f"cars_{split}", f"{i:05d}.jpg"
-        elif layout == "annos":
-            folder, fname = root / "car_ims", f"{i:06d}.jpg"
-        else:
-            folder = root / split if test_per_class else root
-            folder, fname = folder / names[cid - 1], f"{i:05d}.jpg"
-        folder.mkdir(parents=True, exist_ok=True)
-        im.save(folder / fname, quality=92)
-        rec = {"bbox_x1": x1, "bbox_y1": y1, "bbox_x2": x2, "bbox_y2": y2, "class": cid}
-        if layout == "annos":
-            rec = {"relative_im_path": f"car_ims/{fname}", **rec, "test": int(split == "test")}
-            records["train"].append(rec)
-        else:
-            records[split].append({**rec, "fname": fname})
-    if layout == "devkit":
-        _write_devkit_mats(root, names, records["train"], records["test"])
-    elif layout == "annos":
-        scipy.io.savemat(root / "cars_annos.mat", {"annotations": _struct(records["train"]),
-                                                   "class_names": _cell(names)})
-    return root
-
-
-def _write_devkit_mats(root: Path, names: list[str], train: list[dict], test: list[dict]):
+def write_devkit_mats(root: Path, names: list[str], train: list[dict], test: list[dict]):
+    """The devkit's .mat files: class names, train annotations, labelled test annotations."""
     (root / "devkit").mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"class_names": _cell(names)})
-    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": _struct(train)})
+    scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"class_names": mat_cell(names)})
+    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": mat_struct(train)})
     if test:
         scipy.io.savemat(root / "devkit" / "cars_test_annos_withlabels.mat",
-                         {"annotations": _struct(test)})
+                         {"annotations": mat_struct(test)})
 
 
 # --------------------------------------------------------------------------- download
@@ -497,7 +292,7 @@ def convert_hf(dataset, root: Path | str) -> Path:
                 ex["image"].convert("RGB").save(folder / fname, quality=95)
                 records[split].append({**{b: np.empty((0, 0)) for b in BBOX},
                                        "class": int(ex["label"]) + 1, "fname": fname})
-        _write_devkit_mats(tmp, names, records["train"], records["test"])
+        write_devkit_mats(tmp, names, records["train"], records["test"])
         os.replace(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -534,24 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("summary", help="print a JSON summary of a dataset folder")
     p.add_argument("dir", nargs="?", type=Path, default=None)
     p.add_argument("--no-verify", action="store_true", help="do not open every image")
-    p = sub.add_parser("synth", help="write a small generated dataset")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--classes", type=int, required=True)
-    p.add_argument("--per-class", type=int, required=True)
-    p.add_argument("--test-per-class", type=int, default=0)
-    p.add_argument("--layout", choices=sorted(LOADERS), default="devkit")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("download", help=f"download {HF_DATASET} into DIR (devkit layout)")
     p.add_argument("dir", nargs="?", type=Path, default=None)
     args = parser.parse_args(argv)
     try:
         if args.command == "summary":
             print(json.dumps(summary(args.dir, verify=not args.no_verify), indent=2))
-        elif args.command == "synth":
-            synth(args.dir, args.classes, args.per_class, args.layout, args.test_per_class,
-                  args.size, args.seed)
-            print(json.dumps(summary(args.dir, verify=False), indent=2))
         else:
             download(args.dir)
     except DataError as exc:

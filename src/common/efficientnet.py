@@ -15,6 +15,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from common import keras_training, model_folder, results
+
 IMAGENET = "imagenet"
 
 
@@ -35,20 +37,21 @@ def _backbone(image_size: int, weights: str | None):
 
 
 def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool = True):
-    """EfficientNetB0 without its top, and a description of the weights it holds.
+    """EfficientNetB0 without its top, and the record of the weights it holds
+    (:func:`common.results.weights_info`).
 
     ``weights``: ``"imagenet"`` (Keras' weight store, cached in ``~/.keras/models``) or the
     path of a local weights file. When they cannot be loaded, ``allow_fallback`` gives a
-    randomly initialised backbone and says so (``random-init (pretrained unavailable: ...)``);
+    randomly initialised backbone and says so (source ``random-init``, with the reason);
     otherwise :class:`WeightsUnavailable` is raised at once.
     """
     if weights != IMAGENET and not os.path.isfile(weights):
         reason = f"no weights file at {weights}"
     else:
         try:
-            return _backbone(image_size, weights), (
+            return _backbone(image_size, weights), results.weights_info(
                 "imagenet (keras.applications.EfficientNetB0)" if weights == IMAGENET
-                else f"local weights {Path(weights).name}")
+                else f"local weights {Path(weights).name}", pretrained=True)
         except Exception as exc:  # download errors come as several types
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     if not allow_fallback:
@@ -58,7 +61,9 @@ def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool
             "~/.keras/models), or download efficientnetb0_notop.h5 elsewhere and set the "
             "`weights` parameter to its path. The gpu profile never trains from random "
             "weights.")
-    return _backbone(image_size, None), f"random-init (pretrained unavailable: {reason})"
+    return _backbone(image_size, None), results.weights_info(
+        "random-init", pretrained=False, requested=str(weights),
+        reason=f"pretrained unavailable: {reason}")
 
 
 def build(num_classes: int, image_size: int, weights: str = IMAGENET,
@@ -92,26 +97,26 @@ def unfreeze_top(model: keras.Model, n_layers: int = 20) -> int:
 
 
 def train_stage(model, name: str, arrays: dict, *, learning_rate: float, epochs: int,
-                batch_size: int, labels: dict, weights: str, params: dict, model_dir,
+                batch_size: int, labels: dict, weights: dict, params: dict, model_dir,
                 seed: int = 0) -> tuple[dict, keras.Model, object]:
     """Compile with Adam, train (best validation checkpoint kept), evaluate on the test split
     and save the model folder. ``arrays``: ``train``/``val``/``test`` -> (uint8 x, labels).
 
     Returns the run record, the best model and the test probabilities.
     """
-    from common import predict, results, vit
-
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = arrays["train"], arrays["val"], arrays["test"]
-    trained = vit.train(model, x_tr, y_tr, x_va, y_va, epochs=epochs, batch_size=batch_size,
-                        checkpoint_path=model_dir / "model.keras", verbose=2, seed=seed)
-    probs = vit.probabilities(trained["model"], x_te, batch_size)
-    predict.write_model_info(model_dir, labels, {
-        "framework": "keras", "model_file": "model.keras", "image_size": int(x_te.shape[1]),
+    trained = keras_training.train(model, x_tr, y_tr, x_va, y_va, epochs=epochs,
+                                   batch_size=batch_size, verbose=2, seed=seed,
+                                   checkpoint_path=model_dir / model_folder.KERAS_FILE)
+    probs = keras_training.probabilities(trained["model"], x_te, batch_size)
+    model_folder.write_info(model_dir, labels, {
+        "framework": "keras", "model_file": model_folder.KERAS_FILE,
+        "image_size": int(x_te.shape[1]),
         "crop_mode": "squash",
         "normalisation": "inside the model (EfficientNet rescaling); input RGB pixels 0..255"})
     record = results.run_record(name, params, weights, y_te, probs, trained, model_dir)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from common import paths
+from common import atomic, paths
 from common.data import BBOX
 
 MODES = ("squash", "center", "bbox")
@@ -97,17 +96,8 @@ def _read_cache(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _write_cache(path: Path, x: np.ndarray, ok: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x=x, ok=ok)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic.atomic_file(path, "wb") as f:
+        np.savez(f, x=x, ok=ok)
 
 
 def load_images(table: pd.DataFrame, size: int, mode: str = "squash", margin: float = 0.1,

@@ -2,8 +2,11 @@
 
     python -m common.notebooks run notebooks/01_vit_scratch.py --profile smoke [-p KEY VALUE]
 
-The ``.py`` source is turned into a notebook (kernel ``vit-cars-poc``), executed with the
-parameters of ``params/<profile>/<notebook>.yaml`` (plus ``-p`` overrides), and written to
+The ``.py`` source is turned into a notebook (kernel ``vit-cars-poc``) and executed with
+papermill, which injects three parameters: ``profile``, ``data_dir`` and ``overrides`` (the
+``-p`` values other than those two). The notebook reads ``params/<profile>/<notebook>.yaml``
+itself, through :mod:`common.config`; the overrides are checked here first, so an unknown key
+stops the run before a kernel starts. The executed copy goes to
 ``runs/<profile>/<notebook>.ipynb``. The notebook writes its own results file at its very end
 and atomically, so a notebook that fails keeps the previous good results; its executed copy
 stays in ``runs/`` for inspection.
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from common import paths
+from common import config, paths
 
 KERNEL = "vit-cars-poc"
 
@@ -28,22 +31,19 @@ REPORT = paths.ROOT / "report" / "rapport.py"
 
 
 def parameters(notebook: Path, profile: str, overrides: dict | None = None) -> dict:
-    """The notebook's parameter file for ``profile``, with ``overrides`` on top.
-
-    Every experiment notebook has a parameter file; the report's only parameter is the
-    profile.
-    """
+    """What papermill injects: ``profile``, ``data_dir`` and ``overrides`` (the report takes
+    ``profile`` only). Raises :class:`common.config.ConfigError` for an unknown key."""
     notebook = Path(notebook)
-    file = paths.ROOT / "params" / profile / f"{notebook.stem}.yaml"
-    if file.is_file():
-        params = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    elif notebook.resolve() == REPORT:
-        params = {}
-    else:
-        raise FileNotFoundError(f"no parameter file {file} for profile {profile!r}")
-    params.update(overrides or {})
-    params["profile"] = profile
-    return params
+    if notebook.resolve() == REPORT:
+        if set(overrides or {}) - {"profile"}:
+            raise config.ConfigError(f"the report takes no parameter but the profile, got "
+                                     f"{sorted(set(overrides) - {'profile'})}")
+        return {"profile": profile}
+    overrides = dict(overrides or {})
+    data_dir = overrides.pop("data_dir", None)
+    config.load(notebook.stem, profile, data_dir=data_dir, **overrides)  # check, fail early
+    return {"profile": profile, "data_dir": None if data_dir is None else str(data_dir),
+            "overrides": overrides}
 
 
 def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
@@ -57,6 +57,7 @@ def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits it: less noise
     notebook = Path(notebook)
+    params = parameters(notebook, profile, overrides)
     output = Path(output or paths.runs_dir(profile) / f"{notebook.stem}.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
     source = output.with_name(output.stem + ".source.ipynb")
@@ -66,7 +67,7 @@ def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
     jupytext.write(nb, source, fmt="ipynb")
     try:
         papermill.execute_notebook(str(source), str(output),
-                                   parameters=parameters(notebook, profile, overrides),
+                                   parameters=params,
                                    kernel_name=kernel, cwd=str(paths.ROOT),
                                    progress_bar=progress, log_output=True)
     finally:
@@ -79,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute one notebook with papermill")
     run.add_argument("notebook", type=Path)
-    run.add_argument("--profile", required=True, choices=["smoke", "cpu", "gpu"])
+    run.add_argument("--profile", required=True, choices=config.PROFILES)
     run.add_argument("--output", type=Path)
     run.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                      help="override one parameter (VALUE is read as YAML)")
     rep = sub.add_parser("report", help="execute report/rapport.py and render it (HTML, PDF)")
-    rep.add_argument("--profile", required=True, choices=["smoke", "cpu", "gpu"])
+    rep.add_argument("--profile", required=True, choices=config.PROFILES)
     rep.add_argument("--no-quarto", action="store_true", help="use the fallback renderer")
     args = parser.parse_args(argv)
     # papermill logs the notebook's own output (training progress) at INFO level
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: yaml.safe_load(v) for k, v in args.p}
     try:
         out = execute(args.notebook, args.profile, overrides, args.output)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, config.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # papermill's error names the notebook, cell and exception

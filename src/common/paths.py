@@ -47,6 +47,11 @@ def runs_dir(profile: str) -> Path:
     return output_root() / "runs" / profile
 
 
+def params_file(profile: str, notebook: str) -> Path:
+    """The parameter file of a notebook for a profile."""
+    return ROOT / "params" / profile / f"{notebook}.yaml"
+
+
 def resolve(path: str | Path | None) -> Path:
     """A notebook's ``data_dir`` parameter: None means :func:`data_dir`; a relative path is
     taken from the project root (papermill may run the notebook from another folder)."""

@@ -1,8 +1,7 @@
 """Predictions from any saved model folder, for users and for the notebooks.
 
-A model folder holds the model (``model.keras`` for Keras; ``save_pretrained`` files for
-Hugging Face), ``labels.json`` (output index -> official class id and name) and
-``preprocess.json`` (framework, image size, crop mode, normalisation). Loading never runs
+A model folder (see :mod:`common.model_folder`) holds the model, ``labels.json`` and
+``preprocess.json``. Loading never runs
 arbitrary code: Keras' safe mode, safetensors, no remote code. New photos have no bounding
 box: a model trained on bounding-box crops sees the whole photo, so crop the car first for
 its best predictions.
@@ -14,29 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from common import atomic, model_folder
 from common.data import IMAGE_EXTENSIONS
-
-KERAS_FILE = "model.keras"
-
-
-def write_model_info(model_dir: Path, labels: dict[int, tuple[int, str]], preprocess: dict):
-    """Write ``labels.json`` and ``preprocess.json`` beside a saved model."""
-    from common.results import write_json
-
-    model_dir = Path(model_dir)
-    write_json(model_dir / "labels.json",
-               {str(i): {"class_id": int(cid), "class_name": name}
-                for i, (cid, name) in sorted(labels.items())})
-    write_json(model_dir / "preprocess.json", preprocess)
 
 
 class Predictor:
@@ -44,28 +27,22 @@ class Predictor:
 
     def __init__(self, model_dir: Path | str):
         self.model_dir = Path(model_dir)
-        for name in ("labels.json", "preprocess.json"):
-            if not (self.model_dir / name).is_file():
-                raise FileNotFoundError(
-                    f"{self.model_dir} is not a saved model folder: {name} is missing")
-        labels = json.loads((self.model_dir / "labels.json").read_text(encoding="utf-8"))
-        self.labels = {int(i): (int(v["class_id"]), v["class_name"]) for i, v in labels.items()}
-        self.preprocess = json.loads((self.model_dir / "preprocess.json").read_text())
+        self.labels = model_folder.read_labels(self.model_dir)
+        self.preprocess = model_folder.read_preprocess(self.model_dir)
         self.framework = self.preprocess["framework"]
         if self.framework == "keras":
             import keras
 
-            import common.vit  # noqa: F401  (registers the custom ViT layers)
+            import common.vit  # noqa: F401  (registers the custom ViT layers and loss)
 
-            self.model = keras.saving.load_model(self.model_dir / KERAS_FILE, safe_mode=True)
-        elif self.framework == "transformers":
+            self.model = keras.saving.load_model(self.model_dir / model_folder.KERAS_FILE,
+                                                 safe_mode=True)
+        else:
             from transformers import AutoImageProcessor, AutoModelForImageClassification
 
             self.model = AutoModelForImageClassification.from_pretrained(
                 self.model_dir, trust_remote_code=False, use_safetensors=True).eval()
             self.processor = AutoImageProcessor.from_pretrained(self.model_dir)
-        else:
-            raise ValueError(f"unknown framework {self.framework!r} in preprocess.json")
 
     def load(self, path: str) -> np.ndarray | None:
         """One image file as the model's uint8 input, or None if it cannot be read."""
@@ -78,10 +55,10 @@ class Predictor:
     def probabilities(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Class probabilities for uint8 images (N, H, W, 3)."""
         if self.framework == "keras":
-            from common.vit import probabilities
+            from common.keras_training import probabilities
 
             return probabilities(self.model, x, batch_size)
-        from common.pretrained import predict_probs
+        from common.hf_training import predict_probs
 
         return predict_probs(self.model, self.processor, x, batch_size)
 
@@ -115,19 +92,15 @@ def expand(inputs: list[str]) -> list[str]:
 
 
 def write_csv(rows: list[dict], out: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["path", "class_id", "class_name", "probability", "top_class_ids"])
-    for r in rows:
-        if "error" not in r:
-            writer.writerow([r["path"], r["class_id"], r["class_name"], f"{r['probability']:.6f}",
-                             " ".join(str(t[0]) for t in r["top"])])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, out)
+    """One row per predicted image (failed ones left out), written atomically."""
+    with atomic.atomic_file(out, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "class_id", "class_name", "probability", "top_class_ids"])
+        for r in rows:
+            if "error" not in r:
+                writer.writerow([r["path"], r["class_id"], r["class_name"],
+                                 f"{r['probability']:.6f}",
+                                 " ".join(str(t[0]) for t in r["top"])])
 
 
 def main(argv: list[str] | None = None) -> int:

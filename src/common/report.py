@@ -30,9 +30,10 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from common import atomic
+
 PROJECT_DIR = Path(__file__).resolve().parents[2] / "report"  # holds _quarto.yml
-FALLBACK_MESSAGE = ("Quarto introuvable sur le PATH : "
-                    "rendu de secours avec pandoc (HTML) et typst (PDF)")
+FALLBACK_MESSAGE = "quarto is not on the PATH: fallback renderer, pandoc (HTML) and typst (PDF)"
 _FRONT = re.compile(r"\A---[ \t]*\n(.*?\n)?---[ \t]*(\n|\Z)", re.DOTALL)
 _MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
            "octobre", "novembre", "décembre")  # fmt: skip
@@ -115,57 +116,45 @@ def render(notebook: Path, out_dir: Path, name: str = "rapport", formats=("html"
     """
     notebook, out_dir, formats = Path(notebook), Path(out_dir), tuple(formats)
     if set(formats) - {"html", "pdf"}:
-        raise ValueError(f"formats inconnus : {formats} (attendus : 'html', 'pdf')")
+        raise ValueError(f"unknown formats {formats}: use 'html' and/or 'pdf'")
     nb = _load_executed(notebook)
     exe = shutil.which("quarto" if quarto == "auto" else quarto) if quarto else None
     if quarto and quarto != "auto" and not exe:
-        raise FileNotFoundError(f"Quarto introuvable : {quarto}")
+        raise FileNotFoundError(f"quarto not found: {quarto}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rapport-") as tmp:
-        print(f"Rendu avec Quarto ({exe})" if exe else FALLBACK_MESSAGE)
+        print(f"rendering with quarto ({exe})" if exe else FALLBACK_MESSAGE)
         if exe:
             built = _render_quarto(exe, notebook, Path(tmp), name, formats)
         else:
             built = _render_fallback(nb, notebook.parent, Path(tmp), formats)
         result = {"renderer": "quarto" if exe else "pandoc+typst"}
         for fmt in formats:
-            result[fmt] = _publish(built[fmt], out_dir / f"{name}.{fmt}")
+            result[fmt] = atomic.copy_file(built[fmt], out_dir / f"{name}.{fmt}")
     return result
 
 
 def _load_executed(notebook: Path):
     if not notebook.is_file():
-        raise FileNotFoundError(f"Notebook introuvable : {notebook}. Produisez d'abord le .ipynb "
-                                "exécuté du rapport (jupytext --to ipynb, puis papermill).")
+        raise FileNotFoundError(f"notebook not found: {notebook}. Execute the report notebook "
+                                "first (jupytext --to ipynb, then papermill).")
     if notebook.suffix != ".ipynb":
-        raise ValueError(f"{notebook} n'est pas un .ipynb : convertissez-le (jupytext --to ipynb) "
-                         "et exécutez-le avec papermill avant le rendu.")
+        raise ValueError(f"{notebook} is not an .ipynb: convert it (jupytext --to ipynb) and "
+                         "execute it with papermill before rendering.")
     nb = nbformat.read(notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     if code and not any(c.get("outputs") for c in code):
         executed = notebook.with_stem(notebook.stem + "-execute")
-        raise ValueError(f"{notebook} n'a pas été exécuté : aucune de ses {len(code)} cellules "
-                         f"de code n'a de sortie. Exécutez-le d'abord (p. ex. `papermill "
-                         f"{notebook} {executed}`) puis rendez le notebook exécuté.")
+        raise ValueError(f"{notebook} was not executed: none of its {len(code)} code cells has "
+                         f"an output. Execute it first (e.g. `papermill {notebook} "
+                         f"{executed}`), then render the executed notebook.")
     return nb
-
-
-def _publish(src: Path, dest: Path) -> Path:
-    """Copy ``src`` to ``dest`` atomically (temporary file in the same folder, then rename)."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
 
 
 def _run(cmd: list, cwd: Path) -> None:
     proc = subprocess.run(cmd, cwd=cwd, check=False)
     if proc.returncode:
-        raise RuntimeError(f"Échec (code {proc.returncode}) de : {' '.join(map(str, cmd))}")
+        raise RuntimeError(f"command failed (exit {proc.returncode}): {' '.join(map(str, cmd))}")
 
 
 def _render_quarto(exe: str, notebook: Path, tmp: Path, name: str, formats) -> dict:
@@ -179,7 +168,7 @@ def _render_quarto(exe: str, notebook: Path, tmp: Path, name: str, formats) -> d
               "--output-dir", f"_{fmt}"], tmp)
         built[fmt] = tmp / f"_{fmt}" / f"{name}.{fmt}"
         if not built[fmt].is_file():
-            raise RuntimeError(f"quarto render n'a pas produit {built[fmt]}")
+            raise RuntimeError(f"quarto render did not produce {built[fmt]}")
     return built
 
 
@@ -318,18 +307,18 @@ def main(argv=None) -> int:
     doc = __doc__.splitlines()[0]
     parser = argparse.ArgumentParser(prog="python -m common.report", description=doc)
     cmd = parser.add_subparsers(dest="command", required=True).add_parser(
-        "render", help="rendre un notebook exécuté en HTML et PDF")
+        "render", help="render an executed notebook to HTML and PDF")
     cmd.add_argument("notebook", type=Path)
     cmd.add_argument("--out-dir", type=Path, required=True)
     cmd.add_argument("--name", default="rapport")
     cmd.add_argument("--formats", nargs="+", default=["html", "pdf"], choices=["html", "pdf"])
-    cmd.add_argument("--no-quarto", action="store_true", help="forcer le rendu pandoc+typst")
+    cmd.add_argument("--no-quarto", action="store_true", help="use the pandoc+typst fallback")
     args = parser.parse_args(argv)
     try:
         result = render(args.notebook, args.out_dir, args.name, args.formats,
                         quarto=None if args.no_quarto else "auto")
     except (OSError, ValueError, RuntimeError) as exc:
-        print(f"Erreur : {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     for fmt in args.formats:
         print(f"{fmt.upper()} : {result[fmt]}")

@@ -11,11 +11,9 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from common import paths
+from common import atomic, config, paths
 
 METRICS = ("test_accuracy", "test_top5_accuracy", "best_val_accuracy", "test_macro_f1")
 HISTORY = ("loss", "val_loss", "accuracy", "val_accuracy")
 RUN_KEYS = ("name", "params", "weights", "metrics", "history", "train_seconds",
             "train_images_per_second", "model_dir")
 TOP_KEYS = ("notebook", "profile", "created", "duration_s", "git_commit", "environment",
-            "dataset", "runs", "figures")
+            "params", "dataset", "runs", "figures")
 DATASET_KEYS = ("root", "layout", "synthetic", "n_classes", "class_ids", "split_sizes")
 PACKAGES = ("keras", "tensorflow", "torch", "transformers")
 
@@ -100,6 +98,34 @@ def classification_metrics(y_true, probs) -> dict:
                                             zero_division=0))}
 
 
+def weights_info(source: str, *, pretrained: bool, reason: str | None = None,
+                 **details) -> dict:
+    """Where a run's weights came from, the ``weights`` field of a run record.
+
+    ``source``: the checkpoint or weights file loaded, ``"random-init"``, or
+    ``"pretrained-here"`` (random weights first trained on the dataset's other classes; the
+    details then give ``classes``, ``images`` and ``epochs``). ``pretrained``: the weights
+    were trained elsewhere (ImageNet...). ``reason``: why the pretrained weights that were
+    asked for (``requested``) could not be used.
+    """
+    return {"source": str(source), "pretrained": bool(pretrained), "reason": reason,
+            **details}
+
+
+def _weights_problems(weights) -> list[str]:
+    if not isinstance(weights, dict):
+        return [f"weights must be a record (source, pretrained, reason), got {weights!r}"]
+    out = []
+    if not isinstance(weights.get("source"), str) or not weights.get("source"):
+        out.append("weights.source must name the checkpoint, 'random-init' or "
+                   "'pretrained-here'")
+    if not isinstance(weights.get("pretrained"), bool):
+        out.append("weights.pretrained must be true or false")
+    if weights.get("reason") is not None and not isinstance(weights.get("reason"), str):
+        out.append("weights.reason must be text or null")
+    return out
+
+
 def _is_fraction(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
         and 0.0 <= v <= 1.0
@@ -134,26 +160,9 @@ def problems(payload: dict) -> list[str]:
             v = run.get(k)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 out.append(f"{where} {k} must be a non-negative number, got {v!r}")
-        if not isinstance(run.get("weights"), str) or not run.get("weights"):
-            out.append(f"{where} weights must name the checkpoint or 'random-init ...'")
+        out += [f"{where} {p}" for p in _weights_problems(run.get("weights"))]
     out += [f"figure {f} does not exist" for f in payload["figures"] if not Path(f).is_file()]
     return out
-
-
-def write_json(path: Path, payload) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, ensure_ascii=False, default=_jsonable)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _jsonable(value):
@@ -166,22 +175,24 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write(profile: str, notebook: str, *, started: float, dataset: dict, runs: list[dict],
-          figures: list) -> Path:
+def write(profile: str, notebook: str, *, started: float, params: dict, dataset: dict,
+          runs: list[dict], figures: list) -> Path:
     """Validate and write ``results/<profile>/<notebook>.json``; return its path.
 
-    ``started`` is the ``time.time()`` at the start of the notebook.
+    ``started`` is the ``time.time()`` at the start of the notebook; ``params`` every
+    parameter it used (:func:`common.config.as_record`).
     """
     payload = {"notebook": notebook, "profile": profile,
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "duration_s": round(time.time() - started, 1), "git_commit": git_commit(),
-               "environment": environment(), "dataset": dataset, "runs": runs,
+               "environment": environment(), "params": params, "dataset": dataset,
+               "runs": runs,
                "figures": [str(f) for f in figures]}
     payload = json.loads(json.dumps(payload, default=_jsonable))
     bad = problems(payload)
     if bad:
         raise ValueError("results do not match the contract: " + "; ".join(bad))
-    return write_json(paths.results_dir(profile) / f"{notebook}.json", payload)
+    return atomic.write_json(paths.results_dir(profile) / f"{notebook}.json", payload)
 
 
 def read(profile: str, notebook: str) -> dict | None:
@@ -190,42 +201,7 @@ def read(profile: str, notebook: str) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def short_weights(weights: str) -> str:
-    """The ``weights`` field for a table: the checkpoint, 'aléatoires' with no reason, or
-    the in-notebook pretraining of :func:`common.vit.pretrain`."""
-    if weights.startswith("random-init"):
-        here = re.search(r"pretrained here on (\d+) other classes", weights)
-        if here:
-            return f"pré-entraînés ici sur {here.group(1)} autres classes"
-        if "unavailable" in weights:
-            return "aléatoires (pré-entraînés indisponibles)"
-        return "aléatoires"
-    return weights
-
-
-def runs_table(runs: list[dict]):
-    """The runs of one notebook as a readable table (percentages, seconds, images/s, and
-    the epoch whose checkpoint was kept, when the run says)."""
-    import pandas as pd
-
-    rows = [{"configuration": r["name"],
-             "top-1 test": r["metrics"]["test_accuracy"],
-             "top-5 test": r["metrics"]["test_top5_accuracy"],
-             "F1 macro": r["metrics"]["test_macro_f1"],
-             "meilleure val.": r["metrics"]["best_val_accuracy"],
-             "époques": len(r["history"]["loss"]),
-             "époque retenue": r.get("best_epoch"),
-             "durée (s)": r["train_seconds"],
-             "images/s": r["train_images_per_second"],
-             "poids": short_weights(r["weights"])} for r in runs]
-    table = pd.DataFrame(rows).set_index("configuration")
-    pct = ["top-1 test", "top-5 test", "F1 macro", "meilleure val."]
-    return table.style.format({**{c: "{:.1%}" for c in pct}, "durée (s)": "{:.0f}",
-                               "images/s": "{:.1f}", "époque retenue": "{:.0f}"},
-                              na_rep="—")
-
-
-def run_record(name: str, params: dict, weights: str, y_test, probs, trained: dict,
+def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: dict,
                model_dir) -> dict:
     """One entry of ``runs``: test metrics from ``probs`` plus the training numbers.
 
@@ -243,13 +219,9 @@ def run_record(name: str, params: dict, weights: str, y_test, probs, trained: di
             "model_dir": str(model_dir)}
 
 
-NOTEBOOKS = ("01_vit_scratch", "02_vit_scratch_10classes", "03_vit_finetune",
-             "04_vit_finetune_10classes", "05_efficientnet")
-
-
 def collect(profile: str) -> dict[str, dict | None]:
     """The results of the five notebooks for ``profile`` (None for a notebook not run)."""
-    return {name: read(profile, name) for name in NOTEBOOKS}
+    return {name: read(profile, name) for name in config.NOTEBOOKS}
 
 
 def all_runs(collected: dict[str, dict | None]):
@@ -264,6 +236,6 @@ def all_runs(collected: dict[str, dict | None]):
                          "train_seconds": run["train_seconds"],
                          "train_images_per_second": run["train_images_per_second"],
                          "weights": run["weights"],
-                         "pretrained": not run["weights"].startswith("random-init"),
+                         "pretrained": bool(run["weights"]["pretrained"]),
                          "synthetic": bool(payload["dataset"]["synthetic"])})
     return pd.DataFrame(rows)

@@ -1,12 +1,13 @@
-"""Unit tests of common.pretrained: weights loading and its honest fallback, attention
-rollout, augmentation, the per-epoch history and the best-epoch keeper."""
+"""Unit tests of the Hugging Face side: weights loading and its honest fallback
+(common.hf_weights), attention rollout (common.attention), augmentation, the per-epoch
+history and the best-epoch keeper (common.hf_training), one fine-tuning run (common.finetune)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from common import figures, pretrained
+from common import attention, figures, hf_training, hf_weights, presentation, runtime
 
 LABELS = {0: (3, "Car A"), 1: (7, "Car B"), 2: (9, "Car C")}
 TINY = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
@@ -22,9 +23,9 @@ def unreachable_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    pretrained.locate.cache_clear()
+    hf_weights.locate.cache_clear()
     yield
-    pretrained.locate.cache_clear()
+    hf_weights.locate.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -34,41 +35,44 @@ def tiny_checkpoint(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-vit")
     ViTForImageClassification(ViTConfig(**TINY, num_labels=4)).save_pretrained(folder)
-    pretrained.simple_processor(32).save_pretrained(folder)
+    hf_weights.simple_processor(32).save_pretrained(folder)
     return folder
 
 
 # --------------------------------------------------------------------------- loading
 
 def test_local_checkpoint_loads_with_a_new_head(tiny_checkpoint):
-    clf = pretrained.load_classifier(str(tiny_checkpoint), LABELS, profile="gpu")
-    assert clf.pretrained and clf.weights == str(tiny_checkpoint)
+    clf = hf_weights.load_classifier(str(tiny_checkpoint), LABELS, profile="gpu")
+    assert clf.pretrained
+    assert clf.weights == {"source": str(tiny_checkpoint), "pretrained": True, "reason": None}
     assert clf.model.config.num_labels == 3
     assert clf.model.config.id2label == {0: "Car A", 1: "Car B", 2: "Car C"}
-    assert pretrained.input_size(clf.processor) == 32
+    assert hf_weights.input_size(clf.processor) == 32
     x = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
-    probs = pretrained.predict_probs(clf.model, clf.processor, x)
+    probs = hf_training.predict_probs(clf.model, clf.processor, x)
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
 def test_unreachable_hub_falls_back_with_the_reason(unreachable_hub):
-    clf = pretrained.load_classifier("vit-cars-poc-tests/never-published", LABELS,
+    clf = hf_weights.load_classifier("vit-cars-poc-tests/never-published", LABELS,
                                      profile="smoke", fallback=FALLBACK)
     assert not clf.pretrained
-    assert clf.weights.startswith("random-init (pretrained unavailable: hub unreachable (")
-    assert "not in the local cache" in clf.weights and clf.weights.endswith(")")
-    assert "\n" not in clf.weights
+    assert clf.weights["source"] == "random-init" and clf.weights["pretrained"] is False
+    assert clf.weights["requested"] == "vit-cars-poc-tests/never-published"
+    reason = clf.weights["reason"]
+    assert reason.startswith("pretrained unavailable: hub unreachable (")
+    assert "not in the local cache" in reason and "\n" not in reason
     assert clf.training == {"learning_rate": 1e-3}
     assert clf.model.config.num_labels == 3 and clf.model.config.hidden_size == 32
-    assert pretrained.input_size(clf.processor) == 32
+    assert hf_weights.input_size(clf.processor) == 32
 
 
 def test_gpu_profile_refuses_to_train_from_scratch(unreachable_hub):
     import time
 
     start = time.perf_counter()
-    with pytest.raises(pretrained.PretrainedUnavailable) as err:
-        pretrained.load_classifier("vit-cars-poc-tests/never-published", LABELS, profile="gpu",
+    with pytest.raises(hf_weights.PretrainedUnavailable) as err:
+        hf_weights.load_classifier("vit-cars-poc-tests/never-published", LABELS, profile="gpu",
                                    fallback=FALLBACK)
     assert time.perf_counter() - start < 30  # no long retries
     message = str(err.value)
@@ -78,26 +82,26 @@ def test_gpu_profile_refuses_to_train_from_scratch(unreachable_hub):
 
 
 def test_no_fallback_given_refuses_too(unreachable_hub):
-    with pytest.raises(pretrained.PretrainedUnavailable):
-        pretrained.load_classifier("vit-cars-poc-tests/never-published", LABELS,
+    with pytest.raises(hf_weights.PretrainedUnavailable):
+        hf_weights.load_classifier("vit-cars-poc-tests/never-published", LABELS,
                                    profile="cpu", fallback={})
 
 
 def test_local_folder_problems_are_named(tmp_path, tiny_checkpoint):
-    with pytest.raises(pretrained.PretrainedUnavailable, match="does not exist"):
-        pretrained.locate(str(tmp_path / "missing"))
+    with pytest.raises(hf_weights.PretrainedUnavailable, match="does not exist"):
+        hf_weights.locate(str(tmp_path / "missing"))
     (tmp_path / "nocfg").mkdir()
-    with pytest.raises(pretrained.PretrainedUnavailable, match="no config.json"):
-        pretrained.locate(str(tmp_path / "nocfg"))
+    with pytest.raises(hf_weights.PretrainedUnavailable, match="no config.json"):
+        hf_weights.locate(str(tmp_path / "nocfg"))
     unsafe = tmp_path / "unsafe"
     unsafe.mkdir()
     (unsafe / "config.json").write_text((tiny_checkpoint / "config.json").read_text())
     (unsafe / "pytorch_model.bin").write_bytes(b"not loaded")
-    with pytest.raises(pretrained.PretrainedUnavailable, match="never unpickles"):
-        pretrained.locate(str(unsafe))
-    clf = pretrained.load_classifier(str(unsafe), LABELS, profile="cpu", fallback=FALLBACK)
-    assert clf.weights.startswith("random-init (pretrained unavailable: ")
-    assert "never unpickles" in clf.weights
+    with pytest.raises(hf_weights.PretrainedUnavailable, match="never unpickles"):
+        hf_weights.locate(str(unsafe))
+    clf = hf_weights.load_classifier(str(unsafe), LABELS, profile="cpu", fallback=FALLBACK)
+    assert clf.weights["source"] == "random-init"
+    assert "never unpickles" in clf.weights["reason"]
 
 
 # --------------------------------------------------------------------------- attention rollout
@@ -109,18 +113,18 @@ def _random_attentions(rng, layers=3, batch=2, heads=4, tokens=17):
 
 
 def test_rollout_rows_are_distributions():
-    rolled = pretrained.rollout_matrix(_random_attentions(np.random.default_rng(0)))
+    rolled = attention.rollout_matrix(_random_attentions(np.random.default_rng(0)))
     assert rolled.shape == (2, 17, 17)
     assert np.allclose(rolled.sum(axis=-1), 1.0)
     assert (rolled >= 0).all()
 
 
 def test_rollout_maps_shape_and_scale():
-    maps = pretrained.attention_rollout(_random_attentions(np.random.default_rng(1)))
+    maps = attention.attention_rollout(_random_attentions(np.random.default_rng(1)))
     assert maps.shape == (2, 4, 4)
     assert np.allclose(maps.max(axis=(1, 2)), 1.0) and (maps >= 0).all()
     # DeiT's distillation token (two tokens before the patches) is dropped too
-    maps = pretrained.attention_rollout(_random_attentions(np.random.default_rng(2), tokens=18))
+    maps = attention.attention_rollout(_random_attentions(np.random.default_rng(2), tokens=18))
     assert maps.shape == (2, 4, 4)
 
 
@@ -129,20 +133,20 @@ def test_rollout_follows_abnar_and_zuidema():
     att = np.zeros((1, 1, 5, 5))
     att[0, 0, 0] = [0.0, 0.1, 0.2, 0.3, 0.4]  # CLS attends to the patches
     att[0, 0, 1:, 1:] = np.eye(4)
-    rolled = pretrained.rollout_matrix([att])
+    rolled = attention.rollout_matrix([att])
     assert np.allclose(rolled[0, 0], [0.5, 0.05, 0.1, 0.15, 0.2])
-    maps = pretrained.attention_rollout([att])
+    maps = attention.attention_rollout([att])
     assert np.allclose(maps[0].ravel(), [0.25, 0.5, 0.75, 1.0])
     # two layers multiply, the later layer on the left
     a1, a2 = _random_attentions(np.random.default_rng(3), layers=2, batch=1, heads=1, tokens=5)
     norm = [(a[0, 0] + np.eye(5)) / (a[0, 0] + np.eye(5)).sum(-1, keepdims=True) for a in (a1, a2)]
-    assert np.allclose(pretrained.rollout_matrix([a1, a2])[0], norm[1] @ norm[0])
+    assert np.allclose(attention.rollout_matrix([a1, a2])[0], norm[1] @ norm[0])
 
 
 def test_attention_maps_of_a_model(tiny_checkpoint):
-    clf = pretrained.load_classifier(str(tiny_checkpoint), LABELS, profile="gpu")
+    clf = hf_weights.load_classifier(str(tiny_checkpoint), LABELS, profile="gpu")
     x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    maps = pretrained.attention_maps(clf.model, clf.processor, x)
+    maps = attention.attention_maps(clf.model, clf.processor, x)
     assert maps.shape == (3, 4, 4) and np.allclose(maps.max(axis=(1, 2)), 1.0)
 
 
@@ -153,12 +157,12 @@ def test_augment_keeps_shape_and_flips():
 
     image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
     torch.manual_seed(0)
-    out = [pretrained.Augment(flip=True, crop_scale=None)(image) for _ in range(20)]
+    out = [hf_training.Augment(flip=True, crop_scale=None)(image) for _ in range(20)]
     assert all(o.shape == image.shape and o.dtype == np.uint8 for o in out)
     flipped = [np.array_equal(o, image[:, ::-1]) for o in out]
     kept = [np.array_equal(o, image) for o in out]
     assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
-    cropped = pretrained.Augment(flip=False, crop_scale=(0.3, 0.5))(image)
+    cropped = hf_training.Augment(flip=False, crop_scale=(0.3, 0.5))(image)
     assert cropped.shape == image.shape and not np.array_equal(cropped, image)
 
 
@@ -170,7 +174,7 @@ def test_history_from_logs():
             {"eval_val_loss": 1.2, "eval_val_accuracy": 0.6, "epoch": 2.0},
             {"eval_train_loss": 0.9, "eval_train_accuracy": 0.7, "epoch": 2.0},
             {"train_loss": 1.5, "train_runtime": 3.0, "epoch": 2.0}]
-    assert pretrained.history_from_logs(logs) == {
+    assert hf_training.history_from_logs(logs) == {
         "loss": [2.0, 1.0], "val_loss": [1.5, 1.2], "accuracy": [0.5, 0.7],
         "val_accuracy": [0.4, 0.6]}
 
@@ -179,7 +183,7 @@ def test_keep_best_restores_the_best_epoch():
     import torch
 
     model = torch.nn.Linear(2, 2)
-    keep = pretrained._keep_best()
+    keep = hf_training._keep_best()
 
     class State:
         epoch = 0
@@ -198,12 +202,12 @@ def test_keep_best_restores_the_best_epoch():
 
 
 def test_fine_tune_history_matches_epochs(tiny_checkpoint):
-    clf = pretrained.load_classifier(str(tiny_checkpoint), LABELS, profile="smoke")
+    clf = hf_weights.load_classifier(str(tiny_checkpoint), LABELS, profile="smoke")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
     y = np.arange(24) % 3
-    pretrained.set_threads(1)
-    fit = pretrained.fine_tune(clf, x[:18], y[:18], x[18:], y[18:],
+    runtime.set_torch_threads(1)
+    fit = hf_training.fine_tune(clf, x[:18], y[:18], x[18:], y[18:],
                                {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3,
                                 "train_eval_images": 8}, seed=0)
     h = fit["history"]
@@ -218,7 +222,7 @@ def test_fine_tune_history_matches_epochs(tiny_checkpoint):
 def test_per_class_report_and_grid_picks():
     y = np.array([0, 1, 2, 2, 1, 0])
     probs = np.eye(3)[[0, 1, 1, 2, 1, 2]]
-    report = pretrained.per_class_report(y, probs, LABELS)
+    report = presentation.per_class_report(y, probs, LABELS)
     assert list(report.index[:3]) == ["3 Car A", "7 Car B", "9 Car C"]
     assert list(report.columns) == ["précision", "rappel", "F1", "images"]
     assert report.loc["7 Car B", "rappel"] == 1.0 and report.loc["7 Car B", "précision"] == 2 / 3
@@ -236,8 +240,31 @@ def test_one_per_class_matches_the_prediction_grid(tmp_path, monkeypatch):
     assert list(shown["x"]) == figures.one_per_class(y, 4)
 
 
-def test_fit_config_rejects_unknown_settings(tiny_checkpoint):
-    with pytest.raises(ValueError, match="learning_rat"):
-        pretrained.fit_config({"name": "x", "learning_rat": 0.1}, None, LABELS,
-                              checkpoint=str(tiny_checkpoint), profile="smoke", fallback=None,
-                              model_dir="unused")
+def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_path):
+    """One run of notebooks 03/04 from a save_pretrained folder: splits, fine-tuning, test
+    metrics and a model folder that common.predict reads back with official class ids."""
+    from common import data, finetune, predict, results, splits
+
+    table = splits.select_classes(data.load_table(synth_root), class_ids=[1, 2, 3])
+    labels = splits.label_names(table)
+    runtime.set_torch_threads(1)
+    record, test = finetune.fit_config(
+        {"name": "balanced", "balance": True, "epochs": 2, "batch_size": 8,
+         "learning_rate": 1e-3, "train_eval_images": 8}, table, labels,
+        checkpoint=str(tiny_checkpoint), profile="gpu", fallback=None,
+        model_dir=tmp_path / "model", seed=0, val_fraction=0.2)
+    assert record["weights"]["source"] == str(tiny_checkpoint)
+    assert record["params"]["balance"] is True and record["params"]["image_size"] == 32
+    assert len(record["history"]["loss"]) == 2
+    assert test["splits"].sizes()["test"] == 12  # the generated official test split
+    for part in ("train", "val", "test"):
+        assert set(getattr(test["splits"], part)["class_id"]) == {1, 2, 3}
+    payload_problems = results.problems({
+        "notebook": "03_vit_finetune", "profile": "smoke", "created": "", "duration_s": 1,
+        "git_commit": None, "params": {}, "figures": [], "runs": [record],
+        "environment": results.environment(),
+        "dataset": results.dataset_info(table, test["splits"])})
+    assert payload_problems == []
+    rows = predict.Predictor(tmp_path / "model").predict_files(
+        list(test["table"]["path"][:3]), top=2)
+    assert all(r["class_id"] in (1, 2, 3) and len(r["top"]) == 2 for r in rows)

@@ -1,0 +1,270 @@
+"""Fine-tuning a Hugging Face image classifier with the ``Trainer``.
+
+:func:`fine_tune` runs the ``Trainer`` (evaluation every epoch, the weights of the best
+epoch on validation accuracy kept and restored), with a random resized crop and horizontal
+flip done with Pillow before the image processor (resize, rescale, normalise), and returns
+the per-epoch history of the results contract. :func:`predict_probs` gives class
+probabilities for decoded images.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.config import HF_TRAINING_DEFAULTS as TRAIN_DEFAULTS
+from common.hf_weights import Classifier
+
+
+# --------------------------------------------------------------------------- data
+
+class Augment:
+    """Random resized crop (the Inception / torchvision recipe) and horizontal flip with
+    Pillow, on ``uint8`` (H, W, 3) images; the output has the input's size.
+
+    Random numbers come from torch, which the ``Trainer`` seeds, and which the data loader
+    seeds differently in each worker.
+    """
+
+    def __init__(self, flip: bool = True, crop_scale=(0.8, 1.0), ratio=(3 / 4, 4 / 3)):
+        self.flip = bool(flip)
+        self.crop_scale = tuple(crop_scale) if crop_scale else None
+        self.ratio = tuple(ratio)
+
+    def _box(self, w: int, h: int):
+        import torch
+
+        area = w * h
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * torch.empty(1).uniform_(*self.crop_scale).item()
+            aspect = math.exp(torch.empty(1).uniform_(*log_ratio).item())
+            cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < cw <= w and 0 < ch <= h:
+                left = int(torch.randint(0, w - cw + 1, (1,)).item())
+                top = int(torch.randint(0, h - ch + 1, (1,)).item())
+                return (left, top, left + cw, top + ch)
+        return (0, 0, w, h)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        im = Image.fromarray(image)
+        if self.crop_scale:
+            im = im.resize(im.size, Image.Resampling.BICUBIC, box=self._box(*im.size))
+        if self.flip and torch.rand(1).item() < 0.5:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return np.asarray(im)
+
+
+class ImageDataset:
+    """``uint8`` images and 0-based labels as a map-style dataset of ``{"image", "label"}``."""
+
+    def __init__(self, x: np.ndarray, y, augment: Augment | None = None):
+        self.x, self.y, self.augment = x, np.asarray(y, dtype=np.int64), augment
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        image = self.x[i]
+        return {"image": self.augment(image) if self.augment else image, "label": int(self.y[i])}
+
+
+class Collator:
+    """A batch of ``{"image", "label"}`` through the image processor."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, batch):
+        import torch
+
+        inputs = self.processor(images=[b["image"] for b in batch], return_tensors="pt")
+        return {"pixel_values": inputs["pixel_values"],
+                "labels": torch.tensor([b["label"] for b in batch], dtype=torch.long)}
+
+
+# --------------------------------------------------------------------------- training
+
+def _accuracy(eval_pred) -> dict:
+    logits, y = eval_pred
+    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(y)).mean())}
+
+
+def _precision(mixed: bool) -> dict:
+    import torch
+
+    if not (mixed and torch.cuda.is_available()):
+        return {}
+    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+
+
+def _training_arguments(cfg: dict, output_dir: Path, seed: int, progress: bool):
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    ratio = float(cfg["warmup_ratio"] or 0.0)
+    # transformers 4 has warmup_ratio; transformers 5 reads a warmup_steps below 1 as a ratio
+    warmup = {"warmup_ratio" if "warmup_ratio" in names else "warmup_steps": ratio}
+    import torch
+
+    workers = int(cfg["dataloader_workers"])
+    return TrainingArguments(
+        output_dir=str(output_dir), eval_strategy="epoch", logging_strategy="epoch",
+        # The best epoch is kept in memory by KeepBest, not by load_best_model_at_end: in
+        # transformers 5, save_pretrained writes the hub's key names while the Trainer's
+        # _load_best_model loads them with a plain load_state_dict (no key conversion), so
+        # for ViT it silently keeps the last epoch (huggingface/transformers#48805).
+        save_strategy="no", load_best_model_at_end=False,
+        metric_for_best_model="val_accuracy", greater_is_better=True,
+        num_train_epochs=float(cfg["epochs"]),
+        per_device_train_batch_size=int(cfg["batch_size"]),
+        per_device_eval_batch_size=int(cfg["eval_batch_size"]),
+        learning_rate=float(cfg["learning_rate"]), weight_decay=float(cfg["weight_decay"]),
+        lr_scheduler_type=cfg["scheduler"], label_smoothing_factor=float(cfg["label_smoothing"]),
+        dataloader_num_workers=workers, dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False, report_to="none", seed=int(seed), data_seed=int(seed),
+        disable_tqdm=not progress, **warmup, **_precision(bool(cfg["mixed_precision"])))
+
+
+def _keep_best(metric: str = "eval_val_accuracy"):
+    """A Trainer callback keeping a CPU copy of the weights of the best evaluation so far
+    (first best on ties, as Keras' ModelCheckpoint(save_best_only=True))."""
+    from transformers import TrainerCallback
+
+    class KeepBest(TrainerCallback):
+        def __init__(self):
+            self.best, self.epoch, self.state_dict = -math.inf, None, None
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+            value = (metrics or {}).get(metric)
+            if value is not None and model is not None and value > self.best:
+                self.best, self.epoch = float(value), state.epoch
+                self.state_dict = {k: v.detach().to("cpu", copy=True)
+                                   for k, v in model.state_dict().items()}
+
+    return KeepBest()
+
+
+def _clock():
+    """A Trainer callback timing the training part of each epoch (evaluation excluded)."""
+    from transformers import TrainerCallback
+
+    class EpochClock(TrainerCallback):
+        def __init__(self):
+            self.epoch_seconds: list[float] = []
+
+        @staticmethod
+        def _sync():
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self._sync()
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, args, state, control, **kwargs):  # before the evaluation
+            self._sync()
+            self.epoch_seconds.append(time.perf_counter() - self._t)
+
+    return EpochClock()
+
+
+def history_from_logs(log_history: list[dict]) -> dict:
+    """Per-epoch ``loss``, ``val_loss``, ``accuracy`` and ``val_accuracy`` from the Trainer's
+    ``log_history`` (see :func:`fine_tune` for what each one measures)."""
+    loss = [float(e["loss"]) for e in log_history if "loss" in e and "eval_val_loss" not in e]
+    val = [e for e in log_history if "eval_val_accuracy" in e]
+    train = [e for e in log_history if "eval_train_accuracy" in e]
+    n = min(len(loss), len(val), len(train))
+    return {"loss": loss[:n],
+            "val_loss": [float(e["eval_val_loss"]) for e in val[:n]],
+            "accuracy": [float(e["eval_train_accuracy"]) for e in train[:n]],
+            "val_accuracy": [float(e["eval_val_accuracy"]) for e in val[:n]]}
+
+
+def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *, seed: int = 0,
+              work_dir: Path | None = None, progress: bool = False) -> dict:
+    """Fine-tune ``clf.model`` with the ``Trainer``; keep the best epoch on validation.
+
+    ``cfg``: :data:`TRAIN_DEFAULTS` keys (the fallback's ``training`` overrides apply on top).
+    Returns ``history`` (per epoch: ``loss``, the Trainer's mean training loss over the
+    epoch's batches, augmented, dropout on; ``val_loss`` and ``val_accuracy`` on the
+    validation set; ``accuracy``, measured at the end of each epoch in evaluation mode, without
+    augmentation, on a fixed random subset of ``train_eval_images`` training images, not on
+    the whole training set), ``best_val_accuracy``, ``best_epoch``, ``train_seconds`` (the
+    whole ``train()``, evaluations and checkpoints included), ``train_images_per_second``
+    (training images over the training part of the epochs only) and ``settings`` (what was
+    used). The weights of the best epoch are loaded back into ``clf.model``; the Trainer's
+    output folder (``work_dir``, temporary by default) is deleted.
+    """
+    from transformers import Trainer
+
+    cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in cfg.items() if k in TRAIN_DEFAULTS},
+           **clf.training}
+    rng = np.random.default_rng(seed)
+    subset = np.sort(rng.choice(len(x_train), min(int(cfg["train_eval_images"]), len(x_train)),
+                                replace=False))
+    augment = Augment(cfg["flip"], cfg["crop_scale"]) if cfg["flip"] or cfg["crop_scale"] else None
+    train_ds = ImageDataset(x_train, y_train, augment)
+    evals = {"val": ImageDataset(x_val, y_val),
+             "train": ImageDataset(x_train[subset], np.asarray(y_train)[subset])}
+    clock, keep = _clock(), _keep_best()
+    own_dir = work_dir is None
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="hf-trainer-"))
+    try:
+        trainer = Trainer(model=clf.model,
+                          args=_training_arguments(cfg, work_dir, seed, progress),
+                          data_collator=Collator(clf.processor), train_dataset=train_ds,
+                          eval_dataset=evals, compute_metrics=_accuracy,
+                          callbacks=[clock, keep])
+        t0 = time.perf_counter()
+        trainer.train()
+        if keep.state_dict is not None:
+            trainer.model.load_state_dict(keep.state_dict)
+        train_seconds = time.perf_counter() - t0
+        history = history_from_logs(trainer.state.log_history)
+    finally:
+        if own_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    clf.model = trainer.model.eval()
+    best = int(np.argmax(history["val_accuracy"]))
+    return {"history": history, "best_val_accuracy": float(history["val_accuracy"][best]),
+            "best_epoch": best + 1, "train_seconds": float(train_seconds),
+            "train_images_per_second": float(len(x_train) * len(clock.epoch_seconds)
+                                             / max(sum(clock.epoch_seconds), 1e-9)),
+            "settings": cfg}
+
+
+def forward_batches(model, processor, x, batch_size: int, **kwargs):
+    """The model's outputs on ``uint8`` images, batch by batch, in evaluation mode."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            inputs = processor(images=list(x[i:i + batch_size]), return_tensors="pt")
+            yield model(pixel_values=inputs["pixel_values"].to(device), **kwargs)
+
+
+def predict_probs(model, processor, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (softmax) for ``uint8`` images (N, H, W, 3)."""
+    import torch
+
+    out = [torch.softmax(o.logits.float(), -1).cpu().numpy()
+           for o in forward_batches(model, processor, x, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))

@@ -1,0 +1,237 @@
+"""Training Keras classifiers: augmentation, input pipeline, optimizer, loss, callbacks,
+the generic :func:`train` loop and :func:`probabilities`.
+
+Used by the from-scratch ViT (:mod:`common.vit_training`) and by EfficientNet
+(:mod:`common.efficientnet`). Everything here works on the tensorflow and torch backends of
+Keras 3. Augmentation runs in the tf.data input pipeline, on a CPU thread beside the
+training step (faster on CPU, see benchmarks/bench_vit.py), or inside the model when a
+configuration asks (``augment_in_model``, for a GPU box where the CPU would not keep up).
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+PACKAGE = "vit_cars"  # the registered name of this project's custom Keras objects
+
+
+def augmentation_layers(augmentation: str = "standard") -> list:
+    """Random augmentation layers (active in training only)."""
+    if augmentation == "none":
+        return []
+    if augmentation not in ("standard", "strong"):
+        raise ValueError(f"unknown augmentation {augmentation!r}")
+    out = [
+        layers.RandomFlip("horizontal", name="flip"),
+        layers.RandomRotation(0.02, name="rotation"),
+        layers.RandomZoom(0.2, 0.2, name="zoom"),
+    ]
+    if augmentation == "strong":
+        out += [
+            layers.RandomTranslation(0.1, 0.1, name="translation"),
+            layers.RandomContrast(0.2, name="contrast"),
+        ]
+    return out
+
+
+def make_optimizer(learning_rate=1e-3, weight_decay=1e-4, total_steps=None, warmup_steps=0,
+                   schedule="constant"):
+    """AdamW; ``schedule="cosine"``: linear warmup to ``learning_rate`` over
+    ``warmup_steps`` then cosine decay to 0 at ``total_steps``."""
+    if schedule == "cosine":
+        if not total_steps:
+            raise ValueError("schedule='cosine' needs total_steps")
+        warmup_steps = int(warmup_steps)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=max(int(total_steps) - warmup_steps, 1),
+            warmup_target=learning_rate,
+            warmup_steps=warmup_steps,
+        )
+    elif schedule != "constant":
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SparseSmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy from logits on integer labels, with label smoothing:
+    the labels are one-hot encoded inside the loss (Keras 3
+    ``SparseCategoricalCrossentropy`` has no ``label_smoothing``)."""
+
+    def __init__(self, label_smoothing=0.0, name="sparse_smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        one_hot = ops.one_hot(y_true, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def compile_classifier(model, optimizer, label_smoothing=0.0, jit_compile="auto"):
+    """Compile for 0-based integer labels; metrics 'accuracy', 'top5_accuracy'.
+
+    ``jit_compile="auto"`` keeps Keras' rule: XLA only on an accelerator and
+    only if every layer supports it (RandomRotation/RandomZoom do not, so a
+    model with augmentation "standard"/"strong" runs without XLA). On CPU XLA
+    is slower here (benchmarks/bench_vit.py), so "auto" means no XLA on CPU.
+    ``jit_compile=True`` on the torch backend means ``torch.compile``.
+    """
+    if label_smoothing > 0:
+        loss = SparseSmoothedCrossentropy(label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    k = min(5, int(model.output_shape[-1]))
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=k, name="top5_accuracy"),
+        ],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+class ThroughputCallback(keras.callbacks.Callback):
+    """Training throughput in images/s and total ``fit`` wall time.
+
+    Per epoch the training time runs from the epoch start to the end of its
+    last batch (validation is excluded). When there is more than one epoch the
+    first one (graph tracing / XLA compilation) is left out of the rate.
+    """
+
+    def __init__(self, num_train_images: int):
+        super().__init__()
+        self.num_train_images = int(num_train_images)
+        self.epoch_seconds: list[float] = []
+        self.train_seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._t_fit = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t_epoch = self._t_last = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and "loss" in logs:
+            float(logs["loss"])  # wait for the step to finish (async backends)
+        self._t_last = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(self._t_last - self._t_epoch)
+
+    def on_train_end(self, logs=None):
+        self.train_seconds = time.perf_counter() - self._t_fit
+
+    @property
+    def images_per_second(self) -> float:
+        secs = self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds
+        return self.num_train_images * len(secs) / max(sum(secs), 1e-9)
+
+
+def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
+    """tf.data pipeline: uint8 -> float32, batched, augmented, prefetched.
+
+    ``augmentation`` ("none", "standard", "strong") applies :func:`augmentation_layers`
+    per batch in a ``map``, so it runs on a tf.data thread, beside the training step,
+    whatever the Keras backend, and reproducibly after ``keras.utils.set_random_seed``
+    (Keras runs its preprocessing layers with TensorFlow inside tf.data; they are called
+    one by one, not through a ``Sequential``, which would run on the backend). A tf.data
+    dataset feeds ``fit`` on every backend.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+    steps = augmentation_layers(augmentation)
+    if steps:
+        def augment(a, b):
+            for layer in steps:
+                a = layer(a, training=True)
+            return a, b
+
+        # one call at a time: the random layers draw from their seed generators in batch
+        # order, so a seed gives the same images on every run (parallel calls would draw in
+        # a racing order); prefetch still overlaps it with the training step
+        ds = ds.map(augment)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` on the best ``val_accuracy``, among the epochs from
+    ``first_epoch`` (1-based) on only."""
+
+    def __init__(self, path, first_epoch: int = 1):
+        super().__init__(path, monitor="val_accuracy", save_best_only=True, mode="max")
+        self.first_epoch = int(first_epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.first_epoch:
+            super().on_epoch_end(epoch, logs)
+
+
+def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoint_path,
+          label_smoothing=0.0, verbose=1, seed=0, augmentation="none",
+          select_from_epoch=1) -> dict:
+    """Fit a compiled Keras classifier (the ViT, or any model with an 'accuracy' metric),
+    keep the best epoch by val_accuracy, return its numbers.
+
+    ``select_from_epoch`` (1-based): the best epoch is chosen among the epochs from this one
+    on (with a warmup + cosine schedule, the early high-learning-rate epochs are not meant
+    as final models, and on a small validation split one lucky epoch there can win).
+
+    Training batches come from :func:`make_dataset`, augmented there with
+    ``augmentation`` (the model itself is then built with ``augmentation="none"``).
+    ``label_smoothing`` is applied by ``compile_classifier``; here it only recompiles
+    when the model was compiled without it. Returns a dict with "history",
+    "best_val_accuracy", "best_epoch" (1-based), "train_seconds",
+    "train_images_per_second", "model".
+    """
+    if label_smoothing > 0 and not isinstance(model.loss, SparseSmoothedCrossentropy):
+        compile_classifier(model, model.optimizer, label_smoothing, jit_compile=model.jit_compile)
+    throughput = ThroughputCallback(len(x_train))
+    first = int(select_from_epoch)
+    if not 1 <= first <= epochs:
+        raise ValueError(f"select_from_epoch must be between 1 and epochs ({epochs}), "
+                         f"got {select_from_epoch}")
+    callbacks = [BestCheckpoint(checkpoint_path, first), throughput]
+    train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed,
+                            augmentation=augmentation)
+    val_ds = make_dataset(x_val, y_val, batch_size)
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+                     shuffle=False, verbose=verbose)  # already shuffled by tf.data
+    keys = ("loss", "val_loss", "accuracy", "val_accuracy", "top5_accuracy",
+            "val_top5_accuracy")
+    history = {k: [float(v) for v in hist.history[k]] for k in keys if k in hist.history}
+    best = keras.saving.load_model(checkpoint_path, safe_mode=True)
+    return {
+        "history": history,
+        "best_val_accuracy": max(history["val_accuracy"][first - 1:]),
+        "best_epoch": first + int(np.argmax(history["val_accuracy"][first - 1:])),
+        "train_seconds": throughput.train_seconds,
+        "train_images_per_second": throughput.images_per_second,
+        "model": best,
+    }
+
+
+def probabilities(model, x, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities of a Keras model that outputs logits, for uint8 images."""
+    logits = np.asarray(model.predict(x.astype("float32"), batch_size=batch_size, verbose=0),
+                        dtype="float64")
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)

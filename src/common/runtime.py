@@ -1,0 +1,64 @@
+"""The switches of the process a notebook runs in: Keras backend, torch threads, precision.
+
+Call :func:`use_keras_backend` before anything imports Keras (it sets ``KERAS_BACKEND``,
+which Keras reads once, on its first import); this module itself imports neither Keras
+nor torch until a function needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# torch's OpenMP threads spin while they wait for each other; on a small CPU shared with
+# other processes, that made training 5-40 times slower (measured on 2 shared cores).
+# Passive waiting costs little otherwise. It only takes effect if set before torch starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+KERAS_BACKENDS = ("tensorflow", "torch")
+
+
+def use_keras_backend(name: str) -> str:
+    """Make Keras run on ``name`` ("tensorflow" or "torch"); return it.
+
+    Before Keras is imported this sets ``KERAS_BACKEND``; afterwards it only checks, and
+    fails clearly when the kernel already runs another backend."""
+    if name not in KERAS_BACKENDS:
+        raise ValueError(f"keras_backend must be one of {KERAS_BACKENDS}, got {name!r}")
+    keras = sys.modules.get("keras")
+    if keras is None:
+        os.environ["KERAS_BACKEND"] = name
+        return name
+    if keras.backend.backend() != name:
+        raise RuntimeError(
+            f"keras_backend is {name!r} but Keras already runs on {keras.backend.backend()!r} "
+            f"in this kernel: restart the kernel, or set keras_backend to "
+            f"{keras.backend.backend()!r}")
+    return name
+
+
+def set_torch_threads(n: int | None) -> int | None:
+    """Use ``n`` torch intra-op threads (None: torch's default, one per core); return the
+    number in use (None when torch is not loaded and nothing was asked).
+
+    On a small CPU, one thread can beat two: with Keras augmenting images on a tf.data
+    thread, torch on both cores of a 2-core machine fights it and some epochs take twice as
+    long (96 px hybrid, 424 to 943 ms a step with two threads, 253 to 369 with one); a tiny
+    Hugging Face model is faster on one thread too."""
+    if n is None:
+        torch = sys.modules.get("torch")
+        return torch.get_num_threads() if torch is not None else None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"torch_threads must be a positive integer or null, got {n!r}")
+    import torch
+
+    torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def set_keras_precision(mixed: bool) -> str:
+    """Keras' global policy: 'mixed_float16' if ``mixed``, else 'float32'."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    return keras.mixed_precision.global_policy().name

@@ -1,0 +1,154 @@
+"""Class subsets and train / validation / test splits of a dataset table
+(:func:`common.data.load_table`), seeded, stratified and disjoint by construction.
+
+Labels are 0-based everywhere after this point: :func:`select_classes` numbers the kept
+classes 0..K-1 in ascending official id order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from common.data import DataError, load_table
+
+
+def select_classes(table: pd.DataFrame, class_ids: list[int] | None = None,
+                   top_k: int | None = None) -> pd.DataFrame:
+    """Keep some classes and relabel them 0..K-1 in ascending official id order.
+
+    ``class_ids``: explicit official ids. ``top_k``: the k classes with most images (ties
+    broken by the smaller id). With neither, all classes are kept (labels ``class_id - 1``
+    when all 196 are there, else ranks).
+    """
+    counts = table["class_id"].value_counts()
+    if class_ids is not None and top_k is not None:
+        raise ValueError("give class_ids or top_k, not both")
+    if class_ids is not None:
+        unknown = sorted(set(class_ids) - set(counts.index))
+        if unknown:
+            raise DataError(
+                f"unknown class id(s) {unknown}: this dataset has ids "
+                f"{counts.index.min()}..{counts.index.max()} ({len(counts)} classes).")
+        keep = sorted(set(int(c) for c in class_ids))
+    elif top_k is not None:
+        if not 1 <= top_k <= len(counts):
+            raise DataError(f"top_k={top_k} but the dataset has {len(counts)} classes")
+        order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        keep = sorted(cid for cid, _ in order[:top_k])
+    else:
+        keep = sorted(counts.index)
+    out = table[table["class_id"].isin(keep)].copy()
+    out["label"] = out["class_id"].map({cid: i for i, cid in enumerate(keep)})
+    out.attrs.update(table.attrs)
+    out.attrs["class_ids"] = keep
+    return out.reset_index(drop=True)
+
+
+def other_classes(table: pd.DataFrame, class_ids: list[int]) -> pd.DataFrame:
+    """The pretraining set of a subset experiment: the images of every class *not* in
+    ``class_ids``, without the official test split, relabelled 0..K-1 in official id order.
+
+    No image of the chosen classes is in it (their test images included), so a model
+    pretrained on it and then trained on the subset has seen none of the subset's test set.
+    """
+    rest = table[~table["class_id"].isin(class_ids) & (table["split"] != "test")]
+    if rest.empty:
+        raise DataError(
+            f"no image outside classes {sorted(class_ids)} to pretrain on: this dataset has "
+            f"only {table['class_id'].nunique()} class(es). Drop `pretrain` from the "
+            "configuration or use a dataset with more classes.")
+    return select_classes(rest)
+
+
+def label_names(table: pd.DataFrame) -> dict[int, tuple[int, str]]:
+    """0-based label -> (official class id, class name)."""
+    pairs = table[["label", "class_id", "class_name"]].drop_duplicates().sort_values("label")
+    return {int(r.label): (int(r.class_id), str(r.class_name)) for r in pairs.itertuples()}
+
+
+@dataclass
+class Splits:
+    """Disjoint train / validation / test tables."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def check(self) -> None:
+        """Raise :class:`DataError` if an image belongs to two splits."""
+        seen: dict[str, str] = {}
+        for name, part in (("train", self.train), ("val", self.val), ("test", self.test)):
+            for p in part["path"]:
+                if p in seen:
+                    raise DataError(f"image {p} is in both {seen[p]} and {name}")
+                seen[p] = name
+
+
+def _min_per_class(part: pd.DataFrame, needed: int, why: str) -> None:
+    counts = part.groupby(["class_id", "class_name"]).size()
+    small = counts[counts < needed]
+    if len(small):
+        (cid, name), n = next(iter(small.items()))
+        raise DataError(
+            f"class {cid} ({name}) has only {n} image(s); {why} needs at least {needed} per "
+            f"class ({len(small)} class(es) too small). Lower the split fractions or drop it.")
+
+
+def _stratified(part: pd.DataFrame, fraction: float, seed: int):
+    n_classes = part["label"].nunique()
+    n_held = max(n_classes, round(len(part) * fraction))
+    return train_test_split(part, test_size=n_held, random_state=seed, stratify=part["label"])
+
+
+def make_splits(table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                seed: int = 0, cap: int | None = None, balance: bool = False,
+                use_official_test: bool = True) -> Splits:
+    """Stratified, seeded train/val/test splits, disjoint by construction.
+
+    ``test_fraction`` is a fraction of the whole table, ``val_fraction`` a fraction of what
+    remains for training (the train+val pool).
+
+    The official test split is the test set when the table has one (and
+    ``use_official_test``); otherwise ``test_fraction`` of every class is held out. The
+    per-class ``cap`` (keep at most N images per class, as the 2022 report's 64) or
+    ``balance`` (cut every class to the smallest class) applies to the train+val pool only,
+    so the test set stays whole. The result depends only on the table and ``seed``.
+    """
+    table = table.sort_values("path", kind="stable").reset_index(drop=True)
+    official = use_official_test and (table["split"] == "test").any()
+    if official:
+        pool, test = table[table["split"] != "test"], table[table["split"] == "test"]
+    else:
+        _min_per_class(table, 3, "a train/val/test split")
+        pool, test = _stratified(table, test_fraction, seed)
+    if balance or cap is not None:
+        smallest = int(pool.groupby("class_id").size().min())
+        limit = smallest if balance else cap
+        if cap is not None:
+            limit = min(limit, cap)
+        pool = (pool.sample(frac=1.0, random_state=seed).groupby("class_id").head(limit)
+                .sort_values("path", kind="stable"))
+    _min_per_class(pool, 2, "a train/val split")
+    train, val = _stratified(pool, val_fraction, seed)
+    splits = Splits(*(p.sort_values("path", kind="stable").reset_index(drop=True)
+                      for p in (train, val, test)))
+    splits.check()
+    return splits
+
+
+def prepare(root: Path | str | None, class_ids: list[int] | None = None, *,
+            val_fraction: float, test_fraction: float, seed: int, cap: int | None = None,
+            balance: bool = False) -> tuple[pd.DataFrame, Splits, dict]:
+    """The start of every experiment: the table of the chosen classes, its checked splits
+    and the label names (0-based label -> (official id, name))."""
+    table = select_classes(load_table(root), class_ids=class_ids)
+    splits = make_splits(table, val_fraction=val_fraction, test_fraction=test_fraction,
+                         seed=seed, cap=cap, balance=balance)
+    return table, splits, label_names(table)

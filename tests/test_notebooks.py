@@ -1,0 +1,207 @@
+"""The five notebooks, run once per session by the ``smoke_run`` fixture (papermill's command
+line, only ``profile`` and ``data_dir`` given), then the profiles and inputs that must stop a
+notebook before it trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from common import config, data, notebooks, paths, predict, results, splits
+
+pytestmark = pytest.mark.slow
+
+HF_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "labels.json",
+            "preprocess.json")
+
+
+def _check(payload, name, n_classes, runs, files=("model.keras", "labels.json",
+                                                   "preprocess.json")):
+    assert results.problems(payload) == []
+    assert payload["notebook"] == name and payload["profile"] == "smoke"
+    assert payload["dataset"]["synthetic"] is True
+    assert payload["dataset"]["n_classes"] == n_classes
+    assert [r["name"] for r in payload["runs"]] == runs
+    # every parameter used is recorded, from the smoke parameter file
+    assert payload["params"]["file"] == f"params/smoke/{name}.yaml"
+    assert payload["params"]["seed"] == 0
+    for run in payload["runs"]:
+        assert run["train_images_per_second"] > 0
+        for f in files:
+            assert (Path(run["model_dir"]) / f).is_file(), f
+
+
+def test_01_vit_scratch(smoke_run):
+    payload = smoke_run["results"]["01_vit_scratch"]
+    _check(payload, "01_vit_scratch", 12, ["32px-patch6", "24px-patch6-2layers", "improved-bbox"])
+    assert payload["dataset"]["split_sizes"]["test"] == 48  # the generated official test split
+    assert all(r["weights"] == results.weights_info("random-init", pretrained=False)
+               for r in payload["runs"])
+    assert any(f.endswith("_patches.png") for f in payload["figures"])
+    assert payload["environment"]["keras_backend"] == "tensorflow"  # the smoke file's default
+    # the ViT itself is shown, layer by layer (Keras' summary)
+    assert "Total params" in smoke_run["executed"]["01_vit_scratch"]
+
+    # augmentation runs in the tf.data pipeline, or inside the model when a run asks
+    def layer_names(run):
+        model = predict.Predictor(Path(payload["runs"][0]["model_dir"]).parent / run).model
+        return {layer.name for layer in model.layers}
+
+    assert "flip" not in layer_names("32px-patch6")
+    assert "flip" in layer_names("24px-patch6-2layers")
+
+
+def test_02_vit_scratch_10classes_and_predict(smoke_run, tmp_path, capsys):
+    payload = smoke_run["results"]["02_vit_scratch_10classes"]
+    _check(payload, "02_vit_scratch_10classes", 5, ["24px-patch6", "24px-patch8", "improved"])
+    assert payload["dataset"]["class_ids"] == [2, 3, 5, 7, 11]
+    assert any(f.endswith("_confusion.png") for f in payload["figures"])
+    executed = smoke_run["executed"]["02_vit_scratch_10classes"]
+    # the smoke parameters set a target: the notebook says whether the best run reached it
+    best = max(payload["runs"], key=lambda r: r["metrics"]["best_val_accuracy"])
+    verdict = "atteint" if best["metrics"]["test_accuracy"] >= 0.5 else "non atteint"
+    assert f"objectif **{verdict}**" in executed
+    learned = payload["runs"][-1]
+    # it was first pretrained on the 7 generated classes outside the subset
+    assert [r["weights"]["source"] for r in payload["runs"]] == ["random-init"] * 2 + [
+        "pretrained-here"]
+    assert learned["weights"]["classes"] == 7
+    assert learned["pretraining"]["images"] == 7 * 16  # their official test split left out
+    assert "Pré-entraînement de **improved**" in executed
+    # the smoke parameters train 02 on the torch backend; the saved model is read back
+    # below by this process (tensorflow backend by default)
+    assert payload["environment"]["keras_backend"] == "torch"
+    # its checkpoint is chosen among the epochs from select_from_epoch on
+    assert 20 <= learned["best_epoch"] <= 30
+    assert learned["metrics"]["best_val_accuracy"] == max(
+        learned["history"]["val_accuracy"][19:])
+    labels = json.loads((Path(learned["model_dir"]) / "labels.json").read_text())
+    assert [v["class_id"] for v in labels.values()] == [2, 3, 5, 7, 11]
+    # images of the training classes: the smoke model must name them (official ids)
+    root = smoke_run["data"]
+    table = splits.select_classes(data.load_table(root), class_ids=[2, 3, 5, 7, 11])
+    pick = table[table["split"] == "train"].groupby("class_id").head(2)
+    csv_out = tmp_path / "pred.csv"
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("not an image")
+    code = predict.main([learned["model_dir"], *pick["path"], str(not_image),
+                         "--csv", str(csv_out)])
+    assert code == 1  # one input was not an image; the others were predicted
+    assert "notes.txt: error" in capsys.readouterr().err
+    rows = pd.read_csv(csv_out)
+    assert list(rows.columns) == ["path", "class_id", "class_name", "probability", "top_class_ids"]
+    assert len(rows) == len(pick)
+    truth = dict(zip(pick["path"], pick["class_id"]))
+    right = sum(truth[p] == c for p, c in zip(rows["path"], rows["class_id"]))
+    assert right >= 0.8 * len(rows), rows
+    assert all(int(r.split()[0]) == c for r, c in zip(rows["top_class_ids"], rows["class_id"]))
+    assert str(root / "cars_train") in rows["path"][0]
+
+
+def _predict(model_dir, root, class_ids, tmp_path, capsys):
+    """common.predict loads the saved Hugging Face folder and names official classes."""
+    table = splits.select_classes(data.load_table(root), class_ids=class_ids)
+    pick = table[table["split"] == "test"].groupby("class_id").head(1)
+    out = tmp_path / "pred.csv"
+    assert predict.main([model_dir, *pick["path"], "--csv", str(out), "--top", "3"]) == 0
+    assert capsys.readouterr().out.count("| top:") == len(pick)
+    rows = pd.read_csv(out)
+    assert len(rows) == len(pick) and set(rows["class_id"]) <= set(class_ids)
+    assert rows["probability"].between(0, 1).all()
+    labels = json.loads((Path(model_dir) / "labels.json").read_text())
+    assert [v["class_id"] for v in labels.values()] == sorted(class_ids)
+
+
+@pytest.mark.parametrize("name,n_classes,runs,class_ids", [
+    ("03_vit_finetune", 12, ["balanced", "cap64"], list(range(1, 13))),
+    ("04_vit_finetune_10classes", 5, ["balanced"], [2, 3, 5, 7, 11]),
+])
+def test_fine_tuning_falls_back_visibly_without_the_hub(smoke_run, tmp_path, capsys, name,
+                                                        n_classes, runs, class_ids):
+    payload = smoke_run["results"][name]
+    _check(payload, name, n_classes, runs, files=HF_FILES)
+    assert payload["dataset"]["split_sizes"]["test"] == 4 * n_classes  # the official test
+    for run in payload["runs"]:
+        assert len(run["history"]["loss"]) == run["params"]["epochs"]
+        weights = run["weights"]
+        assert weights["source"] == "random-init" and weights["pretrained"] is False
+        assert weights["requested"] == payload["params"]["checkpoint"]
+        assert weights["reason"].startswith("pretrained unavailable: hub unreachable")
+        assert "not in the local cache" in weights["reason"]
+    for suffix in ("_predictions.png", "_attention.png", "_curves.png"):
+        assert any(f.endswith(suffix) for f in payload["figures"]), suffix
+    assert "Avertissement : poids pré-entraînés indisponibles" in smoke_run["executed"][name]
+    assert "WARNING" in smoke_run["stderr"][name]
+    _predict(payload["runs"][0]["model_dir"], smoke_run["data"], class_ids, tmp_path, capsys)
+
+
+def test_05_efficientnet_and_predict(smoke_run):
+    payload = smoke_run["results"]["05_efficientnet"]
+    _check(payload, "05_efficientnet", 12, ["efficientnetb0-gele", "efficientnetb0-degele"])
+    for run in payload["runs"]:
+        assert run["weights"]["source"] == "random-init"
+        assert run["weights"]["reason"].startswith("pretrained unavailable:")
+    pred = predict.Predictor(payload["runs"][-1]["model_dir"])
+    rows = pred.predict_files(list(data.load_table(smoke_run["data"])["path"][:3]), top=2)
+    assert all(1 <= r["class_id"] <= 12 and len(r["top"]) == 2 for r in rows)
+
+
+# --------------------------------------------------------------------------- refusals
+
+def _execute(smoke_run, monkeypatch, tmp_path, name, profile, **overrides):
+    for key, value in smoke_run["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("VIT_CARS_OUTPUT", str(tmp_path / "out"))
+    return notebooks.execute(paths.ROOT / "notebooks" / f"{name}.py", profile,
+                             {"data_dir": str(smoke_run["data"]), **overrides}, progress=False)
+
+
+def test_gpu_profile_stops_without_pretrained_weights(smoke_run, monkeypatch, tmp_path):
+    with pytest.raises(Exception) as err:
+        _execute(smoke_run, monkeypatch, tmp_path, "03_vit_finetune", "gpu")
+    assert type(err.value).__name__ == "PapermillExecutionError"
+    message = str(err.value)
+    assert "PretrainedUnavailable" in message and "never trains from scratch" in message
+    assert "google/vit-base-patch16-224-in21k" in message and "HF_HOME" in message
+    assert results.read("gpu", "03_vit_finetune") is None
+    assert not paths.models_dir("gpu", "03_vit_finetune").exists()
+
+
+def test_05_gpu_profile_refuses_random_weights(smoke_run, monkeypatch, tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match="WeightsUnavailable"):
+        _execute(smoke_run, monkeypatch, tmp_path, "05_efficientnet", "gpu", image_size=32,
+                 weights=str(tmp_path / "absent.h5"))
+    assert results.read("gpu", "05_efficientnet") is None
+    assert not (tmp_path / "out" / "models" / "gpu" / "05_efficientnet").exists()
+
+
+def test_misspelt_key_in_a_run_stops_the_notebook_before_training(smoke_run, monkeypatch,
+                                                                   tmp_path):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    # through common.notebooks (make run): refused before any kernel starts
+    with pytest.raises(config.ConfigError, match="'epochz'.*accepted keys"):
+        _execute(smoke_run, monkeypatch, tmp_path, "01_vit_scratch", "smoke", epochz=3)
+    # through papermill directly: the notebook's first code cell stops it
+    runs = [{"name": "typo", "image_size": 24, "patch_size": 6, "learning_rat": 0.1}]
+    source = tmp_path / "01.ipynb"
+    import jupytext
+
+    jupytext.write(jupytext.read(paths.ROOT / "notebooks" / "01_vit_scratch.py"), source,
+                   fmt="ipynb")
+    with pytest.raises(PapermillExecutionError) as err:
+        papermill.execute_notebook(str(source), str(tmp_path / "out.ipynb"),
+                                   parameters={"profile": "smoke",
+                                               "data_dir": str(smoke_run["data"]),
+                                               "overrides": {"runs": runs}},
+                                   cwd=str(paths.ROOT), progress_bar=False)
+    message = str(err.value)
+    assert "ConfigError" in message and "'learning_rat'" in message
+    assert "params/smoke/01_vit_scratch.yaml" in message and "in run 'typo'" in message
+    assert not (tmp_path / "out" / "models").exists()
