@@ -88,3 +88,23 @@ def test_as_record_keeps_every_value_and_a_relative_file():
     record = config.as_record(p)
     assert record["file"] == "params/smoke/05_efficientnet.yaml" and record["seed"] == 3
     assert record["frozen"] == p.frozen and "defaults" not in record
+
+
+@pytest.mark.parametrize("notebook", list(config.NOTEBOOKS))
+def test_a_notebook_opened_as_it_is_runs_the_cpu_profile(notebook):
+    """The parameters cell holds only profile (cpu), data_dir and overrides; nothing has to be
+    injected for the next cell to load the cpu parameter file."""
+    import jupytext
+
+    nb = jupytext.read(paths.ROOT / "notebooks" / f"{notebook}.py")
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1
+    namespace = {}
+    exec(cells[0].source, namespace)
+    namespace.pop("__builtins__")
+    assert namespace == {"profile": "cpu", "data_dir": None, "overrides": {}}
+    p = config.load(notebook, namespace["profile"], data_dir=namespace["data_dir"],
+                    **namespace["overrides"])
+    assert p.profile == "cpu"
+    assert "config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)" in "".join(
+        c.source for c in nb.cells)
