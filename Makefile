@@ -74,6 +74,7 @@ endif
 # the NN-th GPU of GPUS.
 RESULTS := $(patsubst notebooks/%.py,$(OUTPUT)/results/$(PROFILE)/%.json,$(NOTEBOOKS))
 DEPS := $(OUTPUT)/runs/deps.mk
+PARAMS_STAMP := $(OUTPUT)/runs/$(PROFILE)/params.txt
 # PARAMS adds papermill parameters to every notebook, e.g. PARAMS="-p seed 7".
 GPUS ?=
 PARAMS ?=
@@ -81,7 +82,7 @@ gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(GPUS))
 
 run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
 
-$(OUTPUT)/results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(if $(FORCE),force) | data
+$(OUTPUT)/results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(PARAMS_STAMP) $(if $(FORCE),force) | data
 	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) -p data_dir "$(DATA_DIR)" $(PARAMS)
 
 $(DEPS): $(NOTEBOOKS) $(wildcard src/common/*.py)
@@ -90,6 +91,14 @@ $(DEPS): $(NOTEBOOKS) $(wildcard src/common/*.py)
 
 ifeq ($(filter help setup test test-fast lint clean,$(or $(MAKECMDGOALS),help)),)
 -include $(DEPS)
+# PARAMS is kept in a file that changes only when PARAMS does: a new PARAMS re-runs the
+# notebooks. A new output folder starts with an empty one dated 1970 (nothing to re-run).
+ifeq ($(wildcard $(PARAMS_STAMP)),)
+$(shell mkdir -p "$(dir $(PARAMS_STAMP))" && touch -d @0 "$(PARAMS_STAMP)")
+endif
+ifneq ($(file < $(PARAMS_STAMP)),$(strip $(PARAMS)))
+$(file > $(PARAMS_STAMP),$(strip $(PARAMS)))
+endif
 endif
 
 report: run ## run the notebooks, then render report/_output/$(PROFILE)/rapport.{html,pdf}

@@ -43,7 +43,7 @@ def show_figure(notebook, suffix):
     payload = collected.get(notebook)
     match = [f for f in (payload or {}).get("figures", []) if f.endswith(suffix)]
     if match:
-        display(Image(filename=match[0]))
+        display(Image(filename=results.resolve(match[0])))
     else:
         display(Markdown(f"*Figure `{suffix}` absente : le notebook `{notebook}` n'a pas de "
                          "résultats pour ce profil.*"))

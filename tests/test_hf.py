@@ -261,7 +261,8 @@ def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_pat
         assert set(getattr(test["splits"], part)["class_id"]) == {1, 2, 3}
     payload_problems = results.problems({
         "notebook": "03_vit_finetune", "profile": "smoke", "created": "", "duration_s": 1,
-        "git_commit": None, "params": {}, "figures": [], "runs": [record],
+        "git_commit": None, "params": {}, "figures": [],
+        "runs": [{**record, "model_dir": "models/smoke/03_vit_finetune/balanced"}],
         "environment": results.environment(),
         "dataset": results.dataset_info(table, test["splits"])})
     assert payload_problems == []

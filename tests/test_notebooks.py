@@ -18,9 +18,16 @@ HF_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "lab
             "preprocess.json")
 
 
-def _check(payload, name, n_classes, runs, files=("model.keras", "labels.json",
-                                                   "preprocess.json")):
-    assert results.problems(payload) == []
+def _model_dir(smoke_run, run) -> Path:
+    """A run's model folder: results files hold it relative to the output folder."""
+    assert not Path(run["model_dir"]).is_absolute()
+    return smoke_run["out"] / run["model_dir"]
+
+
+def _check(smoke_run, name, n_classes, runs, files=("model.keras", "labels.json",
+                                                    "preprocess.json")):
+    payload = smoke_run["results"][name]
+    assert results.problems(payload, smoke_run["out"]) == []
     assert payload["notebook"] == name and payload["profile"] == "smoke"
     assert payload["dataset"]["synthetic"] is True
     assert payload["dataset"]["n_classes"] == n_classes
@@ -31,12 +38,14 @@ def _check(payload, name, n_classes, runs, files=("model.keras", "labels.json",
     for run in payload["runs"]:
         assert run["train_images_per_second"] > 0
         for f in files:
-            assert (Path(run["model_dir"]) / f).is_file(), f
+            assert (_model_dir(smoke_run, run) / f).is_file(), f
+    for figure in payload["figures"]:
+        assert not Path(figure).is_absolute() and (smoke_run["out"] / figure).is_file()
 
 
 def test_01_vit_scratch(smoke_run):
     payload = smoke_run["results"]["01_vit_scratch"]
-    _check(payload, "01_vit_scratch", 12, ["32px-patch6", "24px-patch6-2layers", "improved-bbox"])
+    _check(smoke_run, "01_vit_scratch", 12, ["32px-patch6", "24px-patch6-2layers", "improved-bbox"])
     assert payload["dataset"]["split_sizes"]["test"] == 48  # the generated official test split
     assert all(r["weights"] == results.weights_info("random-init", pretrained=False)
                for r in payload["runs"])
@@ -47,7 +56,7 @@ def test_01_vit_scratch(smoke_run):
 
     # augmentation runs in the tf.data pipeline, or inside the model when a run asks
     def layer_names(run):
-        model = predict.Predictor(Path(payload["runs"][0]["model_dir"]).parent / run).model
+        model = predict.Predictor(_model_dir(smoke_run, payload["runs"][0]).parent / run).model
         return {layer.name for layer in model.layers}
 
     assert "flip" not in layer_names("32px-patch6")
@@ -56,7 +65,7 @@ def test_01_vit_scratch(smoke_run):
 
 def test_02_vit_scratch_10classes_and_predict(smoke_run, tmp_path, capsys):
     payload = smoke_run["results"]["02_vit_scratch_10classes"]
-    _check(payload, "02_vit_scratch_10classes", 5, ["24px-patch6", "24px-patch8", "improved"])
+    _check(smoke_run, "02_vit_scratch_10classes", 5, ["24px-patch6", "24px-patch8", "improved"])
     assert payload["dataset"]["class_ids"] == [2, 3, 5, 7, 11]
     assert any(f.endswith("_confusion.png") for f in payload["figures"])
     executed = smoke_run["executed"]["02_vit_scratch_10classes"]
@@ -78,7 +87,7 @@ def test_02_vit_scratch_10classes_and_predict(smoke_run, tmp_path, capsys):
     assert 20 <= learned["best_epoch"] <= 30
     assert learned["metrics"]["best_val_accuracy"] == max(
         learned["history"]["val_accuracy"][19:])
-    labels = json.loads((Path(learned["model_dir"]) / "labels.json").read_text())
+    labels = json.loads((_model_dir(smoke_run, learned) / "labels.json").read_text())
     assert [v["class_id"] for v in labels.values()] == [2, 3, 5, 7, 11]
     # images of the training classes: the smoke model must name them (official ids)
     root = smoke_run["data"]
@@ -87,7 +96,7 @@ def test_02_vit_scratch_10classes_and_predict(smoke_run, tmp_path, capsys):
     csv_out = tmp_path / "pred.csv"
     not_image = tmp_path / "notes.txt"
     not_image.write_text("not an image")
-    code = predict.main([learned["model_dir"], *pick["path"], str(not_image),
+    code = predict.main([str(_model_dir(smoke_run, learned)), *pick["path"], str(not_image),
                          "--csv", str(csv_out)])
     assert code == 1  # one input was not an image; the others were predicted
     assert "notes.txt: error" in capsys.readouterr().err
@@ -106,7 +115,7 @@ def _predict(model_dir, root, class_ids, tmp_path, capsys):
     table = splits.select_classes(data.load_table(root), class_ids=class_ids)
     pick = table[table["split"] == "test"].groupby("class_id").head(1)
     out = tmp_path / "pred.csv"
-    assert predict.main([model_dir, *pick["path"], "--csv", str(out), "--top", "3"]) == 0
+    assert predict.main([str(model_dir), *pick["path"], "--csv", str(out), "--top", "3"]) == 0
     assert capsys.readouterr().out.count("| top:") == len(pick)
     rows = pd.read_csv(out)
     assert len(rows) == len(pick) and set(rows["class_id"]) <= set(class_ids)
@@ -122,7 +131,7 @@ def _predict(model_dir, root, class_ids, tmp_path, capsys):
 def test_fine_tuning_falls_back_visibly_without_the_hub(smoke_run, tmp_path, capsys, name,
                                                         n_classes, runs, class_ids):
     payload = smoke_run["results"][name]
-    _check(payload, name, n_classes, runs, files=HF_FILES)
+    _check(smoke_run, name, n_classes, runs, files=HF_FILES)
     assert payload["dataset"]["split_sizes"]["test"] == 4 * n_classes  # the official test
     for run in payload["runs"]:
         assert len(run["history"]["loss"]) == run["params"]["epochs"]
@@ -135,16 +144,17 @@ def test_fine_tuning_falls_back_visibly_without_the_hub(smoke_run, tmp_path, cap
         assert any(f.endswith(suffix) for f in payload["figures"]), suffix
     assert "Avertissement : poids pré-entraînés indisponibles" in smoke_run["executed"][name]
     assert "WARNING" in smoke_run["stderr"][name]
-    _predict(payload["runs"][0]["model_dir"], smoke_run["data"], class_ids, tmp_path, capsys)
+    _predict(_model_dir(smoke_run, payload["runs"][0]), smoke_run["data"], class_ids, tmp_path,
+             capsys)
 
 
 def test_05_efficientnet_and_predict(smoke_run):
     payload = smoke_run["results"]["05_efficientnet"]
-    _check(payload, "05_efficientnet", 12, ["efficientnetb0-gele", "efficientnetb0-degele"])
+    _check(smoke_run, "05_efficientnet", 12, ["efficientnetb0-gele", "efficientnetb0-degele"])
     for run in payload["runs"]:
         assert run["weights"]["source"] == "random-init"
         assert run["weights"]["reason"].startswith("pretrained unavailable:")
-    pred = predict.Predictor(payload["runs"][-1]["model_dir"])
+    pred = predict.Predictor(_model_dir(smoke_run, payload["runs"][-1]))
     rows = pred.predict_files(list(data.load_table(smoke_run["data"])["path"][:3]), top=2)
     assert all(1 <= r["class_id"] <= 12 and len(r["top"]) == 2 for r in rows)
 

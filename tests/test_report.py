@@ -100,12 +100,13 @@ def test_failing_notebook_keeps_previous_results_and_names_the_cell(smoke_report
     assert (smoke_report["out"] / "runs" / "smoke" / "01_vit_scratch.ipynb").is_file()
 
 
-def test_unknown_parameter_or_profile_is_refused(smoke_report):
+def test_unknown_parameter_is_refused_and_a_new_params_reruns(smoke_report):
     proc = _make("run", *smoke_report["args"], "FORCE=1", "PARAMS=-p epochz 1",
                  env=smoke_report["env"], check=False)
     assert proc.returncode != 0 and "'epochz'" in proc.stderr
-    proc = _make("run", "PROFILE=foo", env=smoke_report["env"], check=False)
-    assert proc.returncode != 0 and "use smoke, cpu or gpu" in proc.stderr
+    # a changed PARAMS makes every results file out of date (-n: nothing runs)
+    proc = _make("-n", "run", *smoke_report["args"], "PARAMS=-p seed 3", env=smoke_report["env"])
+    assert len(re.findall(r"common.notebooks run notebooks/0", proc.stdout)) == 5
 
 
 def test_missing_results_are_named_in_the_report(smoke_report, tmp_path):

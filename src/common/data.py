@@ -64,18 +64,32 @@ def detect_layout(root: Path | str) -> str:
         raise DataError(
             f"dataset folder not found: {root}. Put Stanford Cars there, set CARS_DATA_DIR "
             "to its folder, or run `make data` to download it.")
-    if (root / "devkit" / "cars_meta.mat").is_file() and (root / "cars_train").is_dir():
+    if (root / SYNTHETIC_MARKER).is_file() and not any(
+            (root / f).exists() for f in ("devkit", "cars_annos.mat", "car_ims")) \
+            and not any(_images_in(d) for d in _subdirs(root)) and not _split_dirs(root):
+        raise DataError(f"{root} holds an unfinished generated dataset: remove it and generate "
+                        "it again (python -m common.synth)")
+    if (root / "devkit").is_dir() or (root / "cars_train").is_dir():
+        for needed in (root / "devkit" / "cars_meta.mat",
+                       root / "devkit" / "cars_train_annos.mat", root / "cars_train"):
+            if not needed.exists():
+                raise DataError(f"{root} looks like the devkit layout but {needed} is missing: "
+                                "put the devkit files back (cars_meta.mat and "
+                                "cars_train_annos.mat in devkit/, images in cars_train/)")
         return "devkit"
     if (root / "cars_annos.mat").is_file():
         return "annos"
     if any(_images_in(d) for d in _subdirs(root)) or any(
-            _images_in(c) for d in _subdirs(root) if d.name.lower() in SPLIT_FOLDERS
-            for c in _subdirs(d)):
+            _images_in(c) for d in _split_dirs(root) for c in _subdirs(d)):
         return "folders"
     raise DataError(
         f"unrecognised dataset layout in {root}: expected the devkit layout "
         "(cars_train/ + devkit/cars_meta.mat + devkit/cars_train_annos.mat), the all-in-one "
         "layout (car_ims/ + cars_annos.mat) or one folder of images per class.")
+
+
+def _split_dirs(root: Path) -> list[Path]:
+    return [d for d in _subdirs(root) if d.name.lower() in SPLIT_FOLDERS]
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -92,7 +106,8 @@ def _mat_records(path: Path, key: str = "annotations") -> list[dict]:
     try:
         mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=True)
     except Exception as exc:  # scipy raises several types for a bad file
-        raise DataError(f"cannot read {path}: {exc}") from exc
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc}): the file is "
+                        "corrupt or not a MATLAB file; copy it again from the devkit") from exc
     if key not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))
         raise DataError(f"{path} has no '{key}' variable (found: {found})")
@@ -108,7 +123,11 @@ def _mat_records(path: Path, key: str = "annotations") -> list[dict]:
 
 
 def _mat_names(path: Path, key: str = "class_names") -> list[str]:
-    mat = scipy.io.loadmat(path, squeeze_me=True)
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=True)
+    except Exception as exc:  # scipy raises several types for a bad file
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc}): the file is "
+                        "corrupt or not a MATLAB file; copy it again from the devkit") from exc
     if key not in mat:
         raise DataError(f"{path} has no '{key}' variable")
     return [str(n).strip() for n in np.atleast_1d(mat[key])]
@@ -151,12 +170,22 @@ def _load_annos(root: Path) -> tuple[list[dict], list[str]]:
 
 def _load_folders(root: Path) -> tuple[list[dict], list[str]]:
     top = _subdirs(root)
-    split_dirs = [d for d in top if d.name.lower() in SPLIT_FOLDERS]
-    if split_dirs and not any(_images_in(d) for d in top if d not in split_dirs):
+    split_dirs = _split_dirs(root)
+    if split_dirs:
+        stray = [d.name for d in top if d not in split_dirs]
+        if stray:
+            raise DataError(
+                f"{root} has split folders ({', '.join(d.name for d in split_dirs)}) and other "
+                f"folders beside them ({', '.join(stray[:5])}): put every class folder inside "
+                "a split folder, or use no split folder at all")
         groups = [(SPLIT_FOLDERS[d.name.lower()], c) for d in split_dirs for c in _subdirs(d)]
     else:
         groups = [(None, c) for c in top]
-    names = sorted({c.name for _, c in groups})
+    names = sorted({c.name for _, c in groups if _images_in(c)})
+    if len(names) < 2:
+        raise DataError(f"{root}: the one-folder-per-class layout needs at least two class "
+                        f"folders with images, found {len(names)} ({', '.join(names) or 'none'})")
+    groups = [(split, c) for split, c in groups if c.name in names]
     ids = {n: i + 1 for i, n in enumerate(names)}
     rows = [{"path": str(p), "class_id": ids[c.name], "class_name": None,
              **{b: np.nan for b in BBOX}, "split": split}
@@ -175,6 +204,14 @@ def load_table(root: Path | str | None = None) -> pd.DataFrame:
     root = Path(root) if root is not None else paths.data_dir()
     layout = detect_layout(root)
     rows, names = LOADERS[layout](root)
+    for row in rows:
+        try:
+            row["path"].encode("utf-8")
+        except UnicodeEncodeError:
+            shown = row["path"].encode("utf-8", "surrogateescape").decode("utf-8",
+                                                                         "backslashreplace")
+            raise DataError(f"{shown} is not a valid UTF-8 path: rename it (the tables of this "
+                            "project hold UTF-8 text)") from None
     if not rows:
         raise DataError(f"no annotated images found in {root} ({layout} layout)")
     table = pd.DataFrame(rows)
@@ -204,9 +241,10 @@ def load_table(root: Path | str | None = None) -> pd.DataFrame:
 # --------------------------------------------------------------------------- summary
 
 def _readable(path: str) -> bool:
+    """Whether the image decodes fully (a truncated JPEG does not)."""
     try:
         with Image.open(path) as im:
-            im.verify()
+            im.load()
         return True
     except Exception:
         return False
@@ -323,6 +361,8 @@ def download(root: Path | str | None = None) -> Path:
 # --------------------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # paths that are not valid UTF-8 still print
+        stream.reconfigure(errors="backslashreplace")
     parser = argparse.ArgumentParser(prog="python -m common.data",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

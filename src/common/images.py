@@ -26,7 +26,7 @@ from common import atomic, paths
 from common.data import BBOX
 
 MODES = ("squash", "center", "bbox")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images decoded upright (EXIF orientation)
 
 
 def _crop_box(im: Image.Image, mode: str, bbox, margin: float, scale: float):
@@ -46,12 +46,22 @@ def _crop_box(im: Image.Image, mode: str, bbox, margin: float, scale: float):
     return None  # squash, or bbox unknown: the whole image
 
 
+# EXIF orientation -> the transpose that shows the image upright
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
 def decode(path: str, size: int, mode: str = "squash", bbox=None, margin: float = 0.1,
            fast: bool = True) -> np.ndarray | None:
-    """One image as ``uint8`` (size, size, 3) RGB, or None when the file cannot be read.
+    """One image as ``uint8`` (size, size, 3) RGB, upright, or None when the file cannot be
+    read (:func:`read_error` says why).
 
     ``fast`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding, never
-    below what the crop needs; ``fast=False`` is the plain decode-then-resize.
+    below what the crop needs; ``fast=False`` is the plain decode-then-resize. Crops and
+    bounding boxes are in the stored pixels; the EXIF orientation (a phone photo taken
+    sideways) is applied to the result, which is the same square either way.
     """
     try:
         with Image.open(path) as im:
@@ -65,12 +75,37 @@ def decode(path: str, size: int, mode: str = "squash", bbox=None, margin: float 
                     side = min(full_w, full_h)
                     want = (int(np.ceil(full_w * size / side)), int(np.ceil(full_h * size / side)))
                 im.draft("RGB", want)
+            orientation = im.getexif().get(0x0112)
             im = im.convert("RGB")
             box = _crop_box(im, mode, bbox, margin, im.size[0] / full_w)
             out = im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+            if orientation in _UPRIGHT:
+                out = out.transpose(_UPRIGHT[orientation])
             return np.asarray(out, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
+
+
+def read_error(path: str) -> str | None:
+    """Why ``path`` cannot be decoded, in a few words (None when it can)."""
+    p = Path(path)
+    if not p.exists():
+        return "file not found"
+    if not p.is_file():
+        return "not a file"
+    try:
+        with Image.open(p) as im:
+            im.load()
+    except Image.DecompressionBombError:
+        return (f"image too large: over Pillow's limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                "(a decompression bomb?); resize it first")
+    except PermissionError:
+        return "permission denied"
+    except (Image.UnidentifiedImageError, SyntaxError):
+        return "not an image Pillow can read"
+    except (OSError, ValueError) as exc:
+        return f"truncated or corrupt image ({exc})"
+    return None
 
 
 def _cache_key(table: pd.DataFrame, size: int, mode: str, margin: float) -> str:

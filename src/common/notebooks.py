@@ -1,15 +1,20 @@
-"""Running the jupytext notebooks headless with papermill.
+"""Running the jupytext notebooks headless with papermill, one transaction per notebook.
 
     python -m common.notebooks run notebooks/01_vit_scratch.py --profile smoke [-p KEY VALUE]
+    python -m common.notebooks report --profile smoke
 
 The ``.py`` source is turned into a notebook (kernel ``vit-cars-poc``) and executed with
 papermill, which injects three parameters: ``profile``, ``data_dir`` and ``overrides`` (the
 ``-p`` values other than those two). The notebook reads ``params/<profile>/<notebook>.yaml``
 itself, through :mod:`common.config`; the overrides are checked here first, so an unknown key
-stops the run before a kernel starts. The executed copy goes to
-``runs/<profile>/<notebook>.ipynb``. The notebook writes its own results file at its very end
-and atomically, so a notebook that fails keeps the previous good results; its executed copy
-stays in ``runs/`` for inspection.
+stops the run before a kernel starts.
+
+A run is a transaction. The kernel writes its models, figures and results into a staging
+folder, ``<output>/.staging/<profile>-<notebook>/``; only when the notebook succeeds are they
+moved into place (models, figures, the executed notebook, and the results file last). A
+failed or interrupted run leaves every earlier output as it was; its executed copy is kept as
+``runs/<profile>/<notebook>.failed.ipynb`` for inspection. SIGTERM, or the death of the
+``make`` that started the run, stops the kernel the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -25,9 +34,8 @@ import yaml
 from common import config, paths
 
 KERNEL = "vit-cars-poc"
-
-
 REPORT = paths.ROOT / "report" / "rapport.py"
+STAGING = ".staging"
 
 
 def parameters(notebook: Path, profile: str, overrides: dict | None = None) -> dict:
@@ -46,33 +54,110 @@ def parameters(notebook: Path, profile: str, overrides: dict | None = None) -> d
             "overrides": overrides}
 
 
-def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
-            output: Path | None = None, kernel: str = KERNEL, progress: bool = True) -> Path:
-    """Execute one jupytext notebook with papermill; return the executed ``.ipynb`` path.
-
-    Raises papermill's ``PapermillExecutionError`` (notebook, cell and exception) on failure.
-    """
+def _papermill(notebook: Path, output: Path, params: dict, kernel: str, progress: bool,
+               env: dict | None = None) -> None:
     import jupytext
     import papermill
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits it: less noise
-    notebook = Path(notebook)
-    params = parameters(notebook, profile, overrides)
-    output = Path(output or paths.runs_dir(profile) / f"{notebook.stem}.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
     source = output.with_name(output.stem + ".source.ipynb")
     nb = jupytext.read(notebook)
     nb.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3 (vit-cars-poc)",
                                  "language": "python"}
     jupytext.write(nb, source, fmt="ipynb")
+    saved = dict(os.environ)
+    os.environ.update(env or {})  # the kernel inherits this process' environment
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        papermill.execute_notebook(str(source), str(output),
-                                   parameters=params,
+        papermill.execute_notebook(str(source), str(output), parameters=params,
                                    kernel_name=kernel, cwd=str(paths.ROOT),
                                    progress_bar=progress, log_output=True)
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         source.unlink(missing_ok=True)
-    return output
+
+
+def _replace_tree(src: Path, dest: Path) -> None:
+    """Put folder ``src`` at ``dest``, replacing what was there (renames only)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(src, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def commit(stage: Path, root: Path, profile: str, name: str) -> Path:
+    """Move a successful run's outputs from ``stage`` into ``root``, the results file last."""
+    models = stage / "models" / profile / name
+    if models.is_dir():
+        _replace_tree(models, root / "models" / profile / name)
+    figures = stage / "results" / profile / "figures"
+    final_figures = root / "results" / profile / "figures"
+    final_figures.mkdir(parents=True, exist_ok=True)
+    new = {f.name for f in figures.glob("*")} if figures.is_dir() else set()
+    for old in final_figures.glob(f"{name}_*"):
+        if old.name not in new:
+            old.unlink()
+    for f in sorted(new):
+        os.replace(figures / f, final_figures / f)
+    runs = root / "runs" / profile
+    runs.mkdir(parents=True, exist_ok=True)
+    os.replace(stage / "runs" / profile / f"{name}.ipynb", runs / f"{name}.ipynb")
+    (runs / f"{name}.failed.ipynb").unlink(missing_ok=True)
+    results = root / "results" / profile / f"{name}.json"
+    os.replace(stage / "results" / profile / f"{name}.json", results)
+    shutil.rmtree(stage, ignore_errors=True)
+    return results
+
+
+def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
+            kernel: str = KERNEL, progress: bool = True) -> Path:
+    """Execute one notebook with papermill as a transaction (see the module docstring);
+    return the executed ``.ipynb`` in ``runs/<profile>/``.
+
+    Raises papermill's ``PapermillExecutionError`` (notebook, cell and exception) on failure,
+    :class:`common.config.ConfigError` for a bad parameter before anything runs.
+    """
+    notebook = Path(notebook)
+    params = parameters(notebook, profile, overrides)
+    root = paths.output_root()
+    if notebook.resolve() == REPORT:
+        output = paths.runs_dir(profile) / f"{notebook.stem}.ipynb"
+        _papermill(notebook, output, params, kernel, progress)
+        return output
+    stage = root / STAGING / f"{profile}-{notebook.stem}"
+    shutil.rmtree(stage, ignore_errors=True)  # what a killed run may have left
+    executed = stage / "runs" / profile / f"{notebook.stem}.ipynb"
+    try:
+        _papermill(notebook, executed, params, kernel, progress,
+                   env={"VIT_CARS_OUTPUT": str(stage)})
+        if not (stage / "results" / profile / f"{notebook.stem}.json").is_file():
+            raise RuntimeError(f"{notebook} ran but wrote no results file")
+    except BaseException:
+        if executed.is_file():
+            failed = paths.runs_dir(profile) / f"{notebook.stem}.failed.ipynb"
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(executed, failed)
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    commit(stage, root, profile, notebook.stem)
+    return paths.runs_dir(profile) / f"{notebook.stem}.ipynb"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _watch_parent(parent: int) -> None:
+    """When the process that started this one (make) dies, interrupt this one too."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,31 +166,35 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="execute one notebook with papermill")
     run.add_argument("notebook", type=Path)
     run.add_argument("--profile", required=True, choices=config.PROFILES)
-    run.add_argument("--output", type=Path)
     run.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                      help="override one parameter (VALUE is read as YAML)")
     rep = sub.add_parser("report", help="execute report/rapport.py and render it (HTML, PDF)")
     rep.add_argument("--profile", required=True, choices=config.PROFILES)
     rep.add_argument("--no-quarto", action="store_true", help="use the fallback renderer")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     # papermill logs the notebook's own output (training progress) at INFO level
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "report":
-        args.notebook, args.output, args.p = REPORT, None, []
-    overrides = {k: yaml.safe_load(v) for k, v in args.p}
+    notebook = REPORT if args.command == "report" else args.notebook
     try:
-        out = execute(args.notebook, args.profile, overrides, args.output)
-    except (FileNotFoundError, config.ConfigError) as exc:
+        overrides = {k: yaml.safe_load(v) for k, v in getattr(args, "p", [])}
+        out = execute(notebook, args.profile, overrides)
+    except (FileNotFoundError, config.ConfigError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"error: {notebook.name} interrupted; earlier outputs left as they were",
+              file=sys.stderr)
+        return 130
     except Exception as exc:  # papermill's error names the notebook, cell and exception
         if type(exc).__name__ != "PapermillExecutionError":
             raise
-        print(f"error: {args.notebook} failed; executed copy kept in "
-              f"{args.output or paths.runs_dir(args.profile) / (args.notebook.stem + '.ipynb')}\n"
-              f"{exc}", file=sys.stderr)
+        print(f"error: {notebook} failed; earlier outputs left as they were; executed copy in "
+              f"{paths.runs_dir(args.profile) / (notebook.stem + '.failed.ipynb')}\n{exc}",
+              file=sys.stderr)
         return 1
-    print(f"executed {args.notebook} -> {out}")
+    print(f"executed {notebook} -> {out}")
     if args.command == "report":
         from common import report
 

@@ -23,26 +23,68 @@ from common.data import IMAGE_EXTENSIONS
 
 
 class Predictor:
-    """A saved model folder, loaded once; predicts class probabilities for images."""
+    """A saved model folder, loaded once; predicts class probabilities for images.
+
+    Raises :class:`common.model_folder.ModelFolderError` naming the file and what to do when
+    the folder cannot be used (missing, corrupt or inconsistent files)."""
 
     def __init__(self, model_dir: Path | str):
         self.model_dir = Path(model_dir)
+        if not self.model_dir.is_dir():
+            raise model_folder.ModelFolderError(f"model folder not found: {self.model_dir}")
         self.labels = model_folder.read_labels(self.model_dir)
         self.preprocess = model_folder.read_preprocess(self.model_dir)
         self.framework = self.preprocess["framework"]
         if self.framework == "keras":
-            import keras
-
-            import common.vit  # noqa: F401  (registers the custom ViT layers and loss)
-
-            self.model = keras.saving.load_model(self.model_dir / model_folder.KERAS_FILE,
-                                                 safe_mode=True)
+            self.model = self._load_keras()
+            outputs, size = self.model.output_shape[-1], self.model.input_shape[1]
         else:
-            from transformers import AutoImageProcessor, AutoModelForImageClassification
+            self.model, self.processor = self._load_transformers()
+            outputs = self.model.config.num_labels
+            size = self.preprocess["image_size"]
+        if outputs != len(self.labels):
+            raise model_folder.ModelFolderError(
+                f"{self.model_dir / model_folder.LABELS} names {len(self.labels)} classes but "
+                f"the model has {outputs} outputs: the files come from different trainings; "
+                "train the model again")
+        if size is not None and size != self.preprocess["image_size"]:
+            raise model_folder.ModelFolderError(
+                f"{self.model_dir / model_folder.PREPROCESS} says image_size "
+                f"{self.preprocess['image_size']} but the model expects {size} px images: the "
+                "files come from different trainings; train the model again")
 
-            self.model = AutoModelForImageClassification.from_pretrained(
-                self.model_dir, trust_remote_code=False, use_safetensors=True).eval()
-            self.processor = AutoImageProcessor.from_pretrained(self.model_dir)
+    def _load_keras(self):
+        import keras
+
+        import common.vit  # noqa: F401  (registers the custom ViT layers and loss)
+
+        path = self.model_dir / model_folder.KERAS_FILE
+        if not path.is_file():
+            raise model_folder.ModelFolderError(f"{path} is missing: train the model again")
+        try:
+            return keras.saving.load_model(path, safe_mode=True)
+        except Exception as exc:  # zip, h5 and deserialisation errors differ
+            raise model_folder.ModelFolderError(
+                f"{path} is corrupt or unreadable ({type(exc).__name__}): train the model "
+                "again") from exc
+
+    def _load_transformers(self):
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        weights = self.model_dir / "model.safetensors"
+        if not weights.is_file():
+            raise model_folder.ModelFolderError(f"{weights} is missing: train the model again")
+        try:
+            model = AutoModelForImageClassification.from_pretrained(
+                self.model_dir, trust_remote_code=False, use_safetensors=True,
+                local_files_only=True).eval()
+            processor = AutoImageProcessor.from_pretrained(self.model_dir, local_files_only=True)
+        except Exception as exc:  # safetensors, json and config errors differ
+            raise model_folder.ModelFolderError(
+                f"cannot load the model in {self.model_dir} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:120] if str(exc) else ''}): a file is truncated or "
+                "corrupt; train the model again") from exc
+        return model, processor
 
     def load(self, path: str) -> np.ndarray | None:
         """One image file as the model's uint8 input, or None if it cannot be read."""
@@ -63,7 +105,10 @@ class Predictor:
         return predict_probs(self.model, self.processor, x, batch_size)
 
     def predict_files(self, files: list[str], top: int = 5) -> list[dict]:
-        """One dict per file: ``path`` and either the prediction or ``error``."""
+        """One dict per file: ``path`` and either the prediction or ``error`` (why the file
+        could not be read)."""
+        from common.images import read_error
+
         loaded = [(f, self.load(f)) for f in files]
         good = [(f, a) for f, a in loaded if a is not None]
         probs = self.probabilities(np.stack([a for _, a in good])) if good else np.zeros((0, 0))
@@ -75,7 +120,8 @@ class Predictor:
                           "probability": float(p[order[0]]),
                           "top": [(self.labels[int(i)][0], self.labels[int(i)][1], float(p[i]))
                                   for i in order]}
-        return [by_path.get(f, {"path": f, "error": "not a readable image"}) for f in files]
+        return [by_path.get(f) or {"path": f, "error": read_error(f) or "not a readable image"}
+                for f in files]
 
 
 def expand(inputs: list[str]) -> list[str]:
@@ -103,15 +149,42 @@ def write_csv(rows: list[dict], out: Path) -> None:
                                  " ".join(str(t[0]) for t in r["top"])])
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def csv_problem(out: Path) -> str | None:
+    """Why the CSV file ``out`` could not be written (None when it can), checked before any
+    prediction."""
+    if out.is_dir():
+        return f"--csv {out} is a folder: give a file name"
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        return f"--csv {out}: {parent} is a file, not a folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # paths that are not valid UTF-8 still print
+        stream.reconfigure(errors="backslashreplace")
     parser = argparse.ArgumentParser(prog="python -m common.predict",
                                      description="Predict Stanford Cars classes "
                                                  "with a saved model.")
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("inputs", nargs="+", help="image files or folders")
-    parser.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
+    parser.add_argument("--top", type=_positive, default=5,
+                        help="how many classes to list (default 5)")
     parser.add_argument("--csv", type=Path, help="also write one row per image to this CSV file")
     args = parser.parse_args(argv)
+    if args.csv and csv_problem(args.csv):
+        print(f"error: {csv_problem(args.csv)}", file=sys.stderr)
+        return 2
     try:
         predictor = Predictor(args.model_dir)
     except (FileNotFoundError, ValueError, OSError) as exc:

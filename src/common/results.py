@@ -131,8 +131,21 @@ def _is_fraction(v) -> bool:
         and 0.0 <= v <= 1.0
 
 
-def problems(payload: dict) -> list[str]:
-    """Every way ``payload`` breaks the results contract (empty when it is valid)."""
+class ResultsError(ValueError):
+    """A results file that breaks the contract; the message names the file and the field."""
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def problems(payload: dict, root: Path | None = None) -> list[str]:
+    """Every way ``payload`` breaks the results contract (empty when it is valid). Paths
+    (figures, model folders) are relative to the output folder ``root`` (default
+    :func:`common.paths.output_root`)."""
+    root = Path(root) if root is not None else paths.output_root()
+    if not isinstance(payload, dict):
+        return ["the file must hold a JSON object"]
     out = [f"missing key '{k}'" for k in TOP_KEYS if k not in payload]
     if out:
         return out
@@ -156,13 +169,35 @@ def problems(payload: dict) -> list[str]:
         lengths = {k: len(hist.get(k, [])) for k in HISTORY}
         if min(lengths.values()) == 0 or len(set(lengths.values())) != 1:
             out.append(f"{where} history needs equal non-empty {', '.join(HISTORY)}: {lengths}")
+        for k in HISTORY:
+            bad = [v for v in hist.get(k, []) if not _finite(v)]
+            if bad:
+                out.append(f"{where} history.{k} holds non-finite values {bad[:3]}")
         for k in ("train_seconds", "train_images_per_second"):
             v = run.get(k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if not (_finite(v) and v >= 0):
                 out.append(f"{where} {k} must be a non-negative number, got {v!r}")
         out += [f"{where} {p}" for p in _weights_problems(run.get("weights"))]
-    out += [f"figure {f} does not exist" for f in payload["figures"] if not Path(f).is_file()]
+        if Path(str(run.get("model_dir", ""))).is_absolute():
+            out.append(f"{where} model_dir must be relative to the output folder")
+    for f in payload["figures"]:
+        if Path(f).is_absolute():
+            out.append(f"figure {f} must be relative to the output folder")
+        elif not (root / f).is_file():
+            out.append(f"figure {f} does not exist in {root}")
     return out
+
+
+def resolve(path: str) -> Path:
+    """A path of a results file (figure, model folder) in the output folder."""
+    return paths.output_root() / path
+
+
+def _relative(path) -> str:
+    path = Path(path)
+    root = paths.output_root()
+    return str(path.relative_to(root)) if path.is_absolute() and path.is_relative_to(root) \
+        else str(path)
 
 
 def _jsonable(value):
@@ -186,8 +221,8 @@ def write(profile: str, notebook: str, *, started: float, params: dict, dataset:
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "duration_s": round(time.time() - started, 1), "git_commit": git_commit(),
                "environment": environment(), "params": params, "dataset": dataset,
-               "runs": runs,
-               "figures": [str(f) for f in figures]}
+               "runs": [{**r, "model_dir": _relative(r["model_dir"])} for r in runs],
+               "figures": [_relative(f) for f in figures]}
     payload = json.loads(json.dumps(payload, default=_jsonable))
     bad = problems(payload)
     if bad:
@@ -196,9 +231,22 @@ def write(profile: str, notebook: str, *, started: float, params: dict, dataset:
 
 
 def read(profile: str, notebook: str) -> dict | None:
-    """The results of one notebook, or None when it has not run."""
+    """The results of one notebook, checked against the contract, or None when it has not
+    run. Raises :class:`ResultsError` naming the file and the first broken field."""
     path = paths.results_dir(profile) / f"{notebook}.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path} is not valid JSON ({exc}): run the notebook again "
+                           f"(make run PROFILE={profile} FORCE=1)") from exc
+    bad = problems(payload)
+    if bad:
+        raise ResultsError(f"{path}: {bad[0]}" + (f" (and {len(bad) - 1} more)"
+                                                  if len(bad) > 1 else "")
+                           + f"; run the notebook again (make run PROFILE={profile} FORCE=1)")
+    return payload
 
 
 def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: dict,
@@ -209,6 +257,10 @@ def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: d
     and ``train_images_per_second``, as returned by :func:`common.vit.train`, and optionally
     ``best_epoch`` (1-based; None when the trainer does not say).
     """
+    if not np.isfinite(np.asarray(probs, dtype=float)).all():
+        raise ValueError(f"run {name!r}: the model's test probabilities hold NaN or infinity, "
+                         "the training diverged; lower learning_rate (or add warmup_epochs) "
+                         "and run again")
     return {"name": name, "params": dict(params), "weights": weights,
             "metrics": {**classification_metrics(y_test, probs),
                         "best_val_accuracy": float(trained["best_val_accuracy"])},

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +52,42 @@ def _synth_image(rng: np.random.Generator, class_id: int, n_classes: int, size: 
 
 def synth(root: Path | str, classes: int, per_class: int, layout: str = "devkit",
           test_per_class: int = 0, size: int = 64, seed: int = 0) -> Path:
-    """Write a small generated dataset in ``layout`` (classes have ids 1..``classes``)."""
+    """Write a small generated dataset in ``layout`` (classes have ids 1..``classes``).
+
+    ``root`` must not exist or be an empty folder: nothing is ever overwritten. The dataset
+    is written into a temporary folder beside it, renamed to ``root`` at the end, so an
+    interrupted run leaves nothing that loads as a dataset."""
     if layout not in LOADERS:
         raise DataError(f"unknown layout {layout!r}: use one of {sorted(LOADERS)}")
-    if classes < 1 or per_class < 1:
-        raise DataError("synth needs --classes >= 1 and --per-class >= 1")
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if classes < 1 or per_class < 1 or test_per_class < 0:
+        raise DataError("synth needs --classes >= 1, --per-class >= 1 and --test-per-class >= 0")
+    if layout == "folders" and classes < 2:
+        raise DataError("the folders layout needs --classes >= 2")
+    if size < 8:
+        raise DataError(f"--size must be at least 8 pixels, got {size}")
+    final = Path(root)
+    if final.exists() and not final.is_dir():
+        raise DataError(f"{final} is a file, not a folder: give synth a new folder")
+    if final.is_dir() and any(final.iterdir()):
+        raise DataError(f"{final} is not empty: synth never overwrites a folder; give it a new "
+                        "or empty folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        _write(root, classes, per_class, layout, test_per_class, size, seed)
+        if final.is_dir():
+            final.rmdir()  # empty, checked above
+        os.replace(root, final)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return final
+
+
+def _write(root: Path, classes: int, per_class: int, layout: str, test_per_class: int,
+           size: int, seed: int) -> None:
     (root / SYNTHETIC_MARKER).write_text(json.dumps(
-        {"generator": "common.data.synth", "classes": classes, "per_class": per_class,
+        {"generator": "common.synth", "classes": classes, "per_class": per_class,
          "test_per_class": test_per_class, "size": size, "seed": seed}) + "\n")
     rng = np.random.default_rng(seed)
     names = [f"Synthetic class {c:03d}" for c in range(1, classes + 1)]
@@ -86,10 +116,11 @@ def synth(root: Path | str, classes: int, per_class: int, layout: str = "devkit"
     elif layout == "annos":
         scipy.io.savemat(root / "cars_annos.mat", {"annotations": mat_struct(records["train"]),
                                                    "class_names": mat_cell(names)})
-    return root
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # paths that are not valid UTF-8 still print
+        stream.reconfigure(errors="backslashreplace")
     parser = argparse.ArgumentParser(prog="python -m common.synth",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("dir", type=Path)
