@@ -22,7 +22,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
 PAIRED := $(strip $(NOTEBOOKS) $(wildcard report/rapport.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast data run report bench lint clean
+.PHONY: help setup test test-fast test-dry-run data run report weights bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -45,14 +45,30 @@ test: $(STAMP) ## run the whole test suite
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest
 
 test-fast: $(STAMP) ## run the unit tests only (no notebook, no report)
-	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -m "not slow"
+	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -m "not slow and not dryrun"
+
+test-dry-run: $(STAMP) ## the gpu profile's dry run, and Keras on torch without TensorFlow
+	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -m dryrun
 
 # Where results/, models/, runs/ and report/_output/ go (the tests point it elsewhere).
 OUTPUT ?= $(CURDIR)
 export VIT_CARS_OUTPUT := $(abspath $(OUTPUT))
+# DRY_RUN=1: the profile's models and settings with tiny amounts (batches of 4, one epoch
+# per stage, 16 evaluation images), stand-in weights where the real ones are missing;
+# outputs go to <profile>-dry. It runs on CARS_DATA_DIR when given, else on generated data
+# with the 196 class ids of Stanford Cars.
+ifdef DRY_RUN
+OUTPROFILE := $(PROFILE)-dry
+DRY_FLAG := --dry-run
+else
+OUTPROFILE := $(PROFILE)
+DRY_FLAG :=
+endif
 # The smoke profile runs on generated data; the others on CARS_DATA_DIR or data/stanford_cars.
 ifeq ($(PROFILE),smoke)
 DATA_DIR ?= data/synth
+else ifdef DRY_RUN
+DATA_DIR ?= $(or $(CARS_DATA_DIR),data/synth-196)
 else
 DATA_DIR ?= $(or $(CARS_DATA_DIR),data/stanford_cars)
 endif
@@ -60,6 +76,8 @@ endif
 data: $(STAMP) ## check the dataset (downloads it into data/stanford_cars when CARS_DATA_DIR is unset)
 ifeq ($(PROFILE),smoke)
 	@test -d "$(DATA_DIR)" || $(PY) -m common.synth "$(DATA_DIR)" --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
+else ifeq ($(DATA_DIR),data/synth-196)
+	@test -d "$(DATA_DIR)" || $(PY) -m common.synth "$(DATA_DIR)" --classes 196 --per-class 3 --test-per-class 1 --size 48 >/dev/null
 else ifeq ($(DATA_DIR),data/stanford_cars)
 	$(PY) -m common.data download data/stanford_cars
 endif
@@ -72,9 +90,9 @@ endif
 # copy stays in runs/$(PROFILE)/.
 # On a box with several GPUs, `make -j5 run PROFILE=gpu GPUS="0 1 2 3 4"` gives notebook NN
 # the NN-th GPU of GPUS.
-RESULTS := $(patsubst notebooks/%.py,$(OUTPUT)/results/$(PROFILE)/%.json,$(NOTEBOOKS))
+RESULTS := $(patsubst notebooks/%.py,$(OUTPUT)/results/$(OUTPROFILE)/%.json,$(NOTEBOOKS))
 DEPS := $(OUTPUT)/runs/deps.mk
-PARAMS_STAMP := $(OUTPUT)/runs/$(PROFILE)/params.txt
+PARAMS_STAMP := $(OUTPUT)/runs/$(OUTPROFILE)/params.txt
 # PARAMS adds papermill parameters to every notebook, e.g. PARAMS="-p seed 7".
 GPUS ?=
 PARAMS ?=
@@ -82,14 +100,14 @@ gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(GPUS))
 
 run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
 
-$(OUTPUT)/results/$(PROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(PARAMS_STAMP) $(if $(FORCE),force) | data
-	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) -p data_dir "$(DATA_DIR)" $(PARAMS)
+$(OUTPUT)/results/$(OUTPROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(PARAMS_STAMP) $(if $(FORCE),force) | data
+	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) $(DRY_FLAG) -p data_dir "$(DATA_DIR)" $(PARAMS)
 
 $(DEPS): $(NOTEBOOKS) $(wildcard src/common/*.py)
 	@mkdir -p $(dir $@)
 	@python3 -m common.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 
-ifeq ($(filter help setup test test-fast lint clean,$(or $(MAKECMDGOALS),help)),)
+ifeq ($(filter help setup test test-fast test-dry-run weights lint clean,$(or $(MAKECMDGOALS),help)),)
 -include $(DEPS)
 # PARAMS is kept in a file that changes only when PARAMS does: a new PARAMS re-runs the
 # notebooks. A new output folder starts with an empty one dated 1970 (nothing to re-run).
@@ -102,10 +120,13 @@ endif
 endif
 
 report: run ## run the notebooks, then render report/_output/$(PROFILE)/rapport.{html,pdf}
-	$(PY) -m common.notebooks report --profile $(PROFILE)
+	$(PY) -m common.notebooks report --profile $(PROFILE) $(DRY_FLAG)
 
 .PHONY: force
 force:
+
+weights: $(STAMP) ## download the gpu profile's pretrained weights into weights/ (needs network)
+	$(PY) -m common.weights download
 
 bench: setup ## image loading and ViT training throughput on the shared dataset
 	$(PY) benchmarks/bench_images.py

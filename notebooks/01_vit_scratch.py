@@ -38,6 +38,7 @@
 profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
 data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
 overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
+dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
 
 # %%
 import time
@@ -46,7 +47,7 @@ from common import config, runtime
 
 NOTEBOOK = "01_vit_scratch"
 started = time.time()
-p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
+p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
 runtime.use_keras_backend(p.keras_backend)  # before Keras is first imported
 
 import pandas as pd
@@ -56,7 +57,7 @@ from common import figures, images, paths, presentation, results, splits, vit_tr
 
 runtime.set_torch_threads(p.torch_threads)
 runtime.set_keras_precision(p.mixed_precision)
-figure_dir = paths.figures_dir(profile)
+figure_dir = paths.figures_dir(p.outputs)
 saved_figures = []
 
 # %% [markdown]
@@ -75,6 +76,8 @@ saved_figures = []
 table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
                                       val_fraction=p.val_fraction,
                                       test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
+if p.dry_run:
+    parts = splits.limit(parts, **p.limits, seed=p.seed)
 for part in (parts.train, parts.val, parts.test):
     assert part["label"].between(0, len(labels) - 1).all()  # 0-based everywhere
 sizes = parts.sizes()
@@ -148,7 +151,7 @@ for cfg in p.runs:
     print(f"=== {cfg['name']}")
     record, test = vit_training.fit_config(
         cfg, parts, labels=labels, seed=p.seed,
-        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"])
+        model_dir=paths.models_dir(p.outputs, NOTEBOOK) / cfg["name"])
     records.append(record)
     tests[cfg["name"]] = test
 
@@ -171,7 +174,7 @@ saved_figures.append(figures.prediction_grid(tests[best["name"]], labels, 15,
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
+out = results.write(p, NOTEBOOK, started=started,
                     dataset=results.dataset_info(table, parts), runs=records,
                     figures=saved_figures)
 chance = 1 / len(labels)

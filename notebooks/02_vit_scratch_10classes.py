@@ -34,6 +34,7 @@
 profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
 data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
 overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
+dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
 
 # %%
 import time
@@ -42,7 +43,7 @@ from common import config, runtime
 
 NOTEBOOK = "02_vit_scratch_10classes"
 started = time.time()
-p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
+p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
 runtime.use_keras_backend(p.keras_backend)  # before Keras is first imported
 
 import numpy as np
@@ -53,7 +54,7 @@ from common import data, figures, images, paths, presentation, results, splits, 
 
 runtime.set_torch_threads(p.torch_threads)
 runtime.set_keras_precision(p.mixed_precision)
-figure_dir = paths.figures_dir(profile)
+figure_dir = paths.figures_dir(p.outputs)
 saved_figures = []
 
 # %% [markdown]
@@ -66,6 +67,8 @@ saved_figures = []
 table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
                                       val_fraction=p.val_fraction,
                                       test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
+if p.dry_run:
+    parts = splits.limit(parts, **p.limits, seed=p.seed)
 display(pd.DataFrame(
     [{"étiquette": i, "identifiant officiel": cid, "classe": name,
       "images": int((table["class_id"] == cid).sum())} for i, (cid, name) in labels.items()]
@@ -83,6 +86,8 @@ display(Markdown(f"Entraînement : {sizes['train']} images, validation : {sizes[
 pretraining = None
 if any(cfg.get("pretrain") for cfg in p.runs):
     pretraining = splits.other_classes(data.load_table(paths.resolve(p.data_dir)), p.class_ids)
+    if p.dry_run:
+        pretraining = splits.sample(pretraining, p.limits["train"], p.seed)
     display(Markdown(f"Pré-entraînement : {len(pretraining)} images de "
                      f"{pretraining['class_id'].nunique()} autres classes."))
 
@@ -139,7 +144,7 @@ for cfg in p.runs:
     print(f"=== {cfg['name']}")
     record, test = vit_training.fit_config(
         cfg, parts, labels=labels, seed=p.seed, pretrain_table=pretraining,
-        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"])
+        model_dir=paths.models_dir(p.outputs, NOTEBOOK) / cfg["name"])
     records.append(record)
     tests[cfg["name"]] = test
     if "pretraining" in record:
@@ -175,7 +180,7 @@ saved_figures.append(figures.prediction_grid(test, labels, 10,
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
+out = results.write(p, NOTEBOOK, started=started,
                     dataset=results.dataset_info(table, parts), runs=records,
                     figures=saved_figures)
 baseline = records[0]

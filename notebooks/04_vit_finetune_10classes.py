@@ -33,6 +33,7 @@
 profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
 data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
 overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
+dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
 
 # %%
 import sys
@@ -46,9 +47,10 @@ from common import (attention, config, data, figures, finetune, hf_weights, imag
 
 NOTEBOOK = "04_vit_finetune_10classes"
 started = time.time()
-p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
+p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
 threads = runtime.set_torch_threads(p.torch_threads)
-figure_dir = paths.figures_dir(profile)
+processes = runtime.training_processes(p.processes)
+figure_dir = paths.figures_dir(p.outputs)
 saved_figures = []
 
 # %% [markdown]
@@ -60,7 +62,7 @@ saved_figures = []
 
 # %%
 status = hf_weights.weights_status(p.checkpoint, profile=profile, fallback=p.fallback,
-                                   timeout=p.hub_timeout)
+                                   timeout=p.hub_timeout, stand_in=p.dry_run)
 if not status["pretrained"]:
     print(f"WARNING: {p.checkpoint}: {status['reason']}", file=sys.stderr)
 display(Markdown(presentation.weights_markdown(status, p.checkpoint, p.fallback)))
@@ -103,9 +105,9 @@ for cfg in p.runs:
     print(f"=== {cfg['name']}")
     record, test = finetune.fit_config(
         cfg, table, labels, checkpoint=p.checkpoint, profile=profile, fallback=p.fallback,
-        model_dir=paths.models_dir(profile, NOTEBOOK) / cfg["name"], seed=p.seed,
+        model_dir=paths.models_dir(p.outputs, NOTEBOOK) / cfg["name"], seed=p.seed,
         val_fraction=p.val_fraction, test_fraction=p.test_fraction, crop_mode=p.crop_mode,
-        timeout=p.hub_timeout)
+        timeout=p.hub_timeout, limits=p.limits, stand_in=p.dry_run, processes=processes)
     record["params"]["torch_threads"] = threads
     records.append(record)
     tests[cfg["name"]] = test
@@ -180,7 +182,7 @@ saved_figures.append(figures.attention(test["x"][picked], maps, titles,
                                        figure_dir / f"{NOTEBOOK}_attention.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
+out = results.write(p, NOTEBOOK, started=started,
                     dataset=results.dataset_info(table, tests[records[0]["name"]]["splits"]),
                     runs=records, figures=saved_figures)
 display(Markdown(f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

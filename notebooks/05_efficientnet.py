@@ -34,6 +34,7 @@
 profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
 data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
 overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
+dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
 
 # %%
 import time
@@ -42,15 +43,15 @@ from common import config, runtime
 
 NOTEBOOK = "05_efficientnet"
 started = time.time()
-p = config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)
-runtime.use_keras_backend("tensorflow")  # before Keras is first imported
+p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
+runtime.use_keras_backend(p.keras_backend)  # before Keras is first imported
 
 from IPython.display import Markdown, display
 
 from common import efficientnet, figures, images, paths, presentation, results, splits
 
 runtime.set_keras_precision(p.mixed_precision)
-figure_dir = paths.figures_dir(profile)
+figure_dir = paths.figures_dir(p.outputs)
 saved_figures = []
 
 # %% [markdown]
@@ -64,13 +65,16 @@ saved_figures = []
 table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
                                       val_fraction=p.val_fraction,
                                       test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
+if p.dry_run:
+    parts = splits.limit(parts, **p.limits, seed=p.seed)
 
 # %% [markdown]
 # ## Première étape : le réseau gelé, comme en 2022
 
 # %%
 model, weights_used = efficientnet.build(len(labels), p.image_size, p.weights,
-                                         allow_fallback=profile != "gpu")
+                                         allow_fallback=profile != "gpu",
+                                         stand_in=p.dry_run)
 display(Markdown(presentation.keras_weights_markdown(weights_used)))
 
 # %% [markdown]
@@ -91,7 +95,7 @@ frozen_run, best_model, frozen_probs = efficientnet.train_stage(
     epochs=p.frozen["epochs"], batch_size=p.batch_size, labels=labels, weights=weights_used,
     params={"stage": "frozen backbone", "image_size": p.image_size,
             "batch_size": p.batch_size, **p.frozen},
-    model_dir=paths.models_dir(profile, NOTEBOOK) / "efficientnetb0-gele", seed=p.seed)
+    model_dir=paths.models_dir(p.outputs, NOTEBOOK) / "efficientnetb0-gele", seed=p.seed)
 
 # %% [markdown]
 # ## Seconde étape : dégeler le haut du réseau
@@ -107,7 +111,7 @@ unfrozen_run, _, unfrozen_probs = efficientnet.train_stage(
     epochs=p.unfrozen["epochs"], batch_size=p.batch_size, labels=labels, weights=weights_used,
     params={"stage": "top blocks unfrozen", "image_size": p.image_size,
             "batch_size": p.batch_size, **p.unfrozen},
-    model_dir=paths.models_dir(profile, NOTEBOOK) / "efficientnetb0-degele", seed=p.seed)
+    model_dir=paths.models_dir(p.outputs, NOTEBOOK) / "efficientnetb0-degele", seed=p.seed)
 
 # %% [markdown]
 # ## Résultats
@@ -121,7 +125,7 @@ saved_figures.append(figures.prediction_grid({"x": x_test, "y": y_test, "probs":
                                              figure_dir / f"{NOTEBOOK}_predictions.png"))
 
 # %%
-out = results.write(profile, NOTEBOOK, started=started, params=config.as_record(p),
+out = results.write(p, NOTEBOOK, started=started,
                     dataset=results.dataset_info(table, parts), runs=records,
                     figures=saved_figures)
 gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]

@@ -85,6 +85,11 @@ if len(runs) and (~runs["pretrained"] & runs["notebook"].isin(
                     "qui sont partis de **poids aléatoires** (colonne « poids » des tableaux) : "
                     "ils ne mesurent pas l'apprentissage par transfert, et leur comparaison "
                     "avec les chiffres de 2022 ne vaut pas.")
+if any(p.get("dry_run") for p in collected.values() if p):
+    warnings.insert(0, "**Exécution à blanc (dry run)** du profil `gpu` : les mêmes modèles et "
+                    "réglages, mais sur quelques images, une époque par étape et des poids "
+                    "de substitution quand les vrais manquent. Ce rapport vérifie que toute "
+                    "la chaîne tourne ; **aucun de ses chiffres ne mesure quoi que ce soit**.")
 if warnings:
     display(Markdown("::: {.callout-warning}\n## Avertissement {.unnumbered}\n\n"
                      + "\n\n".join(warnings) + "\n:::"))

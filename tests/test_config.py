@@ -92,8 +92,8 @@ def test_as_record_keeps_every_value_and_a_relative_file():
 
 @pytest.mark.parametrize("notebook", list(config.NOTEBOOKS))
 def test_a_notebook_opened_as_it_is_runs_the_cpu_profile(notebook):
-    """The parameters cell holds only profile (cpu), data_dir and overrides; nothing has to be
-    injected for the next cell to load the cpu parameter file."""
+    """The parameters cell holds only profile (cpu), data_dir, overrides and dry_run; nothing
+    has to be injected for the next cell to load the cpu parameter file."""
     import jupytext
 
     nb = jupytext.read(paths.ROOT / "notebooks" / f"{notebook}.py")
@@ -102,9 +102,9 @@ def test_a_notebook_opened_as_it_is_runs_the_cpu_profile(notebook):
     namespace = {}
     exec(cells[0].source, namespace)
     namespace.pop("__builtins__")
-    assert namespace == {"profile": "cpu", "data_dir": None, "overrides": {}}
-    p = config.load(notebook, namespace["profile"], data_dir=namespace["data_dir"],
-                    **namespace["overrides"])
-    assert p.profile == "cpu"
-    assert "config.load(NOTEBOOK, profile, data_dir=data_dir, **overrides)" in "".join(
-        c.source for c in nb.cells)
+    assert namespace == {"profile": "cpu", "data_dir": None, "overrides": {}, "dry_run": False}
+    p = config.load(notebook, namespace["profile"], dry_run=namespace["dry_run"],
+                    data_dir=namespace["data_dir"], **namespace["overrides"])
+    assert p.profile == "cpu" and p.outputs == "cpu"
+    assert "config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)" \
+        in "".join(c.source for c in nb.cells)

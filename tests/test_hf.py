@@ -23,9 +23,9 @@ def unreachable_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    hf_weights.locate.cache_clear()
+    hf_weights._locate_on_hub.cache_clear()
     yield
-    hf_weights.locate.cache_clear()
+    hf_weights._locate_on_hub.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -260,8 +260,8 @@ def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_pat
     for part in ("train", "val", "test"):
         assert set(getattr(test["splits"], part)["class_id"]) == {1, 2, 3}
     payload_problems = results.problems({
-        "notebook": "03_vit_finetune", "profile": "smoke", "created": "", "duration_s": 1,
-        "git_commit": None, "params": {}, "figures": [],
+        "notebook": "03_vit_finetune", "profile": "smoke", "dry_run": False, "created": "",
+        "duration_s": 1, "git_commit": None, "params": {}, "figures": [],
         "runs": [{**record, "model_dir": "models/smoke/03_vit_finetune/balanced"}],
         "environment": results.environment(),
         "dataset": results.dataset_info(table, test["splits"])})

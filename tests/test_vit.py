@@ -104,6 +104,16 @@ def test_make_optimizer_cosine_warmup():
     assert float(keras_training.make_optimizer(3e-4).learning_rate) == pytest.approx(3e-4)
 
 
+def test_make_optimizer_linear_decay_to_zero_at_the_budget():
+    opt = keras_training.make_optimizer(1e-3, total_steps=100, warmup_steps=10,
+                                        schedule="linear")
+    for step, expected in [(0, 0.0), (5, 5e-4), (10, 1e-3), (55, 5e-4), (100, 0.0), (120, 0.0)]:
+        opt.iterations.assign(step)
+        assert float(opt.learning_rate) == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        keras_training.make_optimizer(schedule="step")
+
+
 def test_train_on_separable_problem(tmp_path):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -153,45 +163,63 @@ def test_train_selects_the_best_epoch_from_select_from_epoch_on(tmp_path):
 
 def test_configure_precision_keeps_float32_logits():
     try:
-        assert runtime.set_keras_precision(True) == "mixed_float16"
+        assert runtime.set_keras_precision(True) == "mixed_bfloat16"
         model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
-        assert model.get_layer("encoder").compute_dtype == "float16"
+        assert model.get_layer("encoder").compute_dtype == "bfloat16"
         assert model.output.dtype == "float32"
     finally:
         assert runtime.set_keras_precision(False) == "float32"
 
 
-def test_make_dataset_augments_in_the_pipeline():
+def _epoch(ds):
+    """One epoch of batches as numpy arrays, from tf.data or from a Batches PyDataset."""
+    if isinstance(ds, keras_training.Batches):
+        out = [ds[i] for i in range(len(ds))]
+        ds.on_epoch_end()
+        return [(np.asarray(a), np.asarray(b)) for a, b in out]
+    return [(a.numpy(), b.numpy()) for a, b in ds]
+
+
+@pytest.mark.parametrize("loader", ["tf.data", "Batches"])
+def test_make_dataset_augments_in_the_pipeline(loader):
+    """Both loaders (tf.data on tensorflow, a PyDataset on torch) batch, shuffle and augment
+    the same way, and a seed gives the same batches."""
+    def make(*args, **kwargs):
+        if loader == "Batches":
+            return keras_training.Batches(*args, **kwargs)
+        return keras_training.make_dataset(*args, **kwargs)
+
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     y = np.arange(10)
-    plain = [(a.numpy(), b.numpy()) for a, b in keras_training.make_dataset(x, y, 4)]
+    plain = _epoch(make(x, y, 4))
     assert [a.shape[0] for a, _ in plain] == [4, 4, 2]
     assert plain[0][0].dtype == np.float32
     np.testing.assert_array_equal(np.concatenate([a for a, _ in plain]), x.astype("float32"))
     keras.utils.set_random_seed(0)
-    augmented = [(a.numpy(), b.numpy()) for a, b in keras_training.make_dataset(x, y, 4,
-                                                                     augmentation="strong")]
+    augmented = _epoch(make(x, y, 4, augmentation="strong"))
     xa = np.concatenate([a for a, _ in augmented])
     assert xa.shape == x.shape and xa.dtype == np.float32
     assert not np.allclose(xa, x)  # the images changed ...
     np.testing.assert_array_equal(np.concatenate([b for _, b in augmented]), y)  # not labels
     # fresh random transforms for every image of every epoch (not one draw traced once)
     same = np.repeat(x[:1], 8, axis=0)
-    ds = keras_training.make_dataset(same, np.zeros(8), 4, augmentation="strong")
-    first, second = (np.concatenate([a.numpy() for a, _ in ds]) for _ in range(2))
+    ds = make(same, np.zeros(8), 4, augmentation="strong")
+    first, second = (np.concatenate([a for a, _ in _epoch(ds)]) for _ in range(2))
     assert not np.allclose(first, second)
     assert not np.allclose(first[0], first[1]) and not np.allclose(first[0], first[4])
     # reproducible: the same seed gives the same shuffled, augmented batches
     runs = []
     for _ in range(2):
         keras.utils.set_random_seed(5)
-        ds = keras_training.make_dataset(np.repeat(x, 4, axis=0), np.repeat(y, 4), 4, shuffle=True,
-                              seed=5, augmentation="strong")
-        runs.append(np.concatenate([a.numpy() for a, _ in ds]))
+        ds = make(np.repeat(x, 4, axis=0), np.repeat(y, 4), 4, shuffle=True, seed=5,
+                  augmentation="strong")
+        runs.append(np.concatenate([a for a, _ in _epoch(ds) + _epoch(ds)]))
     np.testing.assert_array_equal(runs[0], runs[1])
+    shuffled = np.concatenate([b for _, b in _epoch(make(x, y, 4, shuffle=True, seed=1))])
+    assert sorted(shuffled) == list(y) and list(shuffled) != list(y)
     with pytest.raises(ValueError, match="unknown augmentation"):
-        keras_training.make_dataset(x, y, 4, augmentation="heavy")
+        make(x, y, 4, augmentation="heavy")
 
 
 def test_use_keras_backend_names_the_fix():

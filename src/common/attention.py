@@ -38,6 +38,8 @@ def attention_rollout(attentions) -> np.ndarray:
 
 def attention_maps(model, processor, x: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Attention rollout maps (N, g, g), values 0..1, of ``model`` on ``uint8`` images."""
+    if model.config._attn_implementation != "eager":
+        model.set_attn_implementation("eager")  # fused attention returns no weights
     out = []
     for o in forward_batches(model, processor, x, batch_size, output_attentions=True):
         if not o.attentions or o.attentions[0] is None:

@@ -74,6 +74,9 @@ HF_TRAINING_DEFAULTS = {
     "train_eval_images": 512,  # fixed training subset measured each epoch (train accuracy)
     "mixed_precision": False,  # bf16 (or fp16 when the GPU has no bf16) on a GPU only
     "dataloader_workers": 0,
+    "attention": "eager",  # the model's attention while training: "eager" or "sdpa"
+    "tf32": False,  # TF32 matmuls on a GPU that has them
+    "torch_compile": False,  # torch.compile the model (the Trainer's torch_compile)
 }
 
 REQUIRED = object()  # a top-level key the parameter file must give
@@ -99,7 +102,7 @@ _DATA = {"profile": REQUIRED, "data_dir": None, "class_ids": None, "seed": REQUI
 _KERAS_VIT = {**_DATA, "cap": None, "mixed_precision": False, "keras_backend": "tensorflow",
               "torch_threads": None, "defaults": {}, "runs": REQUIRED}
 _HF = {**_DATA, "crop_mode": "squash", "checkpoint": REQUIRED, "hub_timeout": 10,
-       "torch_threads": None, "fallback": {}, "defaults": {}, "runs": REQUIRED,
+       "torch_threads": None, "processes": None, "fallback": {}, "defaults": {}, "runs": REQUIRED,
        "n_predictions": REQUIRED, "n_attention": REQUIRED}
 # notebook -> (model family of its runs, top-level key -> default)
 SCHEMAS = {
@@ -109,6 +112,7 @@ SCHEMAS = {
     "04_vit_finetune_10classes": ("hf", _HF),
     "05_efficientnet": ("efficientnet", {
         **_DATA, "cap": None, "image_size": REQUIRED, "weights": "imagenet",
+        "keras_backend": "tensorflow",
         "batch_size": REQUIRED, "mixed_precision": False, "frozen": REQUIRED,
         "unfrozen": REQUIRED}),
 }
@@ -161,11 +165,15 @@ def _check_runs(family: str, defaults: dict, runs, file: Path) -> list[dict]:
     return merged
 
 
-def load(notebook: str, profile: str, **overrides) -> SimpleNamespace:
+def load(notebook: str, profile: str, dry_run: bool = False, **overrides) -> SimpleNamespace:
     """The parameters of ``notebook`` for ``profile``, checked, with ``overrides`` on top
     (a ``None`` override keeps the file's value). ``runs`` are merged with ``defaults``.
+    ``dry_run``: the same models, sizes and options, with only the amounts shrunk
+    (:func:`shrink`).
 
-    Returns a namespace of every top-level key (``p.seed``, ``p.runs``...) plus ``file``.
+    Returns a namespace of every top-level key (``p.seed``, ``p.runs``...) plus ``file``,
+    ``dry_run``, ``outputs`` (the folder name under results/, models/ and runs/: the
+    profile, or ``<profile>-dry``) and ``limits`` (the most images per split, or None).
     Raises :class:`ConfigError` naming the key and the file.
     """
     notebook = Path(notebook).stem
@@ -202,12 +210,49 @@ def load(notebook: str, profile: str, **overrides) -> SimpleNamespace:
                  "in `fallback.training`", file)
     if family in RUN_KEYS:
         params["runs"] = _check_runs(family, params["defaults"] or {}, params["runs"], file)
-    return SimpleNamespace(**params, file=file)
+    if dry_run:
+        shrink(family, params)
+    return SimpleNamespace(**params, file=file, dry_run=bool(dry_run),
+                           outputs=f"{profile}-dry" if dry_run else profile,
+                           limits=dict(DRY_RUN_LIMITS) if dry_run else None)
+
+
+# A dry run keeps every setting but the amounts: batches of at most 4 images, 1 epoch per
+# stage, 2 steps per epoch (8 training images), at most 16 evaluation images per split.
+DRY_RUN_BATCH = 4
+DRY_RUN_LIMITS = {"train": 2 * DRY_RUN_BATCH, "evaluation": 16}
+
+
+def shrink(family: str, params: dict) -> None:
+    """The amounts of a dry run, in place (see :data:`DRY_RUN_LIMITS`)."""
+    def small(d: dict, *keys):
+        for k in keys:
+            if k in d:
+                d[k] = min(int(d[k]), DRY_RUN_BATCH)
+
+    for run in params.get("runs", []):
+        small(run, "batch_size", "eval_batch_size")
+        run["epochs"] = 1
+        for k in ("select_from_epoch", "warmup_epochs"):
+            run.pop(k, None)
+        if "train_eval_images" in run:
+            run["train_eval_images"] = min(int(run["train_eval_images"]),
+                                           DRY_RUN_LIMITS["evaluation"])
+        if run.get("pretrain"):
+            run["pretrain"] = {**run["pretrain"], "epochs": 1}
+            run["pretrain"].pop("warmup_epochs", None)
+            small(run["pretrain"], "batch_size")
+    if family == "hf" and (params.get("fallback") or {}).get("training"):
+        params["fallback"]["training"]["epochs"] = 1
+    if family == "efficientnet":
+        small(params, "batch_size")
+        params["frozen"]["epochs"] = params["unfrozen"]["epochs"] = 1
 
 
 def as_record(params: SimpleNamespace) -> dict:
     """Every parameter actually used, as the results file records them."""
-    out = {k: v for k, v in vars(params).items() if k not in ("file", "defaults")}
+    out = {k: v for k, v in vars(params).items()
+           if k not in ("file", "defaults", "outputs", "limits")}
     out["file"] = str(Path(params.file).relative_to(paths.ROOT)) \
         if Path(params.file).is_relative_to(paths.ROOT) else str(params.file)
     return out

@@ -2,7 +2,7 @@
 
     python3 -m common.dependencies notebooks/*.py > deps.mk
 
-prints one make rule per notebook, ``$(OUTPUT)/results/$(PROFILE)/<notebook>.json: <the
+prints one make rule per notebook, ``$(OUTPUT)/results/$(OUTPROFILE)/<notebook>.json: <the
 src/common files it imports, directly or through other modules>``, so that ``make run``
 re-runs a notebook when a module it actually imports changes, and only then. The imports are
 read with :mod:`ast` (nothing is imported), at any depth of the code: a function-level
@@ -85,7 +85,7 @@ def make_rules(notebooks: list[str], root: Path | None = None) -> str:
     for nb in notebooks:
         used = closure(imported_modules(nb), edges)
         files = " ".join(str((SOURCE / f"{m}.py").relative_to(root)) for m in sorted(used))
-        lines.append(f"$(OUTPUT)/results/$(PROFILE)/{Path(nb).stem}.json: {files}")
+        lines.append(f"$(OUTPUT)/results/$(OUTPROFILE)/{Path(nb).stem}.json: {files}")
     return "\n".join(lines) + "\n"
 
 

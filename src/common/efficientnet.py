@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from common import keras_training, model_folder, results
+from common import weights as weight_files
 
 IMAGENET = "imagenet"
 
@@ -36,40 +37,67 @@ def _backbone(image_size: int, weights: str | None):
                                              input_shape=(image_size, image_size, 3))
 
 
-def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool = True):
+def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool = True,
+                  stand_in: bool = False):
     """EfficientNetB0 without its top, and the record of the weights it holds
     (:func:`common.results.weights_info`).
 
-    ``weights``: ``"imagenet"`` (Keras' weight store, cached in ``~/.keras/models``) or the
-    path of a local weights file. When they cannot be loaded, ``allow_fallback`` gives a
-    randomly initialised backbone and says so (source ``random-init``, with the reason);
-    otherwise :class:`WeightsUnavailable` is raised at once.
+    ``weights``: ``"imagenet"`` (the file ``make weights`` put in ``weights/keras/``, else
+    Keras' weight store, cached in ``~/.keras/models``) or the path of a local weights file.
+    When they cannot be loaded: with ``stand_in`` (a dry run), a random stand-in file of the
+    same format is loaded instead (:func:`make_stand_in`); with ``allow_fallback``, a randomly
+    initialised backbone, and the record says so; otherwise :class:`WeightsUnavailable` is
+    raised at once.
     """
-    if weights != IMAGENET and not os.path.isfile(weights):
-        reason = f"no weights file at {weights}"
+    source = weights
+    if weights == IMAGENET and weight_files.keras_file() is not None:
+        source = str(weight_files.keras_file())
+    if source != IMAGENET and not os.path.isfile(source):
+        reason = f"no weights file at {source}"
     else:
         try:
-            return _backbone(image_size, weights), results.weights_info(
-                "imagenet (keras.applications.EfficientNetB0)" if weights == IMAGENET
-                else f"local weights {Path(weights).name}", pretrained=True)
+            return _backbone(image_size, source), results.weights_info(
+                "imagenet (keras.applications.EfficientNetB0)" if source == IMAGENET
+                else f"local weights {source}", pretrained=True)
         except Exception as exc:  # download errors come as several types
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    if stand_in:
+        path = make_stand_in()
+        return _backbone(image_size, str(path)), results.weights_info(
+            "stand-in", pretrained=False, requested=str(weights), file=str(path),
+            reason=f"dry run: {reason}")
     if not allow_fallback:
         raise WeightsUnavailable(
-            f"cannot load the EfficientNetB0 weights '{weights}' ({reason}). Fix: give this "
-            "machine network access to Keras' weight store once (the file is then cached in "
-            "~/.keras/models), or download efficientnetb0_notop.h5 elsewhere and set the "
-            "`weights` parameter to its path. The gpu profile never trains from random "
-            "weights.")
+            f"cannot load the EfficientNetB0 weights '{weights}' ({reason}). Fix: run `make "
+            "weights` on a machine with network access and copy its weights/ folder here, or "
+            "download efficientnetb0_notop.h5 elsewhere and set the `weights` parameter to "
+            "its path. The gpu profile never trains from random weights.")
     return _backbone(image_size, None), results.weights_info(
         "random-init", pretrained=False, requested=str(weights),
         reason=f"pretrained unavailable: {reason}")
 
 
+def make_stand_in() -> Path:
+    """Random EfficientNetB0 weights (no top) in the HDF5 format of Keras' ImageNet file,
+    for a dry run; made once in ``weights/stand-ins/``, then reused."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    path = weight_files.stand_in_path(weight_files.EFFICIENTNET_FILE)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        with h5py.File(tmp, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(
+                f, keras.applications.EfficientNetB0(include_top=False, weights=None))
+        tmp.rename(path)
+    return path
+
+
 def build(num_classes: int, image_size: int, weights: str = IMAGENET,
-          allow_fallback: bool = True, dropout: float = 0.2):
-    """The 2022 model: frozen backbone + head. Returns (model, weights description)."""
-    backbone, described = load_backbone(image_size, weights, allow_fallback)
+          allow_fallback: bool = True, dropout: float = 0.2, stand_in: bool = False):
+    """The 2022 model: frozen backbone + head. Returns (model, weights record)."""
+    backbone, described = load_backbone(image_size, weights, allow_fallback, stand_in)
     backbone.trainable = False
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = augmentation()(inputs)

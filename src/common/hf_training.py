@@ -10,6 +10,7 @@ probabilities for decoded images.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -100,11 +101,14 @@ def _accuracy(eval_pred) -> dict:
 
 
 def _precision(mixed: bool) -> dict:
+    """bf16 autocast (fp16 on a GPU without bf16); on a CPU, bf16 autocast too."""
     import torch
 
-    if not (mixed and torch.cuda.is_available()):
+    if not mixed:
         return {}
-    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return {"fp16": True}
+    return {"bf16": True}
 
 
 def _training_arguments(cfg: dict, output_dir: Path, seed: int, progress: bool):
@@ -134,8 +138,25 @@ def _training_arguments(cfg: dict, output_dir: Path, seed: int, progress: bool):
         lr_scheduler_type=cfg["scheduler"], label_smoothing_factor=float(cfg["label_smoothing"]),
         dataloader_num_workers=workers, dataloader_persistent_workers=workers > 0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # without a GPU, data-parallel processes (fine_tune_processes) talk over gloo
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if not torch.cuda.is_available()
+        and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         remove_unused_columns=False, report_to="none", seed=int(seed), data_seed=int(seed),
+        torch_compile=bool(cfg["torch_compile"]),
         disable_tqdm=not progress, **warmup, **_precision(bool(cfg["mixed_precision"])))
+
+
+def use_settings(model, cfg: dict) -> None:
+    """The speed settings of a run: the model's attention implementation ("sdpa": PyTorch's
+    fused attention) and, on a GPU, TF32 matmuls."""
+    import torch
+
+    if model.config._attn_implementation != cfg["attention"]:
+        model.set_attn_implementation(cfg["attention"])
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = bool(cfg["tf32"])
+        torch.backends.cudnn.allow_tf32 = bool(cfg["tf32"])
 
 
 def _keep_best(metric: str = "eval_val_accuracy"):
@@ -207,9 +228,10 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *, see
     augmentation, on a fixed random subset of ``train_eval_images`` training images, not on
     the whole training set), ``best_val_accuracy``, ``best_epoch``, ``train_seconds`` (the
     whole ``train()``, evaluations and checkpoints included), ``train_images_per_second``
-    (training images over the training part of the epochs only) and ``settings`` (what was
-    used). The weights of the best epoch are loaded back into ``clf.model``; the Trainer's
-    output folder (``work_dir``, temporary by default) is deleted.
+    (training images over the training part of the epochs only), ``settings`` (what was
+    used) and ``world_size`` (processes that trained together). The weights of the best
+    epoch are loaded back into ``clf.model``; the Trainer's output folder (``work_dir``,
+    temporary by default) is deleted.
     """
     from transformers import Trainer
 
@@ -223,6 +245,7 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *, see
     evals = {"val": ImageDataset(x_val, y_val),
              "train": ImageDataset(x_train[subset], np.asarray(y_train)[subset])}
     clock, keep = _clock(), _keep_best()
+    use_settings(clf.model, cfg)
     own_dir = work_dir is None
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="hf-trainer-"))
     try:
@@ -246,7 +269,7 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *, see
             "best_epoch": best + 1, "train_seconds": float(train_seconds),
             "train_images_per_second": float(len(x_train) * len(clock.epoch_seconds)
                                              / max(sum(clock.epoch_seconds), 1e-9)),
-            "settings": cfg}
+            "settings": cfg, "world_size": int(trainer.args.world_size)}
 
 
 def forward_batches(model, processor, x, batch_size: int, **kwargs):
@@ -268,3 +291,38 @@ def predict_probs(model, processor, x: np.ndarray, batch_size: int = 64) -> np.n
     out = [torch.softmax(o.logits.float(), -1).cpu().numpy()
            for o in forward_batches(model, processor, x, batch_size)]
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
+
+
+def fine_tune_processes(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *,
+                        processes: int, seed: int = 0, progress: bool = False) -> dict:
+    """:func:`fine_tune` in ``processes`` processes (one per GPU, or CPU processes talking
+    over gloo) started from the notebook by ``accelerate.notebook_launcher``; the ``Trainer``
+    in each joins the same data-parallel training. The main process' weights are loaded
+    back into ``clf.model`` and its results are returned, as :func:`fine_tune` does."""
+    import torch
+    from accelerate import notebook_launcher
+
+    if processes < 2:
+        return fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="fine-tune-") as tmp:
+        out = Path(tmp) / "main.pt"
+        notebook_launcher(_fine_tune_and_save, args=(clf, x_train, y_train, x_val, y_val, cfg,
+                                                     seed, progress, str(out)),
+                          num_processes=int(processes))
+        if not out.is_file():
+            raise RuntimeError(f"the {processes} fine-tuning processes ended without a result")
+        saved = torch.load(out, map_location="cpu", weights_only=False)
+    clf.model.load_state_dict(saved["state_dict"])
+    clf.model.eval()
+    return saved["fit"]
+
+
+def _fine_tune_and_save(clf, x_train, y_train, x_val, y_val, cfg, seed, progress, out):
+    """One process of :func:`fine_tune_processes`; the main one saves what it got."""
+    import torch
+    from accelerate import PartialState
+
+    fit = fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress)
+    if PartialState().is_main_process:
+        torch.save({"fit": fit, "state_dict": {k: v.detach().cpu() for k, v in
+                                               clf.model.state_dict().items()}}, out)

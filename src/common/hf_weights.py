@@ -14,10 +14,11 @@ An unreachable hub is detected in well under a second by one short request
 from __future__ import annotations
 
 import functools
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import results
+from common import results, weights
 
 FALLBACK_PROFILES = ("smoke", "cpu")  # the gpu profile never trains from scratch silently
 HUB_TIMEOUT = 10.0
@@ -57,12 +58,13 @@ def _offline() -> bool:
     return bool(check() if callable(check) else constants.HF_HUB_OFFLINE)
 
 
-@functools.lru_cache(maxsize=32)
 def locate(checkpoint: str, timeout: float = HUB_TIMEOUT) -> tuple[str, bool, str | None]:
     """Where to load ``checkpoint`` from, decided fast.
 
-    Returns ``(source, local_files_only, hub_problem)``: a local folder is used as it is; a hub
-    id is checked with one request of at most ``timeout`` seconds. When the hub cannot be
+    Returns ``(source, local_files_only, hub_problem)``: a local folder is used as it is; a
+    hub id is taken from ``weights/`` when ``make weights`` put it there
+    (:func:`common.weights.hf_folder`), else checked on the hub with one request of at most
+    ``timeout`` seconds. When the hub cannot be
     reached (or ``HF_HUB_OFFLINE`` is set), loading goes on from the local cache only and
     ``hub_problem`` says why. Raises :class:`PretrainedUnavailable` when the weights surely
     cannot be loaded (a missing or incomplete folder, an unknown repository, a repository
@@ -80,6 +82,14 @@ def locate(checkpoint: str, timeout: float = HUB_TIMEOUT) -> tuple[str, bool, st
             raise PretrainedUnavailable(
                 f"{folder} has no .safetensors weights (this project never unpickles .bin files)")
         return str(folder), True, None
+    downloaded = weights.hf_folder(checkpoint)
+    if downloaded is not None:
+        return str(downloaded), True, None
+    return _locate_on_hub(checkpoint, timeout)
+
+
+@functools.lru_cache(maxsize=32)
+def _locate_on_hub(checkpoint: str, timeout: float) -> tuple[str, bool, str | None]:
     if _offline():
         return checkpoint, True, "HF_HUB_OFFLINE is set"
     from huggingface_hub import HfApi
@@ -203,10 +213,12 @@ def random_init(config: dict, labels: dict[int, tuple[int, str]]):
 
 def load_classifier(checkpoint: str, labels: dict[int, tuple[int, str]], *, profile: str,
                     fallback: dict | None = None, timeout: float = HUB_TIMEOUT,
-                    seed: int = 0) -> Classifier:
+                    seed: int = 0, stand_in: bool = False) -> Classifier:
     """The model to fine-tune: the pretrained ``checkpoint`` or, for the smoke and cpu
     profiles only, the fallback ViT of ``fallback["config"]`` (``ViTConfig`` keywords;
-    ``fallback["training"]``: training settings that replace the pretrained ones).
+    ``fallback["training"]``: training settings that replace the pretrained ones). With
+    ``stand_in`` (a dry run), weights that cannot be had are replaced by a random stand-in
+    of the same architecture and format (:func:`make_stand_in`), loaded the same way.
 
     Raises :class:`PretrainedUnavailable` (what failed, how to fix it) when the weights cannot
     be loaded and the profile may not fall back (gpu) or no fallback is given.
@@ -219,6 +231,13 @@ def load_classifier(checkpoint: str, labels: dict[int, tuple[int, str]], *, prof
         return Classifier(model, processor, checkpoint=str(checkpoint),
                           weights=results.weights_info(str(checkpoint), pretrained=True))
     except PretrainedUnavailable as exc:
+        if stand_in:
+            folder = make_stand_in(str(checkpoint))
+            model, processor = load_pretrained(str(folder), labels, timeout)
+            return Classifier(model, processor, checkpoint=str(checkpoint), reason=exc.reason,
+                              weights=results.weights_info(
+                                  "stand-in", pretrained=False, requested=str(checkpoint),
+                                  file=str(folder), reason=f"dry run: {exc.reason}"))
         if profile not in FALLBACK_PROFILES or not fallback:
             raise PretrainedUnavailable(refusal(str(checkpoint), exc.reason, profile),
                                         exc.reason) from exc
@@ -231,7 +250,7 @@ def load_classifier(checkpoint: str, labels: dict[int, tuple[int, str]], *, prof
 
 
 def weights_status(checkpoint: str, *, profile: str, fallback: dict | None = None,
-                   timeout: float = HUB_TIMEOUT) -> dict:
+                   timeout: float = HUB_TIMEOUT, stand_in: bool = False) -> dict:
     """Check, before any work, that the weights can be had (loads them once).
 
     Returns ``{"pretrained": bool, "weights": dict, "reason": str | None, "parameters": int}``
@@ -239,9 +258,27 @@ def weights_status(checkpoint: str, *, profile: str, fallback: dict | None = Non
     :func:`load_classifier`.
     """
     clf = load_classifier(checkpoint, {0: (1, "a"), 1: (2, "b")}, profile=profile,
-                          fallback=fallback, timeout=timeout)
+                          fallback=fallback, timeout=timeout, stand_in=stand_in)
     return {"pretrained": clf.pretrained, "weights": clf.weights, "reason": clf.reason,
             "parameters": int(sum(p.numel() for p in clf.model.parameters()))}
+
+
+def make_stand_in(checkpoint: str) -> Path:
+    """A ``save_pretrained`` folder of random weights standing in for ``checkpoint`` in a
+    dry run: a ViT-Base/16 at 224 px (``ViTConfig``'s defaults, the architecture of the
+    study's checkpoint) and its image processor (224 px, mean = std = 0.5). Made once in
+    ``weights/stand-ins/``, then reused."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    folder = weights.stand_in_path(checkpoint)
+    if not (folder / "model.safetensors").is_file():
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        ViTForImageClassification(ViTConfig()).save_pretrained(tmp, safe_serialization=True)
+        simple_processor(224).save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder
 
 
 def input_size(processor) -> int:

@@ -38,13 +38,39 @@ def augmentation_layers(augmentation: str = "standard") -> list:
     return out
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then linear decay to 0 at
+    ``total_steps`` (the budget-aware schedule of Li et al., *Budgeted Training*, 2020)."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0):
+        self.peak, self.total_steps = float(peak), int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = step / max(self.warmup_steps, 1)
+        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
+        return self.peak * ops.clip(ops.minimum(warm, decay), 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps}
+
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
 def make_optimizer(learning_rate=1e-3, weight_decay=1e-4, total_steps=None, warmup_steps=0,
                    schedule="constant"):
-    """AdamW; ``schedule="cosine"``: linear warmup to ``learning_rate`` over
-    ``warmup_steps`` then cosine decay to 0 at ``total_steps``."""
+    """AdamW. ``schedule``: "constant"; "cosine", a linear warmup to ``learning_rate`` over
+    ``warmup_steps`` then a cosine decay to 0 at ``total_steps``; "linear", the same warmup
+    then a linear decay to 0 at ``total_steps``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}: use one of {SCHEDULES}")
+    if schedule != "constant" and not total_steps:
+        raise ValueError(f"schedule={schedule!r} needs total_steps")
     if schedule == "cosine":
-        if not total_steps:
-            raise ValueError("schedule='cosine' needs total_steps")
         warmup_steps = int(warmup_steps)
         learning_rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0,
@@ -52,8 +78,8 @@ def make_optimizer(learning_rate=1e-3, weight_decay=1e-4, total_steps=None, warm
             warmup_target=learning_rate,
             warmup_steps=warmup_steps,
         )
-    elif schedule != "constant":
-        raise ValueError(f"unknown schedule {schedule!r}")
+    elif schedule == "linear":
+        learning_rate = WarmupLinearDecay(learning_rate, int(total_steps), int(warmup_steps))
     return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
 
 
@@ -142,15 +168,17 @@ class ThroughputCallback(keras.callbacks.Callback):
 
 
 def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
-    """tf.data pipeline: uint8 -> float32, batched, augmented, prefetched.
+    """Batches for ``fit``: uint8 -> float32, shuffled each epoch, augmented.
 
-    ``augmentation`` ("none", "standard", "strong") applies :func:`augmentation_layers`
-    per batch in a ``map``, so it runs on a tf.data thread, beside the training step,
-    whatever the Keras backend, and reproducibly after ``keras.utils.set_random_seed``
-    (Keras runs its preprocessing layers with TensorFlow inside tf.data; they are called
-    one by one, not through a ``Sequential``, which would run on the backend). A tf.data
-    dataset feeds ``fit`` on every backend.
+    On the tensorflow backend, a tf.data pipeline: ``augmentation`` ("none", "standard",
+    "strong") applies :func:`augmentation_layers` per batch in a ``map``, on a tf.data
+    thread beside the training step. On any other backend (torch), a
+    ``keras.utils.PyDataset`` (:class:`Batches`) that applies the same layers per batch, on
+    the backend, in the training loop: nothing imports TensorFlow. Either way a seed
+    (``keras.utils.set_random_seed``) gives the same batches on every run.
     """
+    if keras.backend.backend() != "tensorflow":
+        return Batches(x, y, batch_size, shuffle=shuffle, seed=seed, augmentation=augmentation)
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -170,6 +198,40 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
         # a racing order); prefetch still overlaps it with the training step
         ds = ds.map(augment)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class Batches(keras.utils.PyDataset):
+    """Shuffled, augmented float32 batches of uint8 images, for the backends other than
+    tensorflow. Batches are made in order in the training loop (no worker), so the random
+    layers draw in the same order on every run; the shuffle of epoch ``e`` comes from
+    ``seed + e``."""
+
+    def __init__(self, x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.x, self.y = x, np.asarray(y)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
+        self.steps = augmentation_layers(augmentation)
+        self.epoch = 0
+        self.order = self._order()
+
+    def _order(self):
+        if not self.shuffle:
+            return np.arange(len(self.x))
+        return np.random.default_rng(self.seed + self.epoch).permutation(len(self.x))
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i):
+        pick = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        batch = self.x[pick].astype("float32")
+        for layer in self.steps:
+            batch = layer(batch, training=True)
+        return ops.convert_to_numpy(batch), self.y[pick]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = self._order()
 
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -214,7 +276,7 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
                             augmentation=augmentation)
     val_ds = make_dataset(x_val, y_val, batch_size)
     hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-                     shuffle=False, verbose=verbose)  # already shuffled by tf.data
+                     shuffle=False, verbose=verbose)  # make_dataset shuffles
     keys = ("loss", "val_loss", "accuracy", "val_accuracy", "top5_accuracy",
             "val_top5_accuracy")
     history = {k: [float(v) for v in hist.history[k]] for k in keys if k in hist.history}

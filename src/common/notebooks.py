@@ -38,20 +38,29 @@ REPORT = paths.ROOT / "report" / "rapport.py"
 STAGING = ".staging"
 
 
-def parameters(notebook: Path, profile: str, overrides: dict | None = None) -> dict:
-    """What papermill injects: ``profile``, ``data_dir`` and ``overrides`` (the report takes
-    ``profile`` only). Raises :class:`common.config.ConfigError` for an unknown key."""
+def outputs(profile: str, dry_run: bool = False) -> str:
+    """The folder name of a run's outputs under results/, models/ and runs/."""
+    return f"{profile}-dry" if dry_run else profile
+
+
+def parameters(notebook: Path, profile: str, overrides: dict | None = None,
+               dry_run: bool = False) -> dict:
+    """What papermill injects: ``profile``, ``data_dir`` and ``overrides``, and ``dry_run``
+    when it is set (the report takes ``profile`` only: the outputs it reads). Raises
+    :class:`common.config.ConfigError` for an unknown key."""
     notebook = Path(notebook)
     if notebook.resolve() == REPORT:
         if set(overrides or {}) - {"profile"}:
             raise config.ConfigError(f"the report takes no parameter but the profile, got "
                                      f"{sorted(set(overrides) - {'profile'})}")
-        return {"profile": profile}
+        return {"profile": outputs(profile, dry_run)}
     overrides = dict(overrides or {})
     data_dir = overrides.pop("data_dir", None)
-    config.load(notebook.stem, profile, data_dir=data_dir, **overrides)  # check, fail early
-    return {"profile": profile, "data_dir": None if data_dir is None else str(data_dir),
-            "overrides": overrides}
+    config.load(notebook.stem, profile, dry_run=dry_run, data_dir=data_dir,
+                **overrides)  # check, fail early
+    params = {"profile": profile, "data_dir": None if data_dir is None else str(data_dir),
+              "overrides": overrides}
+    return {**params, "dry_run": True} if dry_run else params
 
 
 def _papermill(notebook: Path, output: Path, params: dict, kernel: str, progress: bool,
@@ -114,7 +123,7 @@ def commit(stage: Path, root: Path, profile: str, name: str) -> Path:
 
 
 def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
-            kernel: str = KERNEL, progress: bool = True) -> Path:
+            kernel: str = KERNEL, progress: bool = True, dry_run: bool = False) -> Path:
     """Execute one notebook with papermill as a transaction (see the module docstring);
     return the executed ``.ipynb`` in ``runs/<profile>/``.
 
@@ -122,8 +131,9 @@ def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
     :class:`common.config.ConfigError` for a bad parameter before anything runs.
     """
     notebook = Path(notebook)
-    params = parameters(notebook, profile, overrides)
+    params = parameters(notebook, profile, overrides, dry_run)
     root = paths.output_root()
+    profile = outputs(profile, dry_run)  # where the outputs go
     if notebook.resolve() == REPORT:
         output = paths.runs_dir(profile) / f"{notebook.stem}.ipynb"
         _papermill(notebook, output, params, kernel, progress)
@@ -170,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="override one parameter (VALUE is read as YAML)")
     rep = sub.add_parser("report", help="execute report/rapport.py and render it (HTML, PDF)")
     rep.add_argument("--profile", required=True, choices=config.PROFILES)
+    for p in (run, rep):
+        p.add_argument("--dry-run", action="store_true",
+                       help="the profile's models and settings with tiny amounts; outputs "
+                            "go to <profile>-dry")
     rep.add_argument("--no-quarto", action="store_true", help="use the fallback renderer")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -179,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     notebook = REPORT if args.command == "report" else args.notebook
     try:
         overrides = {k: yaml.safe_load(v) for k, v in getattr(args, "p", [])}
-        out = execute(notebook, args.profile, overrides)
+        out = execute(notebook, args.profile, overrides, dry_run=args.dry_run)
     except (FileNotFoundError, config.ConfigError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -190,15 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # papermill's error names the notebook, cell and exception
         if type(exc).__name__ != "PapermillExecutionError":
             raise
+        failed = (paths.runs_dir(outputs(args.profile, args.dry_run))
+                  / f"{notebook.stem}.failed.ipynb")
         print(f"error: {notebook} failed; earlier outputs left as they were; executed copy in "
-              f"{paths.runs_dir(args.profile) / (notebook.stem + '.failed.ipynb')}\n{exc}",
-              file=sys.stderr)
+              f"{failed}\n{exc}", file=sys.stderr)
         return 1
     print(f"executed {notebook} -> {out}")
     if args.command == "report":
         from common import report
 
-        report.render(out, paths.output_root() / "report" / "_output" / args.profile,
+        report.render(out, paths.output_root() / "report" / "_output"
+                      / outputs(args.profile, args.dry_run),
                       quarto=None if args.no_quarto else "auto")
     return 0
 

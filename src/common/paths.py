@@ -6,7 +6,8 @@ the notebooks elsewhere without editing them:
 - ``CARS_DATA_DIR``: the Stanford Cars folder (default ``data/stanford_cars``);
 - ``VIT_CARS_CACHE``: where decoded image arrays are cached (default ``cache/``);
 - ``VIT_CARS_OUTPUT``: the folder holding ``results/``, ``models/`` and ``runs/``
-  (default: the project root).
+  (default: the project root);
+- ``VIT_CARS_WEIGHTS``: pretrained weights on disk (default ``weights/``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def data_dir() -> Path:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("VIT_CARS_CACHE") or ROOT / "cache")
+
+
+def weights_dir() -> Path:
+    """Pretrained weights on disk: ``$VIT_CARS_WEIGHTS`` or ``weights/`` (``make weights``)."""
+    return Path(os.environ.get("VIT_CARS_WEIGHTS") or ROOT / "weights")
 
 
 def output_root() -> Path:

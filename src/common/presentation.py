@@ -17,6 +17,8 @@ def short_weights(weights: dict) -> str:
     """The ``weights`` record of a run (:func:`common.results.weights_info`) for a table."""
     if weights["pretrained"]:
         return str(weights["source"])
+    if weights["source"] == "stand-in":
+        return "substitut aléatoire (exécution à blanc)"
     if weights["source"] == "pretrained-here":
         return f"pré-entraînés ici sur {weights['classes']} autres classes"
     if weights.get("reason"):

@@ -27,8 +27,8 @@ METRICS = ("test_accuracy", "test_top5_accuracy", "best_val_accuracy", "test_mac
 HISTORY = ("loss", "val_loss", "accuracy", "val_accuracy")
 RUN_KEYS = ("name", "params", "weights", "metrics", "history", "train_seconds",
             "train_images_per_second", "model_dir")
-TOP_KEYS = ("notebook", "profile", "created", "duration_s", "git_commit", "environment",
-            "params", "dataset", "runs", "figures")
+TOP_KEYS = ("notebook", "profile", "dry_run", "created", "duration_s", "git_commit",
+            "environment", "params", "dataset", "runs", "figures")
 DATASET_KEYS = ("root", "layout", "synthetic", "n_classes", "class_ids", "split_sizes")
 PACKAGES = ("keras", "tensorflow", "torch", "transformers")
 
@@ -210,24 +210,25 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write(profile: str, notebook: str, *, started: float, params: dict, dataset: dict,
-          runs: list[dict], figures: list) -> Path:
-    """Validate and write ``results/<profile>/<notebook>.json``; return its path.
+def write(params, notebook: str, *, started: float, dataset: dict, runs: list[dict],
+          figures: list) -> Path:
+    """Validate and write ``results/<outputs>/<notebook>.json``; return its path.
 
-    ``started`` is the ``time.time()`` at the start of the notebook; ``params`` every
-    parameter it used (:func:`common.config.as_record`).
+    ``params``: the notebook's parameters (:func:`common.config.load`), recorded whole;
+    ``started`` is the ``time.time()`` at the start of the notebook.
     """
-    payload = {"notebook": notebook, "profile": profile,
+    payload = {"notebook": notebook, "profile": params.profile, "dry_run": params.dry_run,
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "duration_s": round(time.time() - started, 1), "git_commit": git_commit(),
-               "environment": environment(), "params": params, "dataset": dataset,
+               "environment": environment(), "params": config.as_record(params),
+               "dataset": dataset,
                "runs": [{**r, "model_dir": _relative(r["model_dir"])} for r in runs],
                "figures": [_relative(f) for f in figures]}
     payload = json.loads(json.dumps(payload, default=_jsonable))
     bad = problems(payload)
     if bad:
         raise ValueError("results do not match the contract: " + "; ".join(bad))
-    return atomic.write_json(paths.results_dir(profile) / f"{notebook}.json", payload)
+    return atomic.write_json(paths.results_dir(params.outputs) / f"{notebook}.json", payload)
 
 
 def read(profile: str, notebook: str) -> dict | None:

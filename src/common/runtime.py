@@ -57,8 +57,21 @@ def set_torch_threads(n: int | None) -> int | None:
 
 
 def set_keras_precision(mixed: bool) -> str:
-    """Keras' global policy: 'mixed_float16' if ``mixed``, else 'float32'."""
+    """Keras' global policy: 'mixed_bfloat16' (bf16 compute, float32 weights, no loss
+    scaling) if ``mixed``, else 'float32'."""
     import keras
 
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
     return keras.mixed_precision.global_policy().name
+
+
+def training_processes(processes: int | None) -> int:
+    """How many data-parallel processes fine-tune: ``processes`` when given, else one per
+    visible GPU (``CUDA_VISIBLE_DEVICES`` narrows them), else 1."""
+    if processes is not None:
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be a positive integer or null, got {processes!r}")
+        return processes
+    import torch
+
+    return max(1, torch.cuda.device_count())

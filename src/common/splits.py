@@ -91,6 +91,22 @@ class Splits:
                 seen[p] = name
 
 
+def sample(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` rows of ``table``, drawn at random with ``seed`` (a dry run)."""
+    if len(table) <= n:
+        return table
+    out = table.sample(n=n, random_state=seed).sort_values("path").reset_index(drop=True)
+    out.attrs.update(table.attrs)
+    return out
+
+
+def limit(parts: Splits, train: int, evaluation: int, seed: int = 0) -> Splits:
+    """At most ``train`` training and ``evaluation`` validation and test images (a dry run),
+    drawn at random with ``seed``."""
+    return Splits(sample(parts.train, train, seed), sample(parts.val, evaluation, seed),
+                  sample(parts.test, evaluation, seed))
+
+
 def _min_per_class(part: pd.DataFrame, needed: int, why: str) -> None:
     counts = part.groupby(["class_id", "class_name"]).size()
     small = counts[counts < needed]

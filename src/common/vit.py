@@ -181,7 +181,7 @@ def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=
     x = layers.GlobalAveragePooling1D(name="gap")(x)
     x = layers.Dropout(head_dropout, name="head_dropout")(x)
     x = _mlp(x, mlp_head_units, head_dropout, "head")
-    # float32 logits keep the softmax/loss stable under mixed_float16.
+    # float32 logits keep the softmax/loss stable under mixed precision.
     outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
 
