@@ -103,6 +103,9 @@ run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ a
 $(OUTPUT)/results/$(OUTPROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(PARAMS_STAMP) $(if $(FORCE),force) | data
 	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) $(DRY_FLAG) -p data_dir "$(DATA_DIR)" $(PARAMS)
 
+# 02's improved configuration starts from the network that 01 trained.
+$(OUTPUT)/results/$(OUTPROFILE)/02_vit_scratch_10classes.json: $(OUTPUT)/results/$(OUTPROFILE)/01_vit_scratch.json
+
 $(DEPS): $(NOTEBOOKS) $(wildcard src/common/*.py)
 	@mkdir -p $(dir $@)
 	@python3 -m common.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
@@ -132,6 +135,10 @@ bench: setup ## image loading and ViT training throughput on the shared dataset
 	$(PY) benchmarks/bench_images.py
 	KERAS_BACKEND=tensorflow $(PY) benchmarks/bench_vit.py
 	KERAS_BACKEND=torch $(PY) benchmarks/bench_vit.py
+	@# the hybrid ViT of 01/02 (96 px, 4-convolution stem), each backend, 1 and 2 threads
+	for backend in tensorflow torch; do for threads in 1 2; do \
+	  KERAS_BACKEND=$$backend $(PY) benchmarks/bench_vit.py --image-size 96 --patch-size 16 \
+	    --stem-channels 16,32,64,64 --threads $$threads --only nojit_aug_pipeline; done; done
 
 lint: setup ## ruff on the code and notebooks
 	$(VENV)/bin/ruff check src tests benchmarks notebooks

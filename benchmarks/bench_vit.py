@@ -43,14 +43,15 @@ VARIANTS = {  # name: (jit_compile, augmentation in the model, augmentation in t
 
 def make_data(args):
     rng = np.random.default_rng(0)
-    n = args.batch_size * 4
+    n = args.batch_size * max(4, args.steps, args.warmup)
     x = rng.integers(0, 256, (n, args.image_size, args.image_size, 3), dtype=np.uint8)
     y = rng.integers(0, args.num_classes, n).astype("int64")
     return x, y
 
 
 def dataset(x, y, batch_size, augmentation):
-    return keras_training.make_dataset(x, y, batch_size, augmentation=augmentation).repeat()
+    ds = keras_training.make_dataset(x, y, batch_size, augmentation=augmentation)
+    return ds.repeat() if hasattr(ds, "repeat") else ds  # tf.data, or a PyDataset on torch
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -72,8 +73,11 @@ def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
     """Build, compile and warm up one variant; return (run ``--steps`` steps, XLA used,
     list of the timed step durations)."""
     keras.utils.set_random_seed(0)
+    stem = [int(c) for c in args.stem_channels.split(",")] if args.stem_channels else None
     model = vit.build_vit(args.num_classes, args.image_size, args.patch_size,
-                          augmentation=aug_in_model)
+                          augmentation=aug_in_model, stem_channels=stem,
+                          transformer_layers=4 if stem else 8,
+                          mlp_head_units=(256,) if stem else (2048, 1024))
     keras_training.compile_classifier(model, keras_training.make_optimizer(), jit_compile=jit)
     timer = StepTimer()
     ds = dataset(x, y, args.batch_size, aug_in_pipeline)
@@ -93,9 +97,16 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2, help="timing rounds")
     p.add_argument("--num-classes", type=int, default=196)
+    p.add_argument("--stem-channels", default=None,
+                   help="comma-separated, e.g. 16,32,64,64: the hybrid ViT of 01/02")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--only", default=None, help="comma-separated variant names "
                    f"(default: all of {', '.join(VARIANTS)})")
     args = p.parse_args(argv)
+    if args.threads:
+        from common import runtime
+
+        runtime.set_torch_threads(args.threads)
 
     variants = dict(VARIANTS)
     if keras.backend.backend() != "tensorflow":  # XLA variants are tensorflow's
@@ -117,7 +128,8 @@ def main(argv=None):
             run()
 
     results = {"backend": keras.backend.backend(), "image_size": args.image_size,
-               "patch_size": args.patch_size, "batch_size": args.batch_size,
+               "patch_size": args.patch_size, "stem_channels": args.stem_channels,
+               "threads": args.threads, "batch_size": args.batch_size,
                "steps": args.steps, "repeats": args.repeats}
     for name, seconds in steps.items():
         results[name] = round(args.batch_size / float(np.median(seconds)), 2)

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from common import data, figures, images, paths, presentation, results, splits, vit_training
+from common import figures, images, paths, presentation, results, splits, vit_training
 
 runtime.set_torch_threads(p.torch_threads)
 runtime.set_keras_precision(p.mixed_precision)
@@ -78,18 +78,10 @@ display(Markdown(f"Entraînement : {sizes['train']} images, validation : {sizes[
                  f"test : {sizes['test']} (hasard : {presentation.pct(1 / len(labels), 0)})."))
 
 # %% [markdown]
-# Notre configuration améliorée apprend d'abord sur les **autres** classes du jeu : toutes
-# leurs images hors test officiel, et aucune image de nos 10 classes, si bien qu'aucune image
-# de notre test n'est jamais vue avant l'évaluation.
-
-# %%
-pretraining = None
-if any(cfg.get("pretrain") for cfg in p.runs):
-    pretraining = splits.other_classes(data.load_table(paths.resolve(p.data_dir)), p.class_ids)
-    if p.dry_run:
-        pretraining = splits.sample(pretraining, p.limits["train"], p.seed)
-    display(Markdown(f"Pré-entraînement : {len(pretraining)} images de "
-                     f"{pretraining['class_id'].nunique()} autres classes."))
+# Le découpage est celui du premier notebook, réduit à nos 10 classes : les mêmes
+# proportions et la même graine sur tout le jeu, puis seules nos classes sont gardées. Une
+# image de notre test est donc aussi dans le test du premier notebook, et le réseau qu'il a
+# entraîné ne l'a jamais vue.
 
 # %%
 sample = parts.train.groupby("class_id").head(1)
@@ -113,27 +105,22 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 #
 # Mais la leçon principale de Steiner et al. est ailleurs : davantage de données vaut mieux
 # que davantage d'augmentation. L'expérience reste « from scratch » (aucun poids ne vient
-# d'ailleurs), mais Stanford Cars contient bien d'autres voitures que nos 10 classes. Notre
-# configuration part donc de poids aléatoires et apprend d'abord les autres classes du jeu
-# (paramètre `pretrain` : quelques époques sur toutes leurs images) ; elle reçoit ensuite
-# une nouvelle couche de sortie à 10 classes et apprend les nôtres. Le réseau y apprend des
-# formes de voitures (calandres, phares, silhouettes) que nos quelques centaines d'images ne
-# suffisent pas à lui enseigner. Ce pré-entraînement reste modeste à côté de celui du modèle
-# fine-tuné (ImageNet-21k, des millions d'images) : la comparaison avec le fine-tuning garde
-# son sens.
+# d'ailleurs), mais Stanford Cars contient bien d'autres voitures que nos 10 classes, et le
+# premier notebook a déjà entraîné ce même ViT hybride sur les 196 classes. Notre
+# configuration part donc de ce réseau (paramètre `init_from`) : elle en garde toutes les
+# couches, reçoit une nouvelle couche de sortie à 10 classes et apprend les nôtres. Le
+# réseau y a appris des formes de voitures (calandres, phares, silhouettes) que nos quelques
+# centaines d'images ne suffisent pas à lui enseigner. Ce pré-entraînement reste modeste à
+# côté de celui du modèle fine-tuné (ImageNet-21k, des millions d'images) : la comparaison
+# avec le fine-tuning garde son sens.
 #
-# Avec si peu d'images de validation, une seule image de plus ou de moins bien classée
-# déplace nettement l'exactitude : au début de l'entraînement, quand le taux
-# d'apprentissage est encore haut, une époque chanceuse peut ainsi l'emporter. Pour notre
-# configuration, le meilleur point de contrôle n'est donc cherché qu'à partir de l'époque
-# `select_from_epoch` (quand le taux a déjà bien décru). Nous avons fixé ce seuil
-# après des essais dont nous regardions aussi les courbes de test : le chiffre de test de
-# cette configuration est donc un peu optimiste, et nous le disons.
+# Le point de contrôle retenu est celui de la meilleure exactitude de validation, une règle
+# fixée d'avance ; le test ne sert qu'à la mesure finale, avec son intervalle de confiance.
 #
 # Enfin, le même modèle Keras tourne sur TensorFlow ou sur PyTorch (paramètre
 # `keras_backend`) : sur les deux cœurs d'une machine sans GPU, l'entraînement est nettement
-# plus rapide avec PyTorch, et le profil `cpu` l'utilise. L'augmentation des images se fait
-# alors dans le pipeline `tf.data`, à côté de l'entraînement ; sur GPU, dans le modèle.
+# plus rapide avec PyTorch, et le profil `cpu` l'utilise ; les images y sont augmentées lot
+# par lot, dans la boucle d'entraînement. Sur GPU, l'augmentation se fait dans le modèle.
 
 # %%
 display(pd.DataFrame(p.runs).set_index("name"))
@@ -142,20 +129,18 @@ display(pd.DataFrame(p.runs).set_index("name"))
 records, tests = [], {}
 for cfg in p.runs:
     print(f"=== {cfg['name']}")
+    init = cfg.get("init_from")
     record, test = vit_training.fit_config(
-        cfg, parts, labels=labels, seed=p.seed, pretrain_table=pretraining,
+        cfg, parts, labels=labels, seed=p.seed,
+        init_from=paths.models_dir(p.outputs, "01_vit_scratch", final=True) / init
+        if init else None,
         model_dir=paths.models_dir(p.outputs, NOTEBOOK) / cfg["name"])
     records.append(record)
     tests[cfg["name"]] = test
-    if "pretraining" in record:
-        pre = record["pretraining"]
+    if init:
         display(Markdown(
-            f"Pré-entraînement de **{cfg['name']}** : {pre['epochs']} époques sur "
-            f"{pre['images']} images de {pre['classes']} autres classes en "
-            f"{pre['seconds'] / 60:.1f} min ({pre['images_per_second']:.0f} images/s) ; "
-            f"exactitude d'entraînement à la dernière époque : "
-            f"{presentation.pct(pre['history']['accuracy'][-1])} (hasard : "
-            f"{presentation.pct(1 / pre['classes'])})."))
+            f"**{cfg['name']}** part du réseau `{record['weights']['from']}` du premier "
+            f"notebook, entraîné sur ses {record['weights']['classes']} classes."))
 
 # %% [markdown]
 # ## Résultats

@@ -59,16 +59,26 @@ def test_select_explicit_ids_relabels_zero_based(synth_root):
     assert splits.label_names(sub) == {0: (2, "Synthetic class 002"), 1: (5, "Synthetic class 005")}
 
 
-def test_other_classes_leave_out_the_subset_and_the_official_test(synth_root):
-    table = data.load_table(synth_root)
-    rest = splits.other_classes(table, [5, 2])
-    assert not set(rest["class_id"]) & {2, 5}
-    assert set(rest["class_id"]) == set(table["class_id"]) - {2, 5}
-    assert set(rest["split"]) == {"train"}
-    assert not set(rest["path"]) & set(table.loc[table["class_id"].isin([2, 5]), "path"])
-    assert sorted(rest["label"].unique()) == list(range(rest["class_id"].nunique()))
-    with pytest.raises(data.DataError, match="to pretrain on"):
-        splits.other_classes(table, sorted(table["class_id"].unique()))
+def test_experiments_on_fewer_classes_share_the_split_of_all_classes(tmp_path):
+    """01 (every class) and 02 (10 classes) share one split: no test image of the subset was
+    ever a training or validation image of the whole set."""
+    root = synth.synth(tmp_path / "cars", classes=12, per_class=12, size=24)  # no official test
+    kwargs = {"val_fraction": 0.15, "test_fraction": 0.2, "seed": 42}
+    _, whole, _ = splits.prepare(root, None, **kwargs)
+    table, sub, labels = splits.prepare(root, [2, 3, 5, 7, 11], **kwargs)
+    assert set(sub.test["path"]) <= set(whole.test["path"])
+    assert not set(sub.test["path"]) & (set(whole.train["path"]) | set(whole.val["path"]))
+    assert set(sub.train["path"]) <= set(whole.train["path"])
+    assert sorted(sub.test["class_id"].unique()) == [2, 3, 5, 7, 11]
+    assert sub.train["label"].between(0, 4).all() and list(labels) == [0, 1, 2, 3, 4]
+
+
+def test_shared_split_on_the_real_dataset(shared_data):
+    kwargs = {"val_fraction": 0.15, "test_fraction": 0.2, "seed": 42}
+    _, whole, _ = splits.prepare(shared_data, None, **kwargs)
+    _, ten, _ = splits.prepare(shared_data, data.TEN_CLASSES, **kwargs)
+    trained_on = set(whole.train["path"]) | set(whole.val["path"])
+    assert len(ten.test) > 80 and not set(ten.test["path"]) & trained_on
 
 
 def test_top_k_breaks_ties_by_smaller_id(synth_root):

@@ -24,8 +24,9 @@ def test_metrics_of_two_and_of_many_classes():
     (results.weights_info("random-init", pretrained=False, requested="x/y",
                           reason="pretrained unavailable: hub unreachable (x)"),
      "aléatoires (pré-entraînés indisponibles)"),
-    (results.weights_info("pretrained-here", pretrained=False, classes=186, images=6747,
-                          epochs=24), "pré-entraînés ici sur 186 autres classes"),
+    (results.weights_info("pretrained-here", pretrained=False, classes=196,
+                          **{"from": "01_vit_scratch/improved-hybrid"}),
+     "pré-entraînés ici (01_vit_scratch/improved-hybrid, 196 classes)"),
     (results.weights_info("google/vit-base-patch16-224-in21k", pretrained=True),
      "google/vit-base-patch16-224-in21k"),
 ])

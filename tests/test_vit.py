@@ -245,32 +245,46 @@ def test_with_new_head_shares_every_other_layer(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_fit_config_pretrains_on_other_classes_then_trains_on_the_subset(tmp_path):
-    from common import data, splits, synth
+def test_fit_config_starts_from_another_runs_network(tmp_path):
+    """01 trains on every class; 02 starts from that network with a new head (init_from)."""
+    from common import splits, synth
 
-    root = synth.synth(tmp_path / "cars", classes=6, per_class=8, layout="devkit", size=32)
-    full = data.load_table(root)
-    subset = splits.select_classes(full, [2, 5])
-    parts = splits.make_splits(subset, val_fraction=0.25, test_fraction=0.25, seed=0)
-    cfg = {"name": "pre", "image_size": 16, "patch_size": 4, "stem_channels": [8, 8],
-           "epochs": 2, "batch_size": 8, "augmentation": "none", **SMALL,
-           "pretrain": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-3}}
-    rest = splits.other_classes(full, [2, 5])
-    run, test = vit_training.fit_config(cfg, parts, labels=splits.label_names(subset),
-                                        model_dir=tmp_path / "model", verbose=0,
-                                        pretrain_table=rest)
-    pre = run["pretraining"]
-    assert (pre["classes"], pre["images"], pre["epochs"]) == (4, len(rest), 2)
-    assert len(pre["history"]["loss"]) == 2
+    root = synth.synth(tmp_path / "cars", classes=6, per_class=8, test_per_class=2,
+                       layout="devkit", size=32)
+    cfg = {"name": "hybrid", "image_size": 16, "patch_size": 4, "stem_channels": [8, 8],
+           "epochs": 2, "batch_size": 8, "augmentation": "none", **SMALL}
+    table, parts, labels = splits.prepare(root, None, val_fraction=0.25, test_fraction=0.2,
+                                          seed=0)
+    vit_training.fit_config(cfg, parts, labels=labels, model_dir=tmp_path / "01" / "hybrid",
+                            verbose=0)
+    sub, sub_parts, sub_labels = splits.prepare(root, [2, 5], val_fraction=0.25,
+                                                test_fraction=0.2, seed=0)
+    run, test = vit_training.fit_config({**cfg, "name": "subset"}, sub_parts,
+                                        labels=sub_labels, model_dir=tmp_path / "02",
+                                        verbose=0, init_from=tmp_path / "01" / "hybrid")
     assert run["weights"] == {"source": "pretrained-here", "pretrained": False, "reason": None,
-                              "classes": 4, "images": len(rest), "epochs": 2}
-    assert run["train_seconds"] >= pre["seconds"] > 0
-    assert test["probs"].shape == (len(parts.test), 2)
-    reloaded = keras.saving.load_model(tmp_path / "model" / "model.keras", safe_mode=True)
+                              "from": "01/hybrid", "classes": 6}
+    assert test["probs"].shape == (len(sub_parts.test), 2)
+    reloaded = keras.saving.load_model(tmp_path / "02" / "model.keras", safe_mode=True)
     assert reloaded.output_shape == (None, 2)
-    with pytest.raises(ValueError, match="no pretrain_table"):
-        vit_training.fit_config(cfg, parts, labels=splits.label_names(subset),
-                                model_dir=tmp_path / "m2")
+    with pytest.raises(ValueError, match="takes 16 px images but this configuration says"):
+        vit_training.fit_config({**cfg, "image_size": 32, "patch_size": 8}, sub_parts,
+                                labels=sub_labels, model_dir=tmp_path / "m2",
+                                init_from=tmp_path / "01" / "hybrid")
+    with pytest.raises(FileNotFoundError, match="run the notebook that trains it first"):
+        vit_training.fit_config(cfg, sub_parts, labels=sub_labels, model_dir=tmp_path / "m3",
+                                init_from=tmp_path / "absent")
+
+
+def test_run_cap_keeps_the_test_set_whole(synth_root):
+    from common import splits
+
+    _, parts, _ = splits.prepare(synth_root, None, val_fraction=0.25, test_fraction=0.2,
+                                 seed=0)
+    capped = splits.cap_per_class(parts, 2, seed=0)
+    assert capped.train.groupby("class_id").size().max() == 2
+    assert capped.val.groupby("class_id").size().max() <= 2
+    assert capped.test.equals(parts.test)
 
 
 def test_set_torch_threads():

@@ -89,13 +89,11 @@ RUN_KEYS = {
                      "dropout", "head_dropout", "stochastic_depth_rate", "stem_channels",
                      "learning_rate", "weight_decay", "warmup_epochs", "schedule",
                      "augmentation", "augment_in_model", "crop_mode", "crop_margin",
-                     "label_smoothing", "select_from_epoch", "jit_compile", "pretrain"},
+                     "label_smoothing", "select_from_epoch", "jit_compile", "init_from",
+                     "cap"},
     },
     "hf": {"required": {"name"}, "optional": {"balance", "cap", *HF_TRAINING_DEFAULTS}},
 }
-# keys of a keras_vit run's `pretrain` entry
-PRETRAIN_KEYS = {"epochs", "batch_size", "learning_rate", "warmup_epochs", "weight_decay",
-                 "schedule"}
 
 _DATA = {"profile": REQUIRED, "data_dir": None, "class_ids": None, "seed": REQUIRED,
          "val_fraction": REQUIRED, "test_fraction": REQUIRED}
@@ -156,13 +154,34 @@ def _check_runs(family: str, defaults: dict, runs, file: Path) -> list[dict]:
         if cfg["name"] in names:
             raise ConfigError(f"{file}: two runs are named {cfg['name']!r}")
         names.add(cfg["name"])
-        if cfg.get("pretrain"):
-            if not isinstance(cfg["pretrain"], dict) or "epochs" not in cfg["pretrain"]:
-                raise ConfigError(f"{file}: `pretrain` {where} must be a mapping with `epochs`")
-            _unknown(cfg["pretrain"], PRETRAIN_KEYS, f"in the `pretrain` of run "
-                     f"{cfg['name']!r}", file)
         merged.append(cfg)
     return merged
+
+
+SPLIT_KEYS = ("seed", "val_fraction", "test_fraction")
+
+
+def _check_shared_split(notebook: str, profile: str, params: dict, overrides: dict,
+                        file: Path) -> None:
+    """A run of 02 that starts from 01's network (``init_from``) needs 01's split: the same
+    fractions and seed, and a run of that name in 01."""
+    wanted = [r for r in params.get("runs", []) if r.get("init_from")]
+    if not wanted or notebook != "02_vit_scratch_10classes":
+        return
+    first = load("01_vit_scratch", profile,
+                 **{k: v for k, v in overrides.items() if k in SPLIT_KEYS})
+    for key in SPLIT_KEYS:
+        if params[key] != getattr(first, key):
+            raise ConfigError(
+                f"{file}: {key} is {params[key]} but {first.file} says {getattr(first, key)}; "
+                "a run with init_from starts from 01's network and needs its split: give both "
+                "notebooks the same seed and fractions")
+    names = [r["name"] for r in first.runs]
+    for run in wanted:
+        if run["init_from"] not in names:
+            raise ConfigError(f"{file}: run {run['name']!r} has init_from "
+                              f"{run['init_from']!r}, not a run of {first.file} "
+                              f"({', '.join(names)})")
 
 
 def load(notebook: str, profile: str, dry_run: bool = False, **overrides) -> SimpleNamespace:
@@ -210,6 +229,7 @@ def load(notebook: str, profile: str, dry_run: bool = False, **overrides) -> Sim
                  "in `fallback.training`", file)
     if family in RUN_KEYS:
         params["runs"] = _check_runs(family, params["defaults"] or {}, params["runs"], file)
+    _check_shared_split(notebook, profile, params, overrides, file)
     if dry_run:
         shrink(family, params)
     return SimpleNamespace(**params, file=file, dry_run=bool(dry_run),
@@ -238,10 +258,6 @@ def shrink(family: str, params: dict) -> None:
         if "train_eval_images" in run:
             run["train_eval_images"] = min(int(run["train_eval_images"]),
                                            DRY_RUN_LIMITS["evaluation"])
-        if run.get("pretrain"):
-            run["pretrain"] = {**run["pretrain"], "epochs": 1}
-            run["pretrain"].pop("warmup_epochs", None)
-            small(run["pretrain"], "batch_size")
     if family == "hf" and (params.get("fallback") or {}).get("training"):
         params["fallback"]["training"]["epochs"] = 1
     if family == "efficientnet":

@@ -269,7 +269,8 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *, see
             "best_epoch": best + 1, "train_seconds": float(train_seconds),
             "train_images_per_second": float(len(x_train) * len(clock.epoch_seconds)
                                              / max(sum(clock.epoch_seconds), 1e-9)),
-            "settings": cfg, "world_size": int(trainer.args.world_size)}
+            "settings": cfg, "world_size": int(trainer.args.world_size),
+            "epoch_seconds": list(clock.epoch_seconds)}
 
 
 def forward_batches(model, processor, x, batch_size: int, **kwargs):

@@ -287,6 +287,7 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
         "best_epoch": first + int(np.argmax(history["val_accuracy"][first - 1:])),
         "train_seconds": throughput.train_seconds,
         "train_images_per_second": throughput.images_per_second,
+        "epoch_seconds": list(throughput.epoch_seconds),
         "model": best,
     }
 

@@ -143,7 +143,7 @@ def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
     executed = stage / "runs" / profile / f"{notebook.stem}.ipynb"
     try:
         _papermill(notebook, executed, params, kernel, progress,
-                   env={"VIT_CARS_OUTPUT": str(stage)})
+                   env={"VIT_CARS_OUTPUT": str(stage), "VIT_CARS_FINAL_OUTPUT": str(root)})
         if not (stage / "results" / profile / f"{notebook.stem}.json").is_file():
             raise RuntimeError(f"{notebook} ran but wrote no results file")
     except BaseException:

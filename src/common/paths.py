@@ -37,6 +37,12 @@ def output_root() -> Path:
     return Path(os.environ.get("VIT_CARS_OUTPUT") or ROOT)
 
 
+def final_output_root() -> Path:
+    """Where the committed outputs of earlier notebooks are: while a notebook runs in its
+    staging folder (common.notebooks), ``$VIT_CARS_FINAL_OUTPUT``; else the output root."""
+    return Path(os.environ.get("VIT_CARS_FINAL_OUTPUT") or output_root())
+
+
 def results_dir(profile: str) -> Path:
     return output_root() / "results" / profile
 
@@ -45,8 +51,11 @@ def figures_dir(profile: str) -> Path:
     return results_dir(profile) / "figures"
 
 
-def models_dir(profile: str, notebook: str) -> Path:
-    return output_root() / "models" / profile / notebook
+def models_dir(profile: str, notebook: str, final: bool = False) -> Path:
+    """A notebook's model folders; ``final``: those already committed (another notebook's,
+    see :func:`final_output_root`)."""
+    root = final_output_root() if final else output_root()
+    return root / "models" / profile / notebook
 
 
 def runs_dir(profile: str) -> Path:

@@ -13,6 +13,14 @@ def pct(x: float, digits: int = 1) -> str:
     return f"{x * 100:.{digits}f}".replace(".", ",") + "\u00a0%"
 
 
+def interval(ci) -> str:
+    """A 95 % interval as French percentages: [0.24, 0.45] -> '24,0–45,0 %'."""
+    if not ci:
+        return "—"
+    low, high = pct(ci[0]), pct(ci[1])
+    return low.replace("\u00a0%", "") + "–" + high
+
+
 def short_weights(weights: dict) -> str:
     """The ``weights`` record of a run (:func:`common.results.weights_info`) for a table."""
     if weights["pretrained"]:
@@ -20,7 +28,7 @@ def short_weights(weights: dict) -> str:
     if weights["source"] == "stand-in":
         return "substitut aléatoire (exécution à blanc)"
     if weights["source"] == "pretrained-here":
-        return f"pré-entraînés ici sur {weights['classes']} autres classes"
+        return f"pré-entraînés ici ({weights['from']}, {weights['classes']} classes)"
     if weights.get("reason"):
         return "aléatoires (pré-entraînés indisponibles)"
     return "aléatoires"
@@ -33,6 +41,7 @@ def runs_table(runs: list[dict]):
 
     rows = [{"configuration": r["name"],
              "top-1 test": r["metrics"]["test_accuracy"],
+             "IC 95 %": interval(r["metrics"].get("test_accuracy_ci95")),
              "top-5 test": r["metrics"]["test_top5_accuracy"],
              "F1 macro": r["metrics"]["test_macro_f1"],
              "meilleure val.": r["metrics"]["best_val_accuracy"],

@@ -103,10 +103,10 @@ def weights_info(source: str, *, pretrained: bool, reason: str | None = None,
     """Where a run's weights came from, the ``weights`` field of a run record.
 
     ``source``: the checkpoint or weights file loaded, ``"random-init"``, or
-    ``"pretrained-here"`` (random weights first trained on the dataset's other classes; the
-    details then give ``classes``, ``images`` and ``epochs``). ``pretrained``: the weights
-    were trained elsewhere (ImageNet...). ``reason``: why the pretrained weights that were
-    asked for (``requested``) could not be used.
+    ``"pretrained-here"`` (random weights first trained here by another run, on the same
+    training split; the details then give ``from``, that run, and its ``classes``).
+    ``pretrained``: the weights were trained elsewhere (ImageNet...). ``reason``: why the
+    pretrained weights that were asked for (``requested``) could not be used.
     """
     return {"source": str(source), "pretrained": bool(pretrained), "reason": reason,
             **details}
@@ -165,6 +165,11 @@ def problems(payload: dict, root: Path | None = None) -> list[str]:
             if not _is_fraction(run.get("metrics", {}).get(m)):
                 out.append(f"{where} metric {m} must be a fraction 0..1, got "
                            f"{run.get('metrics', {}).get(m)!r}")
+        ci = run.get("metrics", {}).get("test_accuracy_ci95")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2
+                                   and all(_is_fraction(v) for v in ci) and ci[0] <= ci[1]):
+            out.append(f"{where} metric test_accuracy_ci95 must be [low, high] in 0..1, "
+                       f"got {ci!r}")
         hist = run.get("history", {})
         lengths = {k: len(hist.get(k, [])) for k in HISTORY}
         if min(lengths.values()) == 0 or len(set(lengths.values())) != 1:
@@ -262,14 +267,33 @@ def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: d
         raise ValueError(f"run {name!r}: the model's test probabilities hold NaN or infinity, "
                          "the training diverged; lower learning_rate (or add warmup_epochs) "
                          "and run again")
+    metrics = classification_metrics(y_test, probs)
+    n = len(np.asarray(y_test))
     return {"name": name, "params": dict(params), "weights": weights,
-            "metrics": {**classification_metrics(y_test, probs),
-                        "best_val_accuracy": float(trained["best_val_accuracy"])},
+            "metrics": {**metrics, "best_val_accuracy": float(trained["best_val_accuracy"]),
+                        "test_images": n,
+                        "test_accuracy_ci95": wilson(round(metrics["test_accuracy"] * n), n)},
             "history": {k: [float(v) for v in trained["history"][k]] for k in HISTORY},
             "best_epoch": trained.get("best_epoch"),
             "train_seconds": round(float(trained["train_seconds"]), 2),
             "train_images_per_second": round(float(trained["train_images_per_second"]), 2),
+            "epoch_seconds": [round(float(v), 3) for v in trained.get("epoch_seconds", [])],
             "model_dir": str(model_dir)}
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> list[float]:
+    """The Wilson score interval of a proportion, 95 % by default: [low, high]."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two intervals overlap: two runs whose 95 % intervals overlap are tied."""
+    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def collect(profile: str) -> dict[str, dict | None]:
@@ -284,7 +308,9 @@ def all_runs(collected: dict[str, dict | None]):
     rows = []
     for notebook, payload in collected.items():
         for run in (payload or {}).get("runs", []):
+            ci = run["metrics"].get("test_accuracy_ci95") or [None, None]
             rows.append({"notebook": notebook, "run": run["name"], **run["metrics"],
+                         "ci_low": ci[0], "ci_high": ci[1],
                          "epochs": len(run["history"]["loss"]),
                          "train_seconds": run["train_seconds"],
                          "train_images_per_second": run["train_images_per_second"],

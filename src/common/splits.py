@@ -48,22 +48,6 @@ def select_classes(table: pd.DataFrame, class_ids: list[int] | None = None,
     return out.reset_index(drop=True)
 
 
-def other_classes(table: pd.DataFrame, class_ids: list[int]) -> pd.DataFrame:
-    """The pretraining set of a subset experiment: the images of every class *not* in
-    ``class_ids``, without the official test split, relabelled 0..K-1 in official id order.
-
-    No image of the chosen classes is in it (their test images included), so a model
-    pretrained on it and then trained on the subset has seen none of the subset's test set.
-    """
-    rest = table[~table["class_id"].isin(class_ids) & (table["split"] != "test")]
-    if rest.empty:
-        raise DataError(
-            f"no image outside classes {sorted(class_ids)} to pretrain on: this dataset has "
-            f"only {table['class_id'].nunique()} class(es). Drop `pretrain` from the "
-            "configuration or use a dataset with more classes.")
-    return select_classes(rest)
-
-
 def label_names(table: pd.DataFrame) -> dict[int, tuple[int, str]]:
     """0-based label -> (official class id, class name)."""
     pairs = table[["label", "class_id", "class_name"]].drop_duplicates().sort_values("label")
@@ -98,6 +82,18 @@ def sample(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     out = table.sample(n=n, random_state=seed).sort_values("path").reset_index(drop=True)
     out.attrs.update(table.attrs)
     return out
+
+
+def cap_per_class(parts: Splits, cap: int, seed: int = 0) -> Splits:
+    """At most ``cap`` training and ``cap`` validation images per class (a run's budget);
+    the test set stays whole."""
+    def cut(part):
+        out = (part.sample(frac=1.0, random_state=seed).groupby("class_id").head(cap)
+               .sort_values("path", kind="stable").reset_index(drop=True))
+        out.attrs.update(part.attrs)
+        return out
+
+    return Splits(cut(parts.train), cut(parts.val), parts.test)
 
 
 def limit(parts: Splits, train: int, evaluation: int, seed: int = 0) -> Splits:
@@ -163,8 +159,24 @@ def prepare(root: Path | str | None, class_ids: list[int] | None = None, *,
             val_fraction: float, test_fraction: float, seed: int, cap: int | None = None,
             balance: bool = False) -> tuple[pd.DataFrame, Splits, dict]:
     """The start of every experiment: the table of the chosen classes, its checked splits
-    and the label names (0-based label -> (official id, name))."""
-    table = select_classes(load_table(root), class_ids=class_ids)
-    splits = make_splits(table, val_fraction=val_fraction, test_fraction=test_fraction,
-                         seed=seed, cap=cap, balance=balance)
-    return table, splits, label_names(table)
+    and the label names (0-based label -> (official id, name)).
+
+    The splits are drawn once over the whole dataset and then cut down to ``class_ids``, so
+    that experiments on different classes with the same fractions and seed share one split:
+    an image of the 10-class test set is in the test set of the 196-class experiment too,
+    and a network trained there never saw it."""
+    full = select_classes(load_table(root))
+    whole = make_splits(full, val_fraction=val_fraction, test_fraction=test_fraction,
+                        seed=seed, cap=cap, balance=balance)
+    table = select_classes(full, class_ids=class_ids)
+    relabel = dict(zip(table["class_id"], table["label"]))
+
+    def cut(part: pd.DataFrame) -> pd.DataFrame:
+        out = part[part["class_id"].isin(relabel)].copy()
+        out["label"] = out["class_id"].map(relabel)
+        out.attrs.update(table.attrs)
+        return out.reset_index(drop=True)
+
+    parts = Splits(cut(whole.train), cut(whole.val), cut(whole.test))
+    parts.check()
+    return table, parts, label_names(table)
