@@ -156,37 +156,34 @@ saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_
 # %%
 # the 2022 numbers, as quoted once for the whole project (validation accuracy)
 reference = {q["run"]: q["value"] for q in config.REFERENCE_2022[NOTEBOOK]}
-display(pd.DataFrame([
-    {"essai": r["name"],
-     "images d'entraînement": r["params"]["split_sizes"]["train"],
-     "validation 2022": reference["balanced" if r["params"].get("balance") else "cap64"],
-     "validation (ici)": r["metrics"]["best_val_accuracy"],
-     "test (ici)": r["metrics"]["test_accuracy"]} for r in records]).set_index("essai")
-    .style.format({"validation 2022": "{:.0%}", "validation (ici)": "{:.1%}",
-                   "test (ici)": "{:.1%}"}))
+display(Markdown(presentation.markdown_table(
+    ["essai", "images d'entraînement", "validation 2022", "validation (ici)", "test (ici)"],
+    [[r["name"], presentation.number(r["params"]["split_sizes"]["train"]),
+      presentation.pct(reference["balanced" if r["params"].get("balance") else "cap64"], 0),
+      presentation.pct(r["metrics"]["best_val_accuracy"]),
+      presentation.pct(r["metrics"]["test_accuracy"])] for r in records],
+    [12, 12, 10, 10, 10])))
 best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
 test = tests[best["name"]]
 display(Markdown(
     f"Le meilleur essai sur la validation est **{best['name']}** : "
     f"**{presentation.pct(best['metrics']['test_accuracy'])}** d'exactitude sur le test, "
     f"{presentation.pct(best['metrics']['test_top5_accuracy'])} en top-5, pour un hasard à "
-    f"{presentation.pct(1 / len(labels), 2)}. Entraînement : {best['train_seconds']:.0f} s, "
-    f"{best['train_images_per_second']:.1f} images/s "
+    f"{presentation.pct(1 / len(labels), 2)}. Entraînement : "
+    f"{presentation.number(best['train_seconds'])} s, "
+    f"{presentation.number(best['train_images_per_second'], 1)} images/s "
     f"(poids de départ : `{best['weights']['source']}`)."))
 
 # %% [markdown]
 # ## Classe par classe
 #
-# Le rapport de classification du meilleur essai : précision, rappel et F1 de chaque
-# classe sur le test, triés du F1 le plus faible au plus fort, puis les moyennes. Les
-# classes du bas du tableau sont celles que le modèle reconnaît le mieux.
+# Le rapport de classification du meilleur essai : précision, rappel et F1 des classes sur
+# le test. Avec 196 classes, le tableau n'en montre que les 10 au meilleur F1 et les 10 au
+# plus faible (il le dit), puis les moyennes sur toutes les classes.
 
 # %%
 report = presentation.per_class_report(test["y"], test["probs"], labels)
-classes, averages = report.iloc[:-2].sort_values("F1"), report.iloc[-2:]
-with pd.option_context("display.max_rows", len(report) + 1):
-    display(pd.concat([classes, averages]).style.format(
-        {"précision": "{:.2f}", "rappel": "{:.2f}", "F1": "{:.2f}"}))
+display(presentation.per_class_table(report, extremes=10))
 
 # %% [markdown]
 # ## Quelques prédictions
@@ -229,7 +226,7 @@ metrics = best["metrics"]
 gap = metrics["best_val_accuracy"] - metrics["test_accuracy"]
 display(Markdown(
     f"Entre la meilleure validation ({presentation.pct(metrics['best_val_accuracy'])}) et le "
-    f"test ({presentation.pct(metrics['test_accuracy'])}), l'écart est de {gap * 100:+.1f} "
-    "points. La "
+    f"test ({presentation.pct(metrics['test_accuracy'])}), l'écart est de "
+    f"{'+' if gap >= 0 else '−'}{presentation.points(gap)} points. La "
     f"validation a servi à choisir l'époque ; seul le test mesure le modèle sans biais. "
     f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

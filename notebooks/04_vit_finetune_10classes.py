@@ -128,8 +128,9 @@ display(Markdown(
     f"(2022 : {presentation.pct(quoted['value'], 0)}). Sur le test : "
     f"**{presentation.pct(metrics['test_accuracy'])}**, F1 macro "
     f"{presentation.pct(metrics['test_macro_f1'])}, pour un hasard à "
-    f"{presentation.pct(1 / len(labels), 0)}. Entraînement : {best['train_seconds']:.0f} s, "
-    f"{best['train_images_per_second']:.1f} images/s (poids de départ : "
+    f"{presentation.pct(1 / len(labels), 0)}. Entraînement : "
+    f"{presentation.number(best['train_seconds'])} s, "
+    f"{presentation.number(best['train_images_per_second'], 1)} images/s (poids de départ : "
     f"`{best['weights']['source']}`)."))
 
 # %% [markdown]
@@ -147,7 +148,7 @@ saved_figures.append(figures.confusion(test["y"], test["probs"].argmax(axis=1), 
 
 # %%
 report = presentation.per_class_report(test["y"], test["probs"], labels)
-display(report.style.format({"précision": "{:.2f}", "rappel": "{:.2f}", "F1": "{:.2f}"}))
+display(presentation.per_class_table(report))
 
 # %% [markdown]
 # ## Dix photos jamais vues

@@ -133,5 +133,5 @@ display(Markdown(
     f"Réseau gelé : **{presentation.pct(frozen_run['metrics']['test_accuracy'])}** sur le "
     "test ; après le dégel du haut du réseau : "
     f"**{presentation.pct(unfrozen_run['metrics']['test_accuracy'])}**, soit "
-    f"{'un gain' if gain >= 0 else 'une perte'} de {abs(gain) * 100:.1f} points. "
+    f"{'un gain' if gain >= 0 else 'une perte'} de {presentation.points(gain)} points. "
     f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))

@@ -29,7 +29,7 @@ import datetime
 from IPython.display import Image, Markdown, display
 
 from common import config, figures, paths, presentation, results
-from common.presentation import pct
+from common.presentation import number, pct
 
 collected = results.collect(profile)
 runs = results.all_runs(collected)
@@ -57,6 +57,43 @@ def missing_note(notebook):
             f"`make run PROFILE={profile}`.\n:::"))
         return True
     return False
+
+
+def sweep_table(notebook):
+    """The table of a notebook's runs, or the note that it has no results."""
+    if not missing_note(notebook):
+        display(presentation.runs_table(collected[notebook]["runs"]))
+
+
+def best_note(notebook):
+    """One sentence on the run chosen on validation, with its interval."""
+    b = best(notebook)
+    if b is None:
+        return
+    m = b["metrics"]
+    chance = 1 / collected[notebook]["dataset"]["n_classes"]
+    display(Markdown(
+        f"Meilleure configuration (sur la validation) : **{b['name']}**, "
+        f"{pct(m['test_accuracy'])} sur le test (IC 95 % : "
+        f"{presentation.interval(m.get('test_accuracy_ci95'))} ; top-5 : "
+        f"{pct(m['test_top5_accuracy'])}, F1 macro : {pct(m['test_macro_f1'])}), pour un "
+        f"hasard à {pct(chance)}."))
+
+
+def checkpoint_note(notebook):
+    """Which weights the fine-tuning runs of a notebook actually started from."""
+    payload = collected[notebook]
+    asked = payload["params"]["checkpoint"]
+    weights = payload["runs"][0]["weights"]
+    if weights["pretrained"]:
+        text = f"Ici, le profil `{profile}` part de `{weights['source']}`."
+        if asked != "google/vit-base-patch16-224-in21k":
+            text += " C'est un point de départ plus petit que celui de 2022, choisi pour ce profil."
+    else:
+        text = (f"Ici, le profil `{profile}` demandait `{asked}`, mais ces poids n'ont pas pu "
+                f"être chargés ({weights.get('reason')}) : les modèles ci-dessous partent de "
+                "**poids aléatoires**.")
+    display(Markdown(text))
 
 
 def best(notebook):
@@ -122,7 +159,7 @@ if first:
         f"{', données générées' if ds['synthetic'] else ''})\n:::"))
 
 # %% [markdown]
-# # Introduction
+# ## Introduction
 #
 # En 2017, *Attention Is All You Need* (Vaswani et al.) remplaçait les réseaux récurrents de la
 # traduction automatique par un mécanisme d'attention : chaque élément d'une séquence se
@@ -143,14 +180,15 @@ if first:
 # fichiers de résultats écrits par les notebooks.
 
 # %% [markdown]
-# # Le jeu de données
+# ## Le jeu de données
 #
 # Stanford Cars (Krause et al., 2013) compte 16 185 photos de 196 modèles de voitures
 # (marque, modèle, année), séparées officiellement en 8 144 images d'entraînement et 8 041 de
 # test, avec une boîte englobante par voiture. Nous l'avions préféré à Stanford Dogs : les
 # classes y sont plus nombreuses, plus fines (deux années d'un même modèle), et les images
 # d'une même classe partagent une forme rigide, ce qui rend la classification difficile sans
-# la rendre arbitraire.
+# la rendre arbitraire. La @fig-counts montre combien d'images compte chaque classe du jeu
+# utilisé ici, et la @fig-samples une image de quelques classes.
 
 # %%
 if not missing_note("01_vit_scratch"):
@@ -158,145 +196,193 @@ if not missing_note("01_vit_scratch"):
     sizes = ds["split_sizes"]
     display(Markdown(
         f"Pour ce rapport, le jeu utilisé compte {ds['n_classes']} classes ; entraînement : "
-        f"{sizes['train']} images, validation : {sizes['val']}, test : {sizes['test']}."))
-    show_figure("01_vit_scratch", "_class_counts.png")
-    show_figure("01_vit_scratch", "_samples.png")
-
-# %% [markdown]
-# # Le ViT entraîné from scratch
-#
-# Nous suivons l'exemple keras.io « Image classification with Vision Transformer » : l'image
-# est découpée en patchs, chaque patch est projeté linéairement et reçoit un encodage de
-# position appris, puis traverse une pile de blocs de transformer (normalisation, attention
-# multi-têtes, MLP), avant une tête de classification.
+        f"{number(sizes['train'])} images, validation : {number(sizes['val'])}, test : "
+        f"{number(sizes['test'])}. Ces trois ensembles sont tirés une seule fois, sur tout le "
+        "jeu, et partagés par toutes les expériences."))
 
 # %%
-def sweep_section(notebook):
-    if missing_note(notebook):
-        return
-    payload = collected[notebook]
-    display(presentation.runs_table(payload["runs"]))
-    b = best(notebook)
-    chance = 1 / payload["dataset"]["n_classes"]
-    display(Markdown(
-        f"Meilleure configuration (sur la validation) : **{b['name']}**, "
-        f"{pct(b['metrics']['test_accuracy'])} sur le test (top-5 : "
-        f"{pct(b['metrics']['test_top5_accuracy'])}, F1 macro : "
-        f"{pct(b['metrics']['test_macro_f1'])}), pour un hasard à {pct(chance)}."))
+#| label: fig-counts
+#| fig-cap: "Nombre d'images par classe."
+show_figure("01_vit_scratch", "_class_counts.png")
 
-
-if not missing_note("01_vit_scratch"):
-    show_figure("01_vit_scratch", "_patches.png")
-    sweep_section("01_vit_scratch")
-    show_figure("01_vit_scratch", "_curves.png")
+# %%
+#| label: fig-samples
+#| fig-cap: "Une image d'entraînement de quelques classes."
+show_figure("01_vit_scratch", "_samples.png")
 
 # %% [markdown]
-# En 2022, ces trois configurations affichaient environ 1 % d'exactitude sur le test. Une
-# partie de ce chiffre était un artefact : voir la section sur les bugs corrigés.
+# ## Le ViT entraîné from scratch
+#
+# Nous suivons l'exemple keras.io « Image classification with Vision Transformer » : l'image
+# est découpée en patchs (@fig-patches), chaque patch est projeté linéairement et reçoit un
+# encodage de position appris, puis traverse une pile de blocs de transformer (normalisation,
+# attention multi-têtes, MLP), avant une tête de classification. Le @tbl-01 donne les
+# configurations et leurs résultats, la @fig-01-curves leurs courbes d'apprentissage.
+
+# %%
+#| label: fig-patches
+#| fig-cap: "Une image d'entraînement découpée en patchs, comme la voit le ViT (tailles en titre)."
+show_figure("01_vit_scratch", "_patches.png")
+
+# %%
+#| label: tbl-01
+#| tbl-cap: "ViT from scratch sur les 196 classes : les configurations."
+sweep_table("01_vit_scratch")
+
+# %%
+best_note("01_vit_scratch")
+
+# %%
+#| label: fig-01-curves
+#| fig-cap: "Perte et exactitude par époque du ViT from scratch sur 196 classes (tirets : entraînement ; trait plein : validation)."
+show_figure("01_vit_scratch", "_curves.png")
 
 # %% [markdown]
-# # Le fine-tuning d'un ViT pré-entraîné
+# En 2022, les trois premières configurations affichaient environ 1 % d'exactitude sur le
+# test. Une partie de ce chiffre était un artefact : voir la section sur les bugs corrigés.
+# Ici, elles gardent leurs formes de 2022 mais reçoivent un petit budget sur deux cœurs : leur
+# résultat mesure ce budget. La configuration améliorée, un ViT hybride entraîné sur tout
+# l'ensemble d'entraînement, reçoit l'essentiel du budget.
+
+# %% [markdown]
+# ## Le fine-tuning d'un ViT pré-entraîné
 #
 # En 2022, nous partions de `google/vit-base-patch16-224-in21k` (ViT-Base, pré-entraîné sur
 # ImageNet-21k), que nous affinions avec la bibliothèque Transformers de Hugging Face, et nous
 # comparions deux façons de préparer les données : équilibrer toutes les classes sur la plus
-# petite, ou garder jusqu'à 64 images par classe.
+# petite, ou garder jusqu'à 64 images par classe. Le @tbl-03 donne les résultats ; les
+# @fig-03-curves, @fig-03-predictions et @fig-03-attention montrent l'apprentissage, quelques
+# prédictions et où regarde le modèle.
 
 # %%
-def checkpoint_note(notebook):
-    """Which weights the fine-tuning runs of a notebook actually started from."""
-    payload = collected[notebook]
-    asked = payload["params"]["checkpoint"]
-    weights = payload["runs"][0]["weights"]
-    if weights["pretrained"]:
-        text = f"Ici, le profil `{profile}` part de `{weights['source']}`."
-        if asked != "google/vit-base-patch16-224-in21k":
-            text += " C'est un point de départ plus petit que celui de 2022, choisi pour ce profil."
-    else:
-        text = (f"Ici, le profil `{profile}` demandait `{asked}`, mais ces poids n'ont pas pu "
-                f"être chargés ({weights.get('reason')}) : les modèles ci-dessous partent de "
-                "**poids aléatoires**.")
-    display(Markdown(text))
-
-
 if not missing_note("03_vit_finetune"):
     checkpoint_note("03_vit_finetune")
-    sweep_section("03_vit_finetune")
-    show_figure("03_vit_finetune", "_curves.png")
-    show_figure("03_vit_finetune", "_predictions.png")
-    show_figure("03_vit_finetune", "_attention.png")
-
-# %% [markdown]
-# ## Sur 10 classes
 
 # %%
-if not missing_note("04_vit_finetune_10classes"):
-    sweep_section("04_vit_finetune_10classes")
-    show_figure("04_vit_finetune_10classes", "_confusion.png")
-    show_figure("04_vit_finetune_10classes", "_predictions.png")
+#| label: tbl-03
+#| tbl-cap: "ViT fine-tuné sur les 196 classes."
+sweep_table("03_vit_finetune")
+
+# %%
+best_note("03_vit_finetune")
+
+# %%
+#| label: fig-03-curves
+#| fig-cap: "Perte et exactitude par époque du fine-tuning sur 196 classes."
+show_figure("03_vit_finetune", "_curves.png")
+
+# %%
+#| label: fig-03-predictions
+#| fig-cap: "Une photo de test par classe et la classe prédite (vert : juste ; rouge : faux)."
+show_figure("03_vit_finetune", "_predictions.png")
+
+# %%
+#| label: fig-03-attention
+#| fig-cap: "Attention rollout : les zones claires pèsent le plus dans la décision."
+show_figure("03_vit_finetune", "_attention.png")
 
 # %% [markdown]
-# # EfficientNetB0
+# ### Sur 10 classes
+#
+# Le même fine-tuning sur les 10 classes du deuxième notebook (@tbl-04, @fig-04-confusion).
+
+# %%
+#| label: tbl-04
+#| tbl-cap: "ViT fine-tuné sur les 10 classes."
+sweep_table("04_vit_finetune_10classes")
+
+# %%
+best_note("04_vit_finetune_10classes")
+
+# %%
+#| label: fig-04-confusion
+#| fig-cap: "Matrice de confusion du fine-tuning sur 10 classes (lignes : vraie classe)."
+show_figure("04_vit_finetune_10classes", "_confusion.png")
+
+# %% [markdown]
+# ## EfficientNetB0
 #
 # Le réseau convolutif pré-entraîné sur ImageNet sert de point de comparaison : d'abord gelé
-# avec une nouvelle tête (comme en 2022), puis avec le haut du réseau dégelé.
+# avec une nouvelle tête (comme en 2022), puis avec le haut du réseau dégelé (@tbl-05).
 
 # %%
-if not missing_note("05_efficientnet"):
-    sweep_section("05_efficientnet")
-    runs_05 = {r["name"]: r for r in collected["05_efficientnet"]["runs"]}
-    if len(runs_05) == 2:
-        frozen_run, unfrozen_run = collected["05_efficientnet"]["runs"]
-        gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]
-        display(Markdown(f"Le dégel du haut du réseau fait passer le test de "
-                         f"{pct(frozen_run['metrics']['test_accuracy'])} à "
-                         f"{pct(unfrozen_run['metrics']['test_accuracy'])} "
-                         f"({gain * 100:+.1f} points)."))
-    show_figure("05_efficientnet", "_curves.png")
+#| label: tbl-05
+#| tbl-cap: "EfficientNetB0, gelé puis dégelé."
+sweep_table("05_efficientnet")
+
+# %%
+if collected["05_efficientnet"] and len(collected["05_efficientnet"]["runs"]) == 2:
+    frozen_run, unfrozen_run = collected["05_efficientnet"]["runs"]
+    gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]
+    display(Markdown(f"Le dégel du haut du réseau fait passer le test de "
+                     f"{pct(frozen_run['metrics']['test_accuracy'])} à "
+                     f"{pct(unfrozen_run['metrics']['test_accuracy'])} "
+                     f"({'+' if gain >= 0 else '−'}{presentation.points(gain)} points)."))
 
 # %% [markdown]
-# # Nouveaux essais du modèle from scratch sur 10 classes
+# ## Nouveaux essais du modèle from scratch sur 10 classes
 #
 # Sur 196 classes, le ViT from scratch a peu d'images par classe. Nous avions donc repris le
 # même modèle sur 10 classes ; nous y ajoutons ici une configuration améliorée d'après
 # Steiner et al. C'est le même ViT hybride (quelques convolutions au lieu du découpage en
 # patchs, les « R+ViT » de l'article) que la configuration améliorée du premier notebook :
 # entraîné d'abord sur les 196 classes, il reçoit une nouvelle couche de sortie et se
-# spécialise sur nos 10 classes (colonne « poids »). Aucun poids ne vient d'ailleurs, et les
-# deux expériences partagent un seul découpage : aucune image de ce test n'a servi à
-# l'entraînement du premier notebook. Le point de contrôle retenu est celui de la meilleure
-# validation, une règle fixée d'avance.
+# spécialise sur nos 10 classes (colonne « poids » du @tbl-02). Aucun poids ne vient
+# d'ailleurs, et les deux expériences partagent un seul découpage : aucune image de ce test
+# n'a servi à l'entraînement du premier notebook. Le point de contrôle retenu est celui de
+# la meilleure validation, une règle fixée d'avance. La @fig-02-curves montre
+# l'apprentissage, la @fig-02-confusion les confusions de la meilleure configuration.
 
 # %%
-if not missing_note("02_vit_scratch_10classes"):
-    sweep_section("02_vit_scratch_10classes")
-    show_figure("02_vit_scratch_10classes", "_curves.png")
-    show_figure("02_vit_scratch_10classes", "_confusion.png")
-    show_figure("02_vit_scratch_10classes", "_predictions.png")
+#| label: tbl-02
+#| tbl-cap: "ViT from scratch sur les 10 classes."
+sweep_table("02_vit_scratch_10classes")
+
+# %%
+best_note("02_vit_scratch_10classes")
+
+# %%
+#| label: fig-02-curves
+#| fig-cap: "Perte et exactitude par époque du ViT from scratch sur 10 classes."
+show_figure("02_vit_scratch_10classes", "_curves.png")
+
+# %%
+#| label: fig-02-confusion
+#| fig-cap: "Matrice de confusion de la meilleure configuration sur 10 classes."
+show_figure("02_vit_scratch_10classes", "_confusion.png")
 
 # %% [markdown]
-# # Vue d'ensemble
+# ## Vue d'ensemble
 #
-# Toutes les configurations de toutes les expériences, puis, sur un même graphique, nos
-# chiffres de test à côté des chiffres cités du rapport de 2022 (en gris hachuré ; certains
-# étaient mesurés sur la validation, comme l'indique leur libellé).
+# Le @tbl-overview reprend la meilleure configuration de chaque expérience, choisie sur la
+# validation. La @fig-comparison place toutes nos configurations, groupées par expérience, à
+# côté des chiffres cités du rapport de 2022 (losanges : mesurés sur le test ; ronds : sur la
+# validation) et du hasard (tirets).
 
 # %%
+#| label: tbl-overview
+#| tbl-cap: "La meilleure configuration de chaque expérience."
 if len(runs):
-    overview = runs.assign(expérience=runs["notebook"].map(TITLES)).rename(columns={
-        "run": "configuration", "test_accuracy": "top-1 test", "test_top5_accuracy": "top-5 test",
-        "test_macro_f1": "F1 macro", "best_val_accuracy": "meilleure val.",
-        "train_seconds": "durée (s)", "train_images_per_second": "images/s"})
-    overview["poids"] = overview["weights"].map(presentation.short_weights)
-    cols = ["expérience", "configuration", "top-1 test", "top-5 test", "F1 macro",
-            "meilleure val.", "durée (s)", "images/s", "poids"]
-    display(overview[cols].set_index(["expérience", "configuration"]).style.format(
-        {**{c: "{:.1%}" for c in ["top-1 test", "top-5 test", "F1 macro", "meilleure val."]},
-         "durée (s)": "{:.0f}", "images/s": "{:.1f}"}))
-    figures.comparison(runs, reference, TITLES, report_figures / "rapport_comparaison.png")
+    best_rows = runs.loc[runs.groupby("notebook")["best_val_accuracy"].idxmax()]
+    rows = [[TITLES[r.notebook], presentation.breakable(r.run), pct(r.test_accuracy),
+             presentation.interval([r.ci_low, r.ci_high]), number(r.test_images),
+             pct(1 / collected[r.notebook]["dataset"]["n_classes"]),
+             presentation.short_weights(r.weights)] for r in best_rows.itertuples()]
+    display(Markdown(presentation.markdown_table(
+        ["expérience", "configuration", "top-1 test", "IC 95 %", "images de test", "hasard",
+         "poids"], rows, [22, 16, 9, 12, 8, 8, 14])
+        + "\n\n" + presentation.weights_legend(best_rows["weights"].map(
+            presentation.short_weights))))
+
+# %%
+#| label: fig-comparison
+#| fig-cap: "Exactitude de test de chaque configuration, par expérience, avec les chiffres de 2022 et le hasard."
+if len(runs):
+    chance = {n: 1 / p["dataset"]["n_classes"] for n, p in collected.items() if p}
+    figures.comparison(runs, reference, TITLES, chance, report_figures / "rapport_comparaison.png")
 
 # %% [markdown]
-# # Les bugs des notebooks de 2022, et leur correction
+# ## Les bugs des notebooks de 2022, et leur correction
 #
 # - **Étiquettes de test décalées.** Les étiquettes d'entraînement avaient été ramenées de
 #   1..196 à 0..195, pas celles du test : chaque image de test était comparée à la classe
@@ -311,7 +397,7 @@ if len(runs):
 #   exécution.
 
 # %% [markdown]
-# # Conclusions et perspectives
+# ## Conclusions et perspectives
 
 # %%
 SAME_TASK = [("03_vit_finetune", "01_vit_scratch"),  # 196 classes: fine-tuned vs scratch

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from common import paths
+from common import paths, presentation
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def smoke_report(smoke_run):
 def test_report_uses_the_results_and_runs_no_notebook_again(smoke_report):
     assert "common.notebooks run notebooks/" not in smoke_report["log"]
     out = smoke_report["out"] / "report" / "_output" / "smoke"
-    html = (out / "rapport.html").read_text(encoding="utf-8")
+    html = (out / "rapport.html").read_text(encoding="utf-8").replace("&nbsp;", "\u00a0")
     import pypdf
 
     assert (out / "rapport.pdf").read_bytes().startswith(b"%PDF")
@@ -45,9 +45,9 @@ def test_report_uses_the_results_and_runs_no_notebook_again(smoke_report):
     results = smoke_report["results"]
     for payload in results.values():
         for run in payload["runs"]:
-            assert run["name"] in html
-            assert f"{run['metrics']['test_accuracy']:.1%}" in html, run["name"]
-            assert f"{run['metrics']['test_macro_f1']:.1%}" in html, run["name"]
+            assert presentation.breakable(run["name"]) in html
+            assert presentation.pct(run["metrics"]["test_accuracy"]) in html, run["name"]
+            assert presentation.pct(run["metrics"]["test_macro_f1"]) in html, run["name"]
     assert payload["git_commit"] in html
     # the provenance box names the Keras backend each notebook ran on (smoke 02: torch)
     flat = " ".join(html.split())  # pandoc wraps long lines
@@ -120,3 +120,72 @@ def test_missing_results_are_named_in_the_report(smoke_report, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (out / "report" / "_output" / "smoke" / "rapport.html").read_text()
     assert "EfficientNetB0" in html and "pas de résultats" in html
+
+
+# --------------------------------------------------------------------------- as a reader sees it
+
+MARGIN_X, MARGIN_Y = 2 / 2.54 * 72, 2.5 / 2.54 * 72  # the report's A4 margins, in points
+DECIMAL_POINT_PERCENT = re.compile(r"\d\.\d+\s*%")
+
+
+def _pdf_spans(path):
+    import pymupdf
+
+    with pymupdf.open(path) as doc:
+        for page in doc:
+            for block in page.get_text("dict")["blocks"]:
+                for line in block.get("lines", []):
+                    for span in line["spans"]:
+                        if span["text"].strip():
+                            yield page.number + 1, page.rect, pymupdf.Rect(span["bbox"]), \
+                                span["text"]
+
+
+def test_pdf_text_never_overlaps_and_stays_inside_the_margins(smoke_report):
+    pdf = smoke_report["out"] / "report" / "_output" / "smoke" / "rapport.pdf"
+    by_page, outside = {}, []
+    for page, rect, box, text in _pdf_spans(pdf):
+        by_page.setdefault(page, []).append((box, text))
+        is_page_number = text.strip().isdigit() and box.y0 > rect.height - MARGIN_Y
+        if not is_page_number and (box.x0 < MARGIN_X - 2 or box.x1 > rect.width - MARGIN_X + 2
+                                   or box.y0 < MARGIN_Y - 2
+                                   or box.y1 > rect.height - MARGIN_Y + 2):
+            outside.append((page, text, tuple(round(v) for v in box)))
+    overlaps = []
+    for page, spans in by_page.items():
+        for i, (a, ta) in enumerate(spans):
+            for b, tb in spans[i + 1:]:
+                inter = a & b
+                if not inter.is_empty and inter.width > 1 and inter.height > 1:
+                    overlaps.append((page, ta, tb))
+    assert overlaps == [] and outside == []
+
+
+def test_numbers_are_french_and_every_figure_and_table_has_a_caption(smoke_report):
+    out = smoke_report["out"] / "report" / "_output" / "smoke"
+    html = (out / "rapport.html").read_text(encoding="utf-8")
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<(style|script)[^>]*>.*?</\1>", "", html,
+                                          flags=re.S))
+    assert not DECIMAL_POINT_PERCENT.findall(text)
+    pdf_text = " ".join(t for *_, t in _pdf_spans(out / "rapport.pdf"))
+    assert not DECIMAL_POINT_PERCENT.findall(pdf_text)
+    figures = re.findall(r"<figure[^>]*>.*?</figure>", html, flags=re.S)
+    assert figures and all(re.search(r"<figcaption[^>]*>\s*(<p>)?Figure \d+ – ", f)
+                           for f in figures)
+    tables = re.findall(r"<table[^>]*>.*?</table>", html, flags=re.S)
+    assert tables and all(re.search(r"<caption[^>]*>\s*(<p>)?Tableau \d+ – ", t)
+                          for t in tables)
+    numbers = [int(n) for n in re.findall(r"<figcaption[^>]*>\s*(?:<p>)?Figure (\d+)", html)]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert "Figure 1 –" in pdf_text and "Tableau 1 –" in pdf_text
+
+
+def test_html_is_self_contained_with_one_title_and_working_links(smoke_report):
+    html = (smoke_report["out"] / "report" / "_output" / "smoke" / "rapport.html").read_text(
+        encoding="utf-8")
+    sources = re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", html)
+    assert sources and all(s.startswith("data:image/") for s in sources)
+    assert len(re.findall(r"<h1[\s>]", html)) == 1
+    ids = set(re.findall(r"\sid=\"([^\"]+)\"", html))
+    targets = re.findall(r"href=\"#([^\"]+)\"", html)
+    assert targets and not [t for t in targets if t not in ids]

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from common.presentation import pct, percent_axis
+
 sns.set_theme(style="whitegrid", context="notebook")
 RIGHT, WRONG = "#1a7f37", "#cf222e"
 
@@ -78,7 +80,7 @@ def training_curves(runs: list[dict], path) -> Path:
         ax_acc.plot(epochs, h["val_accuracy"], color=colour, label=run["name"])
     ax_loss.set(xlabel="époque", ylabel="perte", title="Perte (tirets : entraînement)")
     ax_acc.set(xlabel="époque", ylabel="exactitude", title="Exactitude (trait plein : validation)")
-    ax_acc.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
+    percent_axis(ax_acc.yaxis)
     ax_acc.legend(fontsize=8)
     return _save(fig, path)
 
@@ -104,7 +106,7 @@ def predictions(x, true_names: list[str], pred_names: list[str], probs, path,
     fig, axes = _grid(len(x), cols)
     for ax, im, t, p, pr in zip(axes, x, true_names, pred_names, probs):
         ax.imshow(im)
-        ax.set_title(f"vrai : {_short(t, 22)}\nprédit : {_short(p, 22)} ({pr:.0%})",
+        ax.set_title(f"vrai : {_short(t, 22)}\nprédit : {_short(p, 22)} ({pct(pr, 0)})",
                      fontsize=7, color=RIGHT if t == p else WRONG)
     return _save(fig, path)
 
@@ -149,32 +151,49 @@ def prediction_grid(test: dict, labels: dict, n: int, path) -> Path:
                        [float(test["probs"][i][pred[i]]) for i in pick], path)
 
 
-def comparison(ours, reference: dict, titles: dict, path) -> Path:
-    """Horizontal bars: every run's test top-1 (ours) beside the 2022 numbers (grey, hatched).
+def comparison(ours, reference: dict, titles: dict, chance: dict, path) -> Path:
+    """Test top-1 of every run, grouped by experiment: one bar per run (ours), the 2022
+    figure of the same configuration as a marker on it (diamond: test, circle: validation,
+    as 2022 measured it), and each experiment's chance level as a dashed line.
 
     ``ours``: DataFrame with ``notebook``, ``run``, ``test_accuracy``; ``reference``:
-    notebook -> list of {run, value, split}; ``titles``: notebook -> short label.
+    notebook -> list of {run, value, split}; ``titles``: notebook -> label; ``chance``:
+    notebook -> 1 / number of classes.
     """
-    rows = []
-    for notebook, title in titles.items():
-        for r in ours[ours["notebook"] == notebook].itertuples():
-            rows.append((f"{title} · {r.run}", r.test_accuracy, "ours"))
-        for ref in reference.get(notebook, []):
-            rows.append((f"{title} · 2022 {ref['run']} ({ref['split']})", ref["value"], "2022"))
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
-    ys = np.arange(len(rows))[::-1]
-    for y, (_, value, kind) in zip(ys, rows):
-        ax.barh(y, value, color="#0969da" if kind == "ours" else "#afb8c1",
-                hatch=None if kind == "ours" else "//", edgecolor="white")
-        ax.text(value + 0.005, y, f"{value:.1%}", va="center", fontsize=7)
-    ax.set_yticks(ys, [r[0] for r in rows], fontsize=7)
-    ax.set_xlim(0, 1.08)
-    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
-    ax.set_xlabel("exactitude top-1")
-    from matplotlib.patches import Patch
+    from matplotlib.lines import Line2D
 
-    ax.legend(handles=[Patch(color="#0969da", label="cette reprise (test)"),
-                       Patch(facecolor="#afb8c1", hatch="//",
-                             label="rapport de 2022 (chiffres cités)")],
-              loc="lower right", fontsize=8)
+    groups = [(nb, title, ours[ours["notebook"] == nb]) for nb, title in titles.items()]
+    groups = [g for g in groups if len(g[2])]
+    height = sum(len(g[2]) for g in groups) * 0.32 + len(groups) * 0.5 + 1.2
+    fig, ax = plt.subplots(figsize=(8.5, height))
+    y, ticks, labels = 0.0, [], []
+    palette = sns.color_palette(n_colors=max(1, len(groups)))
+    for (nb, title, rows), colour in zip(groups, palette):
+        refs = {name: r for r in reference.get(nb, []) for name in r.get("ours", [r["run"]])}
+        top = y
+        for r in rows.itertuples():
+            ax.barh(y, r.test_accuracy, color=colour, height=0.7)
+            ax.text(r.test_accuracy + 0.01, y, pct(r.test_accuracy), va="center", fontsize=7)
+            ref = refs.get(r.run)
+            if ref:
+                ax.plot(ref["value"], y, "D" if ref["split"] == "test" else "o",
+                        color="black", markersize=5)
+            ticks.append(y)
+            labels.append(r.run)
+            y += 1
+        if nb in chance:
+            ax.plot([chance[nb]] * 2, [top - 0.45, y - 0.55], "--", color="#57606a", lw=1)
+        ax.text(1.0, top - 0.75, title, ha="right", va="center", fontsize=8,
+                fontweight="bold", color=colour)
+        y += 0.8
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.0)
+    percent_axis(ax.xaxis)
+    ax.set_xlabel("exactitude top-1 sur le test")
+    ax.legend(handles=[
+        Line2D([], [], marker="D", color="black", ls="", label="2022, test"),
+        Line2D([], [], marker="o", color="black", ls="", label="2022, validation"),
+        Line2D([], [], ls="--", color="#57606a", label="hasard")],
+        loc="lower right", fontsize=7)
     return _save(fig, path)

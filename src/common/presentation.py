@@ -1,60 +1,135 @@
-"""What the notebooks and the report show their French reader: tables of runs, the
-per-class report, the weights warning, percentages. Computing modules return numbers and
-records; this module alone turns them into French tables and Markdown.
+"""What the notebooks and the report show their French reader: numbers, tables of runs,
+the per-class report, the weights warning. Computing modules return numbers and records;
+this module alone turns them into French text.
+
+Numbers follow French typography: a decimal comma, a non-breaking space before ``%``, and
+thousands separated by a narrow non-breaking space (:func:`number`, :func:`pct`). Tables are
+Markdown pipe tables with short cell values and a legend, so that they fit a portrait A4
+page in both renderers (HTML and Typst); the relative widths of their columns are set by
+the dashes of the separator line.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+NBSP = "\u00a0"  # before % and : in French
+NNBSP = "\u202f"  # thousands separator
+ZWSP = "\u200b"  # a line may break here (after a hyphen of a long run name)
+
+
+def number(x: float, digits: int = 0) -> str:
+    """A French number: 4880 -> '4 880', 0.5 -> '0,5' (narrow non-breaking spaces)."""
+    text = f"{x:,.{digits}f}"
+    return text.replace(",", NNBSP).replace(".", ",")
+
 
 def pct(x: float, digits: int = 1) -> str:
     """A fraction as a French percentage: 0.337 -> '33,7 %'."""
-    return f"{x * 100:.{digits}f}".replace(".", ",") + "\u00a0%"
+    return number(x * 100, digits) + NBSP + "%"
+
+
+def points(x: float, digits: int = 1) -> str:
+    """A difference of two fractions in percentage points: 0.012 -> '1,2'."""
+    return number(abs(x) * 100, digits)
 
 
 def interval(ci) -> str:
-    """A 95 % interval as French percentages: [0.24, 0.45] -> '24,0–45,0 %'."""
-    if not ci:
+    """A 95 % interval as French percentages: [0.246, 0.442] -> '24,6–44,2 %'."""
+    if not ci or ci[0] is None:
         return "—"
-    low, high = pct(ci[0]), pct(ci[1])
-    return low.replace("\u00a0%", "") + "–" + high
+    return number(ci[0] * 100, 1) + "–" + pct(ci[1])
+
+
+def percent_axis(axis) -> None:
+    """Percent ticks with a decimal comma on a matplotlib axis (locale-independent)."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: pct(v, 0)))
+
+
+def breakable(name: str) -> str:
+    """A run name that may wrap after its hyphens."""
+    return name.replace("-", "-" + ZWSP)
+
+
+# --------------------------------------------------------------------------- weights
+
+# short label -> what it means, for the legend under a table
+WEIGHT_LEGEND = {
+    "aléatoires": "poids initialisés au hasard",
+    "aléatoires*": "poids initialisés au hasard, faute des poids pré-entraînés demandés",
+    "substitut": "poids aléatoires de même architecture (exécution à blanc)",
+    "pré-entraîné ici": "réseau entraîné d'abord par le premier notebook, sur les 196 classes",
+}
 
 
 def short_weights(weights: dict) -> str:
-    """The ``weights`` record of a run (:func:`common.results.weights_info`) for a table."""
+    """A few letters for the ``weights`` record of a run (see :data:`WEIGHT_LEGEND`)."""
+    source = str(weights["source"])
     if weights["pretrained"]:
-        return str(weights["source"])
-    if weights["source"] == "stand-in":
-        return "substitut aléatoire (exécution à blanc)"
-    if weights["source"] == "pretrained-here":
-        return f"pré-entraînés ici ({weights['from']}, {weights['classes']} classes)"
-    if weights.get("reason"):
-        return "aléatoires (pré-entraînés indisponibles)"
-    return "aléatoires"
+        if "in21k" in source:
+            return "ImageNet-21k"
+        if "imagenet" in source.lower() or "efficientnet" in source.lower():
+            return "ImageNet"
+        return source.rsplit("/", 1)[-1]
+    if source == "stand-in":
+        return "substitut"
+    if source == "pretrained-here":
+        return "pré-entraîné ici"
+    return "aléatoires*" if weights.get("reason") else "aléatoires"
 
 
-def runs_table(runs: list[dict]):
-    """The runs of one notebook as a readable table (percentages, seconds, images/s, and
-    the epoch whose checkpoint was kept, when the run says)."""
-    import pandas as pd
+def weights_legend(labels) -> str:
+    """The legend of the weights column for the labels a table shows."""
+    parts = [f"*{label}* : {WEIGHT_LEGEND[label]}" for label in sorted(set(labels))
+             if label in WEIGHT_LEGEND]
+    return ("Poids : " + " ; ".join(parts) + ".") if parts else ""
 
-    rows = [{"configuration": r["name"],
-             "top-1 test": r["metrics"]["test_accuracy"],
-             "IC 95 %": interval(r["metrics"].get("test_accuracy_ci95")),
-             "top-5 test": r["metrics"]["test_top5_accuracy"],
-             "F1 macro": r["metrics"]["test_macro_f1"],
-             "meilleure val.": r["metrics"]["best_val_accuracy"],
-             "époques": len(r["history"]["loss"]),
-             "époque retenue": r.get("best_epoch"),
-             "durée (s)": r["train_seconds"],
-             "images/s": r["train_images_per_second"],
-             "poids": short_weights(r["weights"])} for r in runs]
-    table = pd.DataFrame(rows).set_index("configuration")
-    pct_columns = ["top-1 test", "top-5 test", "F1 macro", "meilleure val."]
-    return table.style.format({**{c: "{:.1%}" for c in pct_columns}, "durée (s)": "{:.0f}",
-                               "images/s": "{:.1f}", "époque retenue": "{:.0f}"},
-                              na_rep="—")
+
+# --------------------------------------------------------------------------- tables
+
+def markdown_table(header: list[str], rows: list[list[str]], widths: list[int],
+                   align: str = "") -> str:
+    """A pipe table; ``widths``: relative column widths (the dashes of the separator);
+    ``align``: one letter per column, l or r (default: first left, others right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    seps = [("-" * w + ":") if a == "r" else (":" + "-" * w) for w, a in zip(widths, align)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(seps) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _display(text: str):
+    from IPython.display import Markdown
+
+    return Markdown(text)
+
+
+def runs_table(runs: list[dict], legend: bool = True):
+    """The runs of one notebook as a Markdown table (test top-1 with its 95 % interval,
+    top-5, macro F1, best validation, epochs, training time and speed, weights), with its
+    legend below."""
+    rows, weights = [], []
+    for r in runs:
+        m = r["metrics"]
+        epochs = len(r["history"]["loss"])
+        kept = r.get("best_epoch")
+        w = short_weights(r["weights"])
+        weights.append(w)
+        rows.append([breakable(r["name"]), pct(m["test_accuracy"]),
+                     interval(m.get("test_accuracy_ci95")), pct(m["test_top5_accuracy"]),
+                     pct(m["test_macro_f1"]), pct(m["best_val_accuracy"]),
+                     f"{epochs} ({kept})" if kept else str(epochs),
+                     number(r["train_seconds"]), number(r["train_images_per_second"]), w])
+    header = ["configuration", "top-1 test", "IC 95 %", "top-5", "F1 macro", "val.",
+              "époques (retenue)", "durée (s)", "img/s", "poids"]
+    text = markdown_table(header, rows, [16, 8, 11, 7, 7, 7, 9, 7, 7, 12])
+    if legend:
+        text += ("\n\n*Top-1 test* et son intervalle de confiance à 95 % (Wilson) ; *val.* : "
+                 "meilleure exactitude de validation, celle de l'époque retenue. "
+                 + weights_legend(weights))
+    return _display(text)
 
 
 def per_class_report(y_true, probs, labels: dict[int, tuple[int, str]]):
@@ -75,6 +150,36 @@ def per_class_report(y_true, probs, labels: dict[int, tuple[int, str]]):
     return table
 
 
+def per_class_table(report, extremes: int | None = None):
+    """The per-class report as a Markdown table: every class, or only the ``extremes``
+    best and worst by F1 (then the table says so), then the averages."""
+    classes, averages = report.iloc[:-2].sort_values("F1", ascending=False), report.iloc[-2:]
+    note = ""
+    if extremes and len(classes) > 2 * extremes:
+        best, worst = classes.head(extremes), classes.tail(extremes)
+        gap = ["…"] * 5
+        parts = [best, None, worst]
+        note = (f"Les {extremes} classes au meilleur F1, puis les {extremes} au plus faible, "
+                f"sur {len(classes)} ; ensuite les moyennes sur toutes les classes.")
+    else:
+        parts = [classes]
+    rows = []
+    for part in parts + [averages]:
+        if part is None:
+            rows.append(gap)
+            continue
+        for name, r in part.iterrows():
+            label = {"macro avg": "moyenne (macro)",
+                     "weighted avg": "moyenne (pondérée)"}.get(name, name)
+            rows.append([label, number(r["précision"], 2), number(r["rappel"], 2),
+                         number(r["F1"], 2), number(r["images"])])
+    text = markdown_table(["classe", "précision", "rappel", "F1", "images"], rows,
+                          [40, 9, 9, 9, 8])
+    return _display(text + (f"\n\n{note}" if note else ""))
+
+
+# --------------------------------------------------------------------------- weights text
+
 def weights_markdown(status: dict, checkpoint: str, fallback: dict | None) -> str:
     """What a fine-tuning notebook tells its reader about the weights: the checkpoint
     loaded, or a visible warning that a small randomly initialised ViT replaces it.
@@ -82,7 +187,7 @@ def weights_markdown(status: dict, checkpoint: str, fallback: dict | None) -> st
     ``status``: :func:`common.hf_weights.weights_status`."""
     if status["pretrained"]:
         return (f"Poids pré-entraînés : `{status['weights']['source']}` "
-                f"({status['parameters'] / 1e6:.1f} millions de paramètres).")
+                f"({number(status['parameters'] / 1e6, 1)} millions de paramètres).")
     fallback = fallback or {}
     arch = ", ".join(f"{k} = {v}" for k, v in fallback.get("config", {}).items())
     return (f"> **⚠️ Avertissement : poids pré-entraînés indisponibles.** Le point de départ "

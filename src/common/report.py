@@ -40,71 +40,21 @@ _MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "ao
 _MIME_ORDER = ("text/markdown", "image/png", "image/jpeg", "image/svg+xml", "text/html",
                "text/plain")
 
-CSS = """<style>
-body{max-width:58em;font-family:system-ui,"Segoe UI",Roboto,sans-serif;line-height:1.55}
-img{max-width:100%;height:auto} figure{margin:1.2em 0;text-align:center}
-figcaption{font-size:.9em;color:#57606a} .header-section-number{color:#8c959f;margin-right:.3em}
-table{border-collapse:collapse;margin:1em auto;font-size:.9em}
-th,td{border:1px solid #d0d7de;padding:.3em .7em} thead{background:#f6f8fa}
-nav#TOC{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:.4em 1.4em}
-.callout{border:1px solid #d0d7de;border-left:5px solid #0969da;border-radius:5px;
-  background:#f0f6ff;padding:.5em 1em;margin:1em 0} .callout-title{font-weight:bold;margin:.2em 0}
-.callout-note{border-left-color:#0969da;background:#f0f6ff}
-.callout-tip{border-left-color:#1a7f37;background:#effaf1}
-.callout-warning{border-left-color:#d4a72c;background:#fff8e1}
-.callout-caution{border-left-color:#e16f24;background:#fff1e6}
-.callout-important{border-left-color:#cf222e;background:#ffebe9}
-</style>
+CSS = PROJECT_DIR / "fallback.html"  # the HTML page style of the fallback renderer
+
+# Figures and tables carry their numbered French caption ("Figure 3 – ...") already; tables
+# are set small enough to fit a portrait A4 page.
+TYPST_HEADER = """#set table(stroke: 0.5pt + luma(180), inset: 4pt)
+#set figure(numbering: none)
+#show table: set text(size: 7.5pt)
+#show table: set par(justify: false)
 """
-TYPST_HEADER = "#set table(stroke: 0.5pt + luma(180))\n"
 
 # Pandoc Lua filter: HTML outputs (pandas tables) -> Pandoc tables (always for Typst, tables
-# only for HTML); Quarto callouts -> titled boxes; without level-1 headings, sections are
-# numbered from level 2 (as Quarto does).
-LUA = r"""
-local TITLES = {note="Note", tip="Astuce", warning="Avertissement", caution="Attention",
-                important="Important"}
-local COLORS = {note="#0969da", tip="#1a7f37", warning="#d4a72c", caution="#e16f24",
-                important="#cf222e"}
-local html = FORMAT:match("html") ~= nil
-function RawBlock(el)
-  if el.format == "html" and (not html or el.text:find("<table")) then
-    local ok, doc = pcall(pandoc.read, el.text, "html")
-    if ok then return doc.blocks end
-  end
-end
-function Div(el)
-  local kind
-  for _, c in ipairs(el.classes) do kind = kind or c:match("^callout%-(%a+)$") end
-  if not kind then return nil end
-  local title = pandoc.Inlines(TITLES[kind] or kind)
-  if el.attributes.title then
-    title = pandoc.utils.blocks_to_inlines(pandoc.read(el.attributes.title, "markdown").blocks)
-  elseif #el.content > 0 and el.content[1].t == "Header" then
-    title = el.content[1].content
-    el.content:remove(1)
-  end
-  el.attributes.title = nil
-  if html then
-    el.classes:insert("callout")
-    el.content:insert(1, pandoc.Div(pandoc.Plain(title), {class="callout-title"}))
-    return el
-  end
-  local col = 'rgb("' .. (COLORS[kind] or "#0969da") .. '")'
-  local out = pandoc.Blocks{pandoc.RawBlock(FORMAT, "#block(width: 100%, inset: 8pt, radius: 3pt, "
-    .. "fill: " .. col .. ".lighten(88%), stroke: (left: 3pt + " .. col .. "))[")}
-  out:insert(pandoc.Para{pandoc.Strong(title)})
-  out:extend(el.content)
-  out:insert(pandoc.RawBlock(FORMAT, "]"))
-  return out
-end
-function Pandoc(doc)
-  local has_h1 = false
-  doc:walk{Header = function(h) has_h1 = has_h1 or h.level == 1 end}
-  if has_h1 then return doc end
-  return doc:walk{Header = function(h) h.level = math.max(1, h.level - 1); return h end}
-end
-"""
+# only for HTML); Quarto callouts -> titled boxes; sections numbered from the highest level
+# used (as Quarto does), the heading levels kept (the title is the page's only h1).
+LUA = PROJECT_DIR / "fallback.lua"
+
 
 
 def render(notebook: Path, out_dir: Path, name: str = "rapport", formats=("html", "pdf"),
@@ -179,11 +129,12 @@ def _render_fallback(nb, resource_dir: Path, tmp: Path, formats) -> dict:
 
     meta, markdown = _to_markdown(nb, tmp / "media")
     files = {"doc.md": markdown, "meta.yaml": yaml.safe_dump(meta, allow_unicode=True),
-             "filter.lua": LUA, "style.html": CSS, "head.typ": TYPST_HEADER}
+             "filter.lua": LUA.read_text(encoding="utf-8"),
+             "style.html": CSS.read_text(encoding="utf-8"), "head.typ": TYPST_HEADER}
     for fname, text in files.items():
         (tmp / fname).write_text(text, encoding="utf-8")
     args = [pypandoc.get_pandoc_path(), "doc.md", "--from=markdown", "--standalone", "--toc",
-            "--toc-depth=3", "--number-sections", "--metadata-file=meta.yaml",
+            "--toc-depth=3", "--metadata-file=meta.yaml",
             "--lua-filter=filter.lua", f"--resource-path=.{os.pathsep}{resource_dir.resolve()}"]
     if "html" in formats:
         html = ["--to=html5", "--embed-resources", "--include-in-header=style.html"]
@@ -196,8 +147,59 @@ def _render_fallback(nb, resource_dir: Path, tmp: Path, formats) -> dict:
     return {fmt: tmp / f"doc.{fmt}" for fmt in formats}
 
 
+_XREF = re.compile(r"@((fig|tbl)-[\w-]+)")
+KINDS = {"fig": "Figure", "tbl": "Tableau"}
+
+
+def _numbers(cells) -> dict[str, str]:
+    """Quarto's numbering of labelled figures and tables: label -> 'Figure 3' (document
+    order, figures and tables counted apart; a cell without its figure gets no number)."""
+    counts, out = {"fig": 0, "tbl": 0}, {}
+    for cell in cells:
+        if cell.cell_type != "code":
+            continue
+        label = str(_cell_options(cell.source).get("label", ""))
+        kind = label.split("-", 1)[0]
+        if kind not in KINDS:
+            continue
+        mimes = {m for o in cell.get("outputs", []) for m in o.get("data", {})}
+        has = (mimes & {"image/png", "image/jpeg", "image/svg+xml"} if kind == "fig"
+               else any("|" in _text(o) for o in cell.get("outputs", [])))
+        if has:
+            counts[kind] += 1
+            out[label] = f"{KINDS[kind]} {counts[kind]}"
+    return out
+
+
+def _text(out) -> str:
+    value = out.get("data", {}).get("text/markdown", "")
+    return "".join(value) if isinstance(value, list) else value
+
+
+def _crossrefs(text: str, numbers: dict[str, str]) -> str:
+    """``@fig-x`` -> a link 'Figure 3' to the figure, as Quarto writes it."""
+    return _XREF.sub(lambda m: f"[{numbers[m.group(1)]}](#{m.group(1)})"
+                     if m.group(1) in numbers else f"?{m.group(0)}", text)
+
+
+def _table_caption(text: str, label: str, caption: str) -> str:
+    """A Markdown table output with its caption after the table, in a div with its id."""
+    lines = text.splitlines()
+    rows = [i for i, line in enumerate(lines) if line.startswith("|")]
+    if not rows:
+        return text
+    end = rows[0]
+    while end + 1 < len(lines) and lines[end + 1].startswith("|"):
+        end += 1
+    body = lines[:end + 1] + ["", f": {caption}", ""] + lines[end + 1:]
+    return f"::: {{#{label}}}\n" + "\n".join(body) + "\n:::"
+
+
 def _to_markdown(nb, media: Path) -> tuple[dict, str]:
-    """Front matter -> metadata; markdown cells kept; code cells -> their outputs only."""
+    """Front matter -> metadata; markdown cells kept; code cells -> their outputs only.
+    Figures and tables labelled as Quarto wants them (``#| label: fig-...`` with
+    ``fig-cap``, ``tbl-...`` with ``tbl-cap``) are numbered and captioned the way Quarto
+    does ("Figure 3 – ..."), and ``@fig-...`` references become links."""
     media.mkdir(parents=True, exist_ok=True)
     cells, meta, parts = list(nb.cells), {}, []
     if cells and cells[0].cell_type in ("raw", "markdown"):
@@ -206,6 +208,7 @@ def _to_markdown(nb, media: Path) -> tuple[dict, str]:
         if m:  # the front matter becomes metadata; any text after it in the cell is kept
             meta, cells = yaml.safe_load(m.group(1) or "") or {}, cells[1:]
             parts.append(first[m.end():].strip())
+    numbers = _numbers(cells)
     for i, cell in enumerate(cells):
         tags = set(cell.metadata.get("tags", []))
         if "remove-cell" in tags:
@@ -217,7 +220,7 @@ def _to_markdown(nb, media: Path) -> tuple[dict, str]:
                 path = media / f"att{i}-{fname}"
                 path.write_bytes(base64.b64decode(payload))
                 src = src.replace(f"attachment:{fname}", f"media/{path.name}")
-            parts.append(src)
+            parts.append(_crossrefs(src, numbers))
         elif cell.cell_type == "raw":
             mimetype = cell.metadata.get("raw_mimetype")
             fmt = {"text/html": "html", "text/latex": "latex"}.get(mimetype)
@@ -232,8 +235,19 @@ def _to_markdown(nb, media: Path) -> tuple[dict, str]:
                 parts.append(_fence(code.strip(), "python"))
             if opts.get("output") is False or "remove-output" in tags:
                 continue
+            label = str(opts.get("label", ""))
+            number = numbers.get(label)
+            caption = opts.get("fig-cap", "")
+            if number and label.startswith("fig-"):
+                caption = f"{number} – {caption}"
             for k, out in enumerate(cell.get("outputs", [])):
-                parts.append(_output(out, media / f"out{i}-{k}", opts.get("fig-cap", "")))
+                text = _output(out, media / f"out{i}-{k}", caption)
+                if number and label.startswith("fig-") and text.startswith("!["):
+                    text, number = text + f"{{#{label}}}", None  # the first image only
+                elif number and label.startswith("tbl-") and "|" in text:
+                    text = _table_caption(text, label, f"{number} – {opts.get('tbl-cap', '')}")
+                    number = None
+                parts.append(text)
     return _metadata(meta), "\n\n".join(p for p in parts if p and p.strip()) + "\n"
 
 
