@@ -48,15 +48,13 @@ from common import config, runtime
 NOTEBOOK = "01_vit_scratch"
 started = time.time()
 p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
-runtime.use_keras_backend(p.keras_backend)  # before Keras is first imported
+runtime.prepare_keras(p)  # backend (before Keras is imported), threads, precision
 
 import pandas as pd
 from IPython.display import Markdown, display
 
 from common import figures, images, paths, presentation, results, splits, vit_training
 
-runtime.set_torch_threads(p.torch_threads)
-runtime.set_keras_precision(p.mixed_precision)
 figure_dir = paths.figures_dir(p.outputs)
 saved_figures = []
 

@@ -44,7 +44,7 @@ from common import config, runtime
 NOTEBOOK = "02_vit_scratch_10classes"
 started = time.time()
 p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
-runtime.use_keras_backend(p.keras_backend)  # before Keras is first imported
+runtime.prepare_keras(p)  # backend (before Keras is imported), threads, precision
 
 import numpy as np
 import pandas as pd
@@ -52,8 +52,6 @@ from IPython.display import Markdown, display
 
 from common import figures, images, paths, presentation, results, splits, vit_training
 
-runtime.set_torch_threads(p.torch_threads)
-runtime.set_keras_precision(p.mixed_precision)
 figure_dir = paths.figures_dir(p.outputs)
 saved_figures = []
 

@@ -44,13 +44,12 @@ from common import config, runtime
 NOTEBOOK = "05_efficientnet"
 started = time.time()
 p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
-runtime.use_keras_backend(p.keras_backend)  # before Keras is first imported
+runtime.prepare_keras(p)  # backend (before Keras is imported), threads, precision
 
 from IPython.display import Markdown, display
 
 from common import efficientnet, figures, images, paths, presentation, results, splits
 
-runtime.set_keras_precision(p.mixed_precision)
 figure_dir = paths.figures_dir(p.outputs)
 saved_figures = []
 

@@ -22,13 +22,14 @@ def test_metrics_of_two_and_of_many_classes():
 @pytest.mark.parametrize("weights,shown", [
     (results.weights_info("random-init", pretrained=False), "aléatoires"),
     (results.weights_info("random-init", pretrained=False, requested="x/y",
-                          reason="pretrained unavailable: hub unreachable (x)"),
-     "aléatoires (pré-entraînés indisponibles)"),
+                          reason="pretrained unavailable: hub unreachable (x)"), "aléatoires*"),
     (results.weights_info("pretrained-here", pretrained=False, classes=196,
-                          **{"from": "01_vit_scratch/improved-hybrid"}),
-     "pré-entraînés ici (01_vit_scratch/improved-hybrid, 196 classes)"),
+                          **{"from": "01_vit_scratch/improved-hybrid"}), "pré-entraîné ici"),
     (results.weights_info("google/vit-base-patch16-224-in21k", pretrained=True),
-     "google/vit-base-patch16-224-in21k"),
+     "ImageNet-21k"),
+    (results.weights_info("facebook/deit-tiny-patch16-224", pretrained=True),
+     "deit-tiny-patch16-224"),
+    (results.weights_info("stand-in", pretrained=False, reason="dry run: x"), "substitut"),
 ])
 def test_short_weights(weights, shown):
     assert presentation.short_weights(weights) == shown
@@ -45,6 +46,31 @@ def test_weights_record_is_checked(weights, problem):
     assert any(problem in p for p in results._weights_problems(weights))
 
 
-def test_pct_is_french():
+def test_numbers_are_french():
     assert presentation.pct(0.337) == "33,7\u00a0%"
     assert presentation.pct(0.1, 0) == "10\u00a0%"
+    assert presentation.number(4880) == "4\u202f880"
+    assert presentation.number(1234567.891, 2) == "1\u202f234\u202f567,89"
+    assert presentation.interval([0.246, 0.442]) == "24,6–44,2\u00a0%"
+    assert presentation.points(-0.012) == "1,2"
+
+
+def test_wilson_interval():
+    low, high = results.wilson(29, 86)
+    assert low == pytest.approx(0.2462, abs=1e-4) and high == pytest.approx(0.4422, abs=1e-4)
+    assert results.wilson(0, 10)[0] == pytest.approx(0)
+    assert results.wilson(10, 10)[1] == pytest.approx(1)
+    assert results.overlap([0.1, 0.3], [0.25, 0.5]) and not results.overlap([0.1, 0.2],
+                                                                           [0.21, 0.5])
+
+
+def test_per_class_table_shows_the_extremes_and_says_so():
+    import numpy as np
+
+    labels = {i: (i + 1, f"Car {i}") for i in range(30)}
+    y = np.repeat(np.arange(30), 2)
+    probs = np.eye(30)[np.where(np.arange(60) % 3 == 0, (y + 1) % 30, y)]
+    report = presentation.per_class_report(y, probs, labels)
+    text = presentation.per_class_table(report, extremes=10).data
+    assert "Les 10 classes au meilleur F1, puis les 10 au plus faible, sur 30" in text
+    assert text.count("\n|") == 1 + 10 + 1 + 10 + 2  # separator, best, …, worst, averages

@@ -113,7 +113,7 @@ SCHEMAS = {
     "04_vit_finetune_10classes": ("hf", _HF),
     "05_efficientnet": ("efficientnet", {
         **_DATA, "cap": None, "image_size": REQUIRED, "weights": "imagenet",
-        "keras_backend": "tensorflow",
+        "keras_backend": "tensorflow", "torch_threads": None,
         "batch_size": REQUIRED, "mixed_precision": False, "frozen": REQUIRED,
         "unfrozen": REQUIRED}),
 }

@@ -75,3 +75,13 @@ def training_processes(processes: int | None) -> int:
     import torch
 
     return max(1, torch.cuda.device_count())
+
+
+def prepare_keras(params) -> str:
+    """A Keras notebook's switches from its parameters (:func:`common.config.load`): the
+    backend (call this before importing Keras), torch threads and precision. Returns the
+    backend."""
+    backend = use_keras_backend(params.keras_backend)
+    set_torch_threads(params.torch_threads)
+    set_keras_precision(params.mixed_precision)
+    return backend
