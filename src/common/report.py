@@ -177,9 +177,11 @@ def _text(out) -> str:
 
 
 def _crossrefs(text: str, numbers: dict[str, str]) -> str:
-    """``@fig-x`` -> a link 'Figure 3' to the figure, as Quarto writes it."""
+    """``@fig-x`` -> a link 'Figure 3' to the figure, as Quarto writes it; a reference to a
+    figure that is not there (a notebook without results) -> '?fig-x', as Quarto marks it
+    (without the '@', which pandoc would read as a citation)."""
     return _XREF.sub(lambda m: f"[{numbers[m.group(1)]}](#{m.group(1)})"
-                     if m.group(1) in numbers else f"?{m.group(0)}", text)
+                     if m.group(1) in numbers else f"?{m.group(1)}", text)  # no citation
 
 
 def _table_caption(text: str, label: str, caption: str) -> str:
