@@ -119,9 +119,10 @@ saved_figures.append(figures.patches(x_patch[0], int(first["patch_size"]),
 # connexions résiduelles), normalisation finale et moyenne sur les patchs, puis une tête MLP.
 # La normalisation des pixels fait partie du modèle, si bien qu'un modèle enregistré prend
 # directement une image RVB. L'augmentation de données (retournements, rotations, zooms) se
-# fait, elle, dans le pipeline d'entrée `tf.data`, sur un cœur du processeur, à côté de
-# l'entraînement ; sur GPU (paramètre `augment_in_model` du profil `gpu`), elle revient dans
-# le modèle, comme dans l'exemple keras.io. L'optimiseur est `AdamW`. Pour chaque
+# fait, elle, lot par lot avant le modèle : dans le pipeline `tf.data` sur TensorFlow, dans
+# la boucle d'entraînement sur PyTorch (le backend du profil `cpu`) ; sur GPU (paramètre
+# `augment_in_model` du profil `gpu`), elle revient dans le modèle, comme dans l'exemple
+# keras.io. L'optimiseur est `AdamW`. Pour chaque
 # configuration, nous gardons le meilleur point de contrôle sur la validation, puis nous
 # l'évaluons une seule fois sur le test.
 #
