@@ -120,7 +120,9 @@ saved_figures.append(figures.patches(x_patch[0], int(first["patch_size"]),
 # La normalisation des pixels fait partie du modèle, si bien qu'un modèle enregistré prend
 # directement une image RVB. L'augmentation de données (retournements, rotations, zooms) se
 # fait, elle, lot par lot avant le modèle : dans le pipeline `tf.data` sur TensorFlow, dans
-# la boucle d'entraînement sur PyTorch (le backend du profil `cpu`) ; sur GPU (paramètre
+# la boucle d'entraînement sur PyTorch (le backend du profil `cpu`), avec la bibliothèque
+# kornia, qui tire une transformation par image et déforme tout le lot en une seule
+# opération, bien plus vite que les couches de Keras sur ce backend ; sur GPU (paramètre
 # `augment_in_model` du profil `gpu`), elle revient dans le modèle, comme dans l'exemple
 # keras.io. L'optimiseur est `AdamW`. Pour chaque
 # configuration, nous gardons le meilleur point de contrôle sur la validation, puis nous

@@ -92,9 +92,9 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 #
 # Les trois premières reprennent 2022. La dernière est la nôtre. Chaque voiture est recadrée
 # sur sa boîte englobante, et, comme le recommandent Steiner et al. pour les petits jeux de
-# données, nous augmentons davantage les images, lissons les étiquettes, ajoutons la
-# profondeur stochastique, une décroissance des poids plus forte et un taux d'apprentissage
-# avec montée linéaire puis décroissance en cosinus. Surtout, avec si peu d'images, le ViT
+# données, nous augmentons davantage les images, lissons les étiquettes, renforçons la
+# décroissance des poids, et le taux d'apprentissage monte linéairement puis décroît
+# linéairement jusqu'à zéro à la fin du budget. Surtout, avec si peu d'images, le ViT
 # « pur » ne trouve pas seul que des pixels voisins vont ensemble : nous remplaçons le
 # découpage en patchs par quelques convolutions de pas 2, comme dans les modèles hybrides
 # (R+ViT) de ce même article. Chaque case de la carte obtenue devient un jeton ; le
@@ -118,7 +118,8 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # Enfin, le même modèle Keras tourne sur TensorFlow ou sur PyTorch (paramètre
 # `keras_backend`) : sur les deux cœurs d'une machine sans GPU, l'entraînement est nettement
 # plus rapide avec PyTorch, et le profil `cpu` l'utilise ; les images y sont augmentées lot
-# par lot, dans la boucle d'entraînement. Sur GPU, l'augmentation se fait dans le modèle.
+# par lot, dans la boucle d'entraînement, avec kornia. Sur GPU, l'augmentation se fait dans
+# le modèle.
 
 # %%
 display(pd.DataFrame(p.runs).set_index("name"))

@@ -299,3 +299,18 @@ def test_set_torch_threads():
                 runtime.set_torch_threads(bad)
     finally:
         torch.set_num_threads(before)
+
+
+def test_probabilities_with_test_time_flip_average_the_mirror_image():
+    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    plain = keras_training.probabilities(model, x)
+    mirror = keras_training.probabilities(model, x[:, :, ::-1])
+    both = keras_training.probabilities(model, x, flip=True)
+    np.testing.assert_allclose(plain.sum(axis=1), 1.0)
+    np.testing.assert_allclose(both, (plain + mirror) / 2, rtol=1e-6)
+    assert not np.allclose(both, plain)  # the mirror image is seen by the model
+    symmetric = np.concatenate([x[:, :, :8], x[:, :, :8][:, :, ::-1]], axis=2)
+    np.testing.assert_allclose(keras_training.probabilities(model, symmetric, flip=True),
+                               keras_training.probabilities(model, symmetric), rtol=1e-6)

@@ -93,7 +93,7 @@ RUN_KEYS = {
                      "learning_rate", "weight_decay", "warmup_epochs", "schedule",
                      "augmentation", "augment_in_model", "crop_mode", "crop_margin",
                      "label_smoothing", "select_from_epoch", "jit_compile", "init_from",
-                     "cap"},
+                     "cap", "test_time_flip"},
     },
     "hf": {"required": {"name"}, "optional": {"balance", "cap", *HF_TRAINING_DEFAULTS}},
 }

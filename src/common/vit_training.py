@@ -1,13 +1,14 @@
-"""One configuration of a from-scratch ViT sweep (notebooks 01 and 02): build, optionally
-pretrain on other classes, train, evaluate on the test split, save the model folder.
+"""One configuration of a from-scratch ViT sweep (notebooks 01 and 02): build it (or start
+from another run's network), train, evaluate on the test split, save the model folder.
 
 A configuration is a dict of the notebook's parameter file (merged with its defaults and
 checked by :mod:`common.config`): ``name``, ``image_size``, ``patch_size``, ``epochs``,
 ``batch_size`` and optionally every other :func:`common.vit.build_vit` /
 :func:`common.keras_training.make_optimizer` argument, plus ``crop_mode``, ``crop_margin``,
 ``label_smoothing``, ``warmup_epochs``, ``schedule``, ``select_from_epoch``,
-``augment_in_model``, ``jit_compile`` and ``init_from`` (the run of notebook 01 whose
-network this one starts from).
+``augment_in_model``, ``jit_compile``, ``init_from`` (the run of notebook 01 whose
+network this one starts from) and ``test_time_flip`` (test probabilities averaged over each
+image and its mirror image; the checkpoint is still chosen on plain validation accuracy).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def fit_config(cfg: dict, splits, *, labels: dict, model_dir, seed: int = 0, ver
                 checkpoint_path=model_dir / model_folder.KERAS_FILE,
                 augmentation="none" if in_model else augmentation,
                 select_from_epoch=cfg.get("select_from_epoch", 1))
-    probs = probabilities(out["model"], x_te, batch)
+    probs = probabilities(out["model"], x_te, batch, flip=bool(cfg.get("test_time_flip")))
     y_te = t_te["label"].to_numpy()
     model_folder.write_info(model_dir, labels, {
         "framework": "keras", "model_file": model_folder.KERAS_FILE, "image_size": size,
