@@ -14,13 +14,15 @@ instead. Each variant is built and warmed up (``--warmup`` steps: tracing and
 XLA compilation); then the variants run in turn (``--steps`` steps each) for
 ``--repeats`` rounds, so that background load on a shared machine hits all
 variants alike. images/s = batch size / median step time.
-The last line printed is one JSON object with the figures.
+``--busy-core``: a second process keeps one core busy while the variants are timed (another
+job on a 2-core machine). The last line printed is one JSON object with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import time
 
@@ -39,6 +41,12 @@ VARIANTS = {  # name: (jit_compile, augmentation in the model, augmentation in t
     "nojit_aug_pipeline": (False, "none", "standard"),
     "jit_aug_pipeline": (True, "none", "standard"),
 }
+
+
+def spin():
+    """Keep one core busy until terminated."""
+    while True:
+        pass
 
 
 def make_data(args):
@@ -100,6 +108,8 @@ def main(argv=None):
     p.add_argument("--stem-channels", default=None,
                    help="comma-separated, e.g. 16,32,64,64: the hybrid ViT of 01/02")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--busy-core", action="store_true",
+                   help="time the variants while another process keeps one core busy")
     p.add_argument("--only", default=None, help="comma-separated variant names "
                    f"(default: all of {', '.join(VARIANTS)})")
     args = p.parse_args(argv)
@@ -123,13 +133,22 @@ def main(argv=None):
         runs[name], jit_used[name], steps[name] = prepare(args, x, y, jit, aug_model, aug_pipe)
         print(f"prepared {name} in {time.perf_counter() - t:.0f}s", flush=True)
 
-    for _ in range(args.repeats):
-        for run in runs.values():
-            run()
+    busy = multiprocessing.Process(target=spin, daemon=True) if args.busy_core else None
+    if busy:
+        busy.start()
+    try:
+        for _ in range(args.repeats):
+            for run in runs.values():
+                run()
+    finally:
+        if busy:
+            busy.terminate()
+            busy.join()
 
     results = {"backend": keras.backend.backend(), "image_size": args.image_size,
                "patch_size": args.patch_size, "stem_channels": args.stem_channels,
-               "threads": args.threads, "batch_size": args.batch_size,
+               "threads": args.threads, "busy_core": args.busy_core,
+               "batch_size": args.batch_size,
                "steps": args.steps, "repeats": args.repeats}
     for name, seconds in steps.items():
         results[name] = round(args.batch_size / float(np.median(seconds)), 2)
