@@ -116,10 +116,9 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # fixée d'avance ; le test ne sert qu'à la mesure finale, avec son intervalle de confiance.
 #
 # Enfin, le même modèle Keras tourne sur TensorFlow ou sur PyTorch (paramètre
-# `keras_backend`) : sur les deux cœurs d'une machine sans GPU, l'entraînement est nettement
-# plus rapide avec PyTorch, et le profil `cpu` l'utilise ; les images y sont augmentées lot
-# par lot, dans la boucle d'entraînement, avec kornia. Sur GPU, l'augmentation se fait dans
-# le modèle.
+# `keras_backend`). Le profil `cpu` utilise PyTorch, dont les époques gardent une durée
+# régulière ; les images y sont augmentées lot par lot, dans la boucle d'entraînement, avec
+# kornia. Sur GPU, l'augmentation se fait dans le modèle.
 
 # %%
 display(pd.DataFrame(p.runs).set_index("name"))
