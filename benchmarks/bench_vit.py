@@ -4,12 +4,12 @@
         --batch-size 64 --steps 20
 
 Variants: XLA off/on x augmentation none / "standard" inside the model /
-"standard" in the tf.data pipeline (``keras_training.make_dataset``, as ``vit_training.fit_config``
-trains). On the torch backend (``KERAS_BACKEND=torch``) the XLA variants are
-left out; tf.data still feeds the model. Keras marks
+"standard" in the input pipeline (``keras_training.make_dataset``, as ``vit_training.fit_config``
+trains: tf.data with Keras' layers on tensorflow, the kornia ``Batches`` on torch). On the
+torch backend (``KERAS_BACKEND=torch``) the XLA variants are left out. Keras marks
 RandomRotation and RandomZoom ``supports_jit = False``, so ``jit_compile=True``
 on a model that contains them silently falls back to no XLA (that variant is
-therefore not run); the "pipeline" variants apply the same layers in tf.data
+therefore not run); the "pipeline" variants augment in the input pipeline
 instead. Each variant is built and warmed up (``--warmup`` steps: tracing and
 XLA compilation); then the variants run in turn (``--steps`` steps each) for
 ``--repeats`` rounds, so that background load on a shared machine hits all
@@ -107,12 +107,16 @@ def main(argv=None):
     p.add_argument("--num-classes", type=int, default=196)
     p.add_argument("--stem-channels", default=None,
                    help="comma-separated, e.g. 16,32,64,64: the hybrid ViT of 01/02")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (torch backend only)")
     p.add_argument("--busy-core", action="store_true",
                    help="time the variants while another process keeps one core busy")
     p.add_argument("--only", default=None, help="comma-separated variant names "
                    f"(default: all of {', '.join(VARIANTS)})")
     args = p.parse_args(argv)
+    if args.threads and keras.backend.backend() != "torch":
+        p.error("--threads sets torch's threads; with KERAS_BACKEND="
+                f"{keras.backend.backend()} it would change nothing: leave it out")
     if args.threads:
         from common import runtime
 
