@@ -26,7 +26,13 @@ PAIRED := $(strip $(NOTEBOOKS) $(wildcard report/rapport.py))
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=smoke|cpu|gpu (default cpu), CARS_DATA_DIR=<dataset folder>"
+	@echo "  variables: PROFILE=smoke|cpu|gpu (default cpu), CARS_DATA_DIR=<dataset folder>,"
+	@echo "    DRY_RUN=1 (the profile with tiny amounts), FORCE=1 (re-run everything),"
+	@echo "    PARAMS=\"-p KEY VALUE ...\" overrides for every notebook (VALUE read as YAML):"
+	@echo "      -p split_seed 7                    a key of params/PROFILE/study.yaml or of every notebook"
+	@echo "      -p 01.runs.improved-hybrid.epochs 3  one key of one run of notebook 01 (NN.runs.NAME.KEY)"
+	@echo "      -p '03.runs.*.epochs' 1            that key in every run of notebook 03"
+	@echo "      -p 05.frozen.epochs 1              one key of a block of notebook 05 (NN.BLOCK.KEY)"
 
 setup: $(STAMP) ## create .venv, install packages, the Jupyter kernel and the notebook pairs
 	@$(if $(PAIRED),$(VENV)/bin/jupytext --sync --quiet $(PAIRED))
@@ -41,7 +47,7 @@ $(STAMP): pyproject.toml
 
 # The tests write nothing into the checkout: outputs go to temporary folders, and no
 # bytecode cache is written.
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) ## run the test suite (unit tests, smoke notebooks and report; not the dry run)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest
 
 test-fast: $(STAMP) ## run the unit tests only (no notebook, no report)
@@ -85,7 +91,7 @@ endif
 
 # One results file per notebook; it is rebuilt when the notebook, its parameter file or a
 # module of src/common that it imports (directly or not) changed, or with FORCE=1. Those
-# modules are read from the import statements (python3 -m common.dependencies) into
+# modules are read from the import statements (python3 -m common.pipeline.dependencies) into
 # $(DEPS). A failing notebook stops the run and keeps its previous results; its executed
 # copy stays in runs/$(PROFILE)/.
 # On a box with several GPUs, `make -j5 run PROFILE=gpu GPUS="0 1 2 3 4"` gives notebook NN
@@ -100,15 +106,15 @@ gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(GPUS))
 
 run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
 
-$(OUTPUT)/results/$(OUTPROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml $(PARAMS_STAMP) $(if $(FORCE),force) | data
-	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.notebooks run $< --profile $(PROFILE) $(DRY_FLAG) -p data_dir "$(DATA_DIR)" $(PARAMS)
+$(OUTPUT)/results/$(OUTPROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml params/$(PROFILE)/study.yaml $(PARAMS_STAMP) $(if $(FORCE),force) | data
+	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.pipeline.notebooks run $< --profile $(PROFILE) $(DRY_FLAG) -p data_dir "$(DATA_DIR)" $(PARAMS)
 
 # 02's improved configuration starts from the network that 01 trained.
 $(OUTPUT)/results/$(OUTPROFILE)/02_vit_scratch_10classes.json: $(OUTPUT)/results/$(OUTPROFILE)/01_vit_scratch.json
 
-$(DEPS): $(NOTEBOOKS) $(wildcard src/common/*.py)
+$(DEPS): $(NOTEBOOKS) $(shell find src/common -name '*.py')
 	@mkdir -p $(dir $@)
-	@python3 -m common.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
+	@python3 -m common.pipeline.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 
 ifeq ($(filter help setup test test-fast test-dry-run weights lint clean,$(or $(MAKECMDGOALS),help)),)
 -include $(DEPS)
@@ -123,7 +129,7 @@ endif
 endif
 
 report: run ## run the notebooks, then render report/_output/$(PROFILE)/rapport.{html,pdf}
-	$(PY) -m common.notebooks report --profile $(PROFILE) $(DRY_FLAG)
+	$(PY) -m common.pipeline.notebooks report --profile $(PROFILE) $(DRY_FLAG)
 
 .PHONY: force
 force:

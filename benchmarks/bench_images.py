@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import data, images, paths
+from common.core import paths
+from common.data import images
+from common.data.table import BBOX, load_table
 
 
 def main() -> int:
@@ -33,7 +35,7 @@ def main() -> int:
     if not root.is_dir():
         print(f"bench_images: no dataset at {root}; set CARS_DATA_DIR", file=sys.stderr)
         return 2
-    table = data.load_table(root)
+    table = load_table(root)
     n = len(table)
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
@@ -45,7 +47,7 @@ def main() -> int:
         warm = time.perf_counter() - t0
     assert np.array_equal(x_cold, x_warm)
     t0 = time.perf_counter()
-    bboxes = table[data.BBOX].to_numpy(dtype=float)
+    bboxes = table[BBOX].to_numpy(dtype=float)
     for i, p in enumerate(table["path"]):
         images.decode(p, args.size, args.mode, bboxes[i], fast=False)
     naive = time.perf_counter() - t0

@@ -4,7 +4,7 @@
         --batch-size 64 --steps 20
 
 Variants: XLA off/on x augmentation none / "standard" inside the model /
-"standard" in the input pipeline (``keras_training.make_dataset``, as ``vit_training.fit_config``
+"standard" in the input pipeline (``keras_fit.make_dataset``, as ``vit_runs.fit_config``
 trains: tf.data with Keras' layers on tensorflow, the kornia ``Batches`` on torch). On the
 torch backend (``KERAS_BACKEND=torch``) the XLA variants are left out. Keras marks
 RandomRotation and RandomZoom ``supports_jit = False``, so ``jit_compile=True``
@@ -32,7 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import keras_training, vit  # noqa: E402
+from common.models import vit  # noqa: E402
+from common.training import keras_fit  # noqa: E402
 
 VARIANTS = {  # name: (jit_compile, augmentation in the model, augmentation in tf.data)
     "nojit_aug_model": (False, "standard", "none"),
@@ -58,7 +59,7 @@ def make_data(args):
 
 
 def dataset(x, y, batch_size, augmentation):
-    ds = keras_training.make_dataset(x, y, batch_size, augmentation=augmentation)
+    ds = keras_fit.make_dataset(x, y, batch_size, augmentation=augmentation)
     return ds.repeat() if hasattr(ds, "repeat") else ds  # tf.data, or a PyDataset on torch
 
 
@@ -86,7 +87,7 @@ def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
                           augmentation=aug_in_model, stem_channels=stem,
                           transformer_layers=4 if stem else 8,
                           mlp_head_units=(256,) if stem else (2048, 1024))
-    keras_training.compile_classifier(model, keras_training.make_optimizer(), jit_compile=jit)
+    keras_fit.compile_classifier(model, keras_fit.make_optimizer(), jit_compile=jit)
     timer = StepTimer()
     ds = dataset(x, y, args.batch_size, aug_in_pipeline)
     model.fit(ds, steps_per_epoch=args.warmup, epochs=1, verbose=0)
@@ -118,7 +119,7 @@ def main(argv=None):
         p.error("--threads sets torch's threads; with KERAS_BACKEND="
                 f"{keras.backend.backend()} it would change nothing: leave it out")
     if args.threads:
-        from common import runtime
+        from common.core import runtime
 
         runtime.set_torch_threads(args.threads)
 

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
 
-from common import config, runtime  # noqa: E402
+from common.config import loading, schema  # noqa: E402
+from common.core import runtime  # noqa: E402
 
 SCRATCH = Path(os.environ.get("TMPDIR", "/tmp"))  # models the check trains, then forgets
 
@@ -55,49 +56,50 @@ def vit_b16(cpu: bool, steps: int) -> dict:
     """ViT-B/16 fine-tuning throughput with the project's Trainer code."""
     from transformers import AutoModelForImageClassification, ViTConfig
 
-    from common import hf_training, hf_weights
+    from common.models import hf_classifier
+    from common.training import hf_trainer
 
     size, batch = (32, 8) if cpu else (224, 256)
     vit = ViTConfig(image_size=size, patch_size=16 if not cpu else 8, num_labels=196,
                     **({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                         "intermediate_size": 128} if cpu else {}))
     model = AutoModelForImageClassification.from_config(vit, attn_implementation="sdpa")
-    clf = hf_weights.Classifier(model, hf_weights.simple_processor(size), weights={},
-                                checkpoint="random")
+    clf = hf_classifier.Classifier(model, hf_classifier.simple_processor(size), weights={},
+                                   checkpoint="random")
     x, y = images(batch * steps, size, 196)
-    fit = hf_training.fine_tune(clf, x, y, x[:batch], y[:batch], {
-        "epochs": 2, "batch_size": batch, "eval_batch_size": batch, "learning_rate": 2e-5,
-        "train_eval_images": batch, "mixed_precision": True, "dataloader_workers": 0 if cpu
-        else 8, "flip": True, "crop_scale": [0.7, 1.0], "attention": "sdpa", "tf32": True},
-        seed=0)
+    settings = schema.HfTraining(
+        epochs=2, batch_size=batch, eval_batch_size=batch, learning_rate=2e-5,
+        train_eval_images=batch, mixed_precision=True, dataloader_workers=0 if cpu else 8,
+        flip=True, crop_scale=(0.7, 1.0), attention="sdpa", tf32=True)
+    fit = hf_trainer.fine_tune(clf, x, y, x[:batch], y[:batch], settings, seed=0)
     return {"images_per_second": fit["train_images_per_second"], "image_size": size,
             "batch_size": batch, "images": len(x), "epochs": 2}
 
 
 def keras_configs(cpu: bool, steps: int) -> list[dict]:
     """The gpu profile's from-scratch ViT configurations, on random images."""
-    from common import keras_training, vit_training
+    from common.training import keras_fit, vit_runs
 
     runtime.set_keras_precision(not cpu)
     out = []
     for nb in ("01_vit_scratch", "02_vit_scratch_10classes"):
-        for cfg in config.load(nb, "gpu").runs:
-            size = int(cfg["image_size"])
-            batch = 8 if cpu else int(cfg["batch_size"])
+        for cfg in loading.load(nb, "gpu").runs:
+            size = cfg.image_size
+            batch = 8 if cpu else cfg.batch_size
             if cpu:
-                size = 32 if not cfg.get("stem_channels") else 2 ** len(cfg["stem_channels"]) * 2
-                cfg = {**cfg, "image_size": size, "transformer_layers": 1,
-                       "patch_size": cfg["patch_size"] if cfg.get("stem_channels") else 8}
+                size = 32 if not cfg.stem_channels else 2 ** len(cfg.stem_channels) * 2
+                cfg = schema.KerasVitRun.model_validate({
+                    **cfg.model_dump(), "image_size": size, "transformer_layers": 1,
+                    "patch_size": cfg.patch_size if cfg.stem_channels else 8})
             x, y = images(batch * steps, size, 196)
-            model = vit_training.build_from_config(cfg, 196, x.reshape(-1, 3).astype(float))
-            keras_training.compile_classifier(model, keras_training.make_optimizer(),
-                                              jit_compile=cfg.get("jit_compile", "auto"))
-            trained = keras_training.train(
+            model = vit_runs.build_from_config(cfg, 196, x.reshape(-1, 3).astype(float))
+            keras_fit.compile_classifier(model, keras_fit.make_optimizer(),
+                                         jit_compile=cfg.jit_compile)
+            trained = keras_fit.train(
                 model, x, y, x[:batch], y[:batch], epochs=2, batch_size=batch, verbose=0,
                 checkpoint_path=SCRATCH / "gpu_check.keras",
-                augmentation="none" if cfg.get("augment_in_model") else cfg.get(
-                    "augmentation", "standard"))
-            out.append({"notebook": nb, "run": cfg["name"], "image_size": size,
+                augmentation="none" if cfg.augment_in_model else cfg.augmentation)
+            out.append({"notebook": nb, "run": cfg.name, "image_size": size,
                         "batch_size": batch, "images_per_second":
                         trained["train_images_per_second"]})
     runtime.set_keras_precision(False)
@@ -105,46 +107,48 @@ def keras_configs(cpu: bool, steps: int) -> list[dict]:
 
 
 def efficientnet(cpu: bool, steps: int) -> dict:
-    from common import efficientnet as effnet
-    from common import keras_training
+    from common.models import efficientnet as effnet
+    from common.training import keras_fit
 
     size, batch = (32, 8) if cpu else (224, 128)
     x, y = images(batch * steps, size, 196)
     model, _ = effnet.build(196, size, weights=str(Path("/nonexistent.h5")))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    trained = keras_training.train(model, x, y, x[:batch], y[:batch], epochs=2,
-                                   batch_size=batch, verbose=0,
-                                   checkpoint_path=SCRATCH / "gpu_check_effnet.keras")
+    trained = keras_fit.train(model, x, y, x[:batch], y[:batch], epochs=2,
+                              batch_size=batch, verbose=0,
+                              checkpoint_path=SCRATCH / "gpu_check_effnet.keras")
     return {"image_size": size, "batch_size": batch,
             "images_per_second": trained["train_images_per_second"]}
 
 
 def notebooks_02_04(data: Path, cpu: bool, epochs: int) -> dict:
     """02's improved run and 04's fine-tuning at their gpu settings, a few epochs."""
-    from common import finetune, splits, vit_training
+    from common.data.study import load_task
+    from common.training import finetune_runs, vit_runs
 
     out = {}
-    p02 = config.load("02_vit_scratch_10classes", "gpu", dry_run=cpu)
-    table, parts, labels = splits.prepare(data, p02.class_ids, val_fraction=p02.val_fraction,
-                                          test_fraction=p02.test_fraction, seed=p02.seed)
+    p02 = loading.load("02_vit_scratch_10classes", "gpu", dry_run=cpu, data_dir=data)
+    # the whole 10-class data (the split of the study file), even with --cpu
+    task = load_task(p02.study, "ten")
     # the speed is what is measured here: from random weights, not from 01's network
-    improved = {k: v for k, v in p02.runs[-1].items() if k != "init_from"}
-    improved["epochs"] = epochs
+    improved = schema.KerasVitRun.model_validate(
+        {**p02.runs[-1].model_dump(), "init_from": None, "epochs": epochs})
     runtime.set_keras_precision(p02.mixed_precision and not cpu)
-    record, _ = vit_training.fit_config(improved, parts, labels=labels, seed=p02.seed,
-                                        model_dir=SCRATCH / "gpu_check_02", verbose=0)
+    record, _ = vit_runs.fit_config(improved, task.parts, labels=task.labels, seed=p02.seed,
+                                    model_dir=SCRATCH / "gpu_check_02", verbose=0)
     runtime.set_keras_precision(False)
     out["02_improved"] = {k: record[k] for k in ("train_seconds", "train_images_per_second")}
     out["02_improved"]["test_accuracy"] = record["metrics"]["test_accuracy"]
-    p04 = config.load("04_vit_finetune_10classes", "gpu", dry_run=cpu)
-    run = {**p04.runs[0], "epochs": epochs}
-    record, _ = finetune.fit_config(run, table, labels, checkpoint=p04.checkpoint,
-                                    profile="gpu", fallback=None,
-                                    model_dir=SCRATCH / "gpu_check_04", seed=p04.seed,
-                                    val_fraction=p04.val_fraction,
-                                    test_fraction=p04.test_fraction, stand_in=True,
-                                    limits=p04.limits)
+    p04 = loading.load("04_vit_finetune_10classes", "gpu", dry_run=cpu, data_dir=data)
+    # with --cpu, at most the dry run's images per split, as notebook 04 takes them
+    task = load_task(p04.study, "ten", loading.limits(p04))
+    run = schema.HfRun.model_validate({**p04.runs[0].model_dump(), "epochs": epochs})
+    # a random stand-in when the pretrained weights are missing (a GPU box without network;
+    # the speed does not depend on them): the dry run's rule, without its other amounts
+    p04 = p04.model_copy(update={"dry_run": True})
+    record, _ = finetune_runs.fit_config(run, task.parts, task.labels, p04,
+                                         model_dir=SCRATCH / "gpu_check_04")
     out["04_balanced"] = {k: record[k] for k in ("train_seconds", "train_images_per_second")}
     out["04_balanced"]["weights"] = record["weights"]["source"]
     return out

@@ -35,28 +35,14 @@
 # Augmentation, and Regularization in Vision Transformers* (Steiner et al., 2021).
 
 # %% tags=["parameters"]
-profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
-data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
-overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
-dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
+profile = "cpu"  # smoke, cpu or gpu; gpu-dry is the gpu profile with tiny amounts
+data_dir = None  # None: the study file's folder, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace the parameter files', e.g. {"runs.*.epochs": 3}
 
 # %%
-import time
+from common.pipeline import opening
 
-from common import config, runtime
-
-NOTEBOOK = "01_vit_scratch"
-started = time.time()
-p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
-runtime.prepare_keras(p)  # backend (before Keras is imported), threads, precision
-
-import pandas as pd
-from IPython.display import Markdown, display
-
-from common import figures, images, paths, presentation, results, splits, vit_training
-
-figure_dir = paths.figures_dir(p.outputs)
-saved_figures = []
+study = opening.start("01_vit_scratch", globals())
 
 # %% [markdown]
 # ## Les données
@@ -65,36 +51,34 @@ saved_figures = []
 # archive tout-en-un, ou un dossier par classe) et en fait une table : une ligne par image, avec
 # l'identifiant officiel de la classe (1 à 196), l'étiquette numérotée à partir de 0, le nom de
 # la classe et la boîte englobante. Les ensembles d'entraînement, de validation et de test sont
-# tirés au hasard, stratifiés par classe, avec une graine fixe ; le test officiel est utilisé
-# quand il est présent. En 2022, nous déplacions des images à la main entre les dossiers, si
-# bien que des images de test se retrouvaient parfois dans l'entraînement : ici les trois
-# ensembles sont disjoints par construction, et c'est vérifié.
+# tirés une seule fois pour toute l'étude, stratifiés par classe, avec une graine fixe ; le
+# test officiel est utilisé quand il est présent. Les notebooks 03 et 05 sont évalués sur ces
+# mêmes images de test, et les notebooks à 10 classes sur leur part de ce test. En 2022, nous
+# déplacions des images à la main entre les dossiers, si bien que des images de test se
+# retrouvaient parfois dans l'entraînement : ici les trois ensembles sont disjoints par
+# construction, et c'est vérifié.
 
 # %%
-table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
-                                      val_fraction=p.val_fraction,
-                                      test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
-if p.dry_run:
-    parts = splits.limit(parts, **p.limits, seed=p.seed)
-for part in (parts.train, parts.val, parts.test):
-    assert part["label"].between(0, len(labels) - 1).all()  # 0-based everywhere
-sizes = parts.sizes()
-display(Markdown(
-    f"Jeu de données : **{len(table)} images**, **{len(labels)} classes** "
-    f"({'données générées' if table.attrs['synthetic'] else table.attrs['layout']}), "
-    f"de {table['class_id'].value_counts().min()} à {table['class_id'].value_counts().max()} "
-    f"images par classe. Entraînement : {sizes['train']}, validation : {sizes['val']}, "
-    f"test : {sizes['test']} images."))
+opening.show(study)
 
 # %%
-saved_figures.append(figures.class_counts(table["class_id"].value_counts(),
-                                          figure_dir / f"{NOTEBOOK}_class_counts.png"))
+import pandas as pd
+
+from common.data import images
+from common.report import figures
+from common.training import vit_runs
+
+for part in (study.task.parts.train, study.task.parts.val, study.task.parts.test):
+    assert part["label"].between(0, len(study.task.labels) - 1).all()  # 0-based everywhere
+p, table, parts, labels = study.params, study.task.table, study.task.parts, study.task.labels
+study.figures.append(figures.class_counts(table["class_id"].value_counts(),
+                                          study.figure("class_counts")))
 
 # %%
 sample = parts.train.groupby("class_id").head(1).head(12)
 x_sample, sample = images.load_images(sample, 160, "squash", progress=False)
-saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
-                                           figure_dir / f"{NOTEBOOK}_samples.png"))
+study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           study.figure("samples")))
 
 # %% [markdown]
 # ## Le découpage en patchs
@@ -106,10 +90,9 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 
 # %%
 first = p.runs[min(1, len(p.runs) - 1)]
-x_patch, _ = images.load_images(parts.train.head(1), int(first["image_size"]), "squash",
+x_patch, _ = images.load_images(parts.train.head(1), first.image_size, "squash",
                                 progress=False)
-saved_figures.append(figures.patches(x_patch[0], int(first["patch_size"]),
-                                     figure_dir / f"{NOTEBOOK}_patches.png"))
+study.figures.append(figures.patches(x_patch[0], first.patch_size, study.figure("patches")))
 
 # %% [markdown]
 # ## Les configurations essayées
@@ -145,7 +128,7 @@ saved_figures.append(figures.patches(x_patch[0], int(first["patch_size"]),
 # de ce réseau pour ses 10 classes.
 
 # %%
-display(pd.DataFrame(p.runs).set_index("name"))
+pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %% [markdown]
 # Voici le ViT de la configuration de 72 px en patchs de 6, couche par couche, tel que Keras
@@ -153,26 +136,29 @@ display(pd.DataFrame(p.runs).set_index("name"))
 # normalisation, son attention multi-têtes, son MLP et ses deux additions résiduelles.
 
 # %%
-vit_training.build_from_config(first, len(labels)).summary(line_length=100)
+vit_runs.build_from_config(first, len(labels)).summary(line_length=100)
 
 # %%
 records, tests = [], {}
 for cfg in p.runs:
-    print(f"=== {cfg['name']}")
-    record, test = vit_training.fit_config(
-        cfg, parts, labels=labels, seed=p.seed,
-        model_dir=paths.models_dir(p.outputs, NOTEBOOK) / cfg["name"])
+    print(f"=== {cfg.name}")
+    record, test = vit_runs.fit_config(cfg, parts, labels=labels, seed=p.seed,
+                                       model_dir=study.model_dir(cfg.name))
     records.append(record)
-    tests[cfg["name"]] = test
+    tests[cfg.name] = test
 
 # %% [markdown]
 # ## Résultats
 
 # %%
+from IPython.display import Markdown, display
+
+from common.report import presentation
+
 display(presentation.runs_table(records))
 
 # %%
-saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
+study.figures.append(figures.training_curves(records, study.figure("curves")))
 
 # %% [markdown]
 # Quelques images de test avec la classe prédite par la meilleure configuration (en vert quand
@@ -180,17 +166,15 @@ saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_
 
 # %%
 best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
-saved_figures.append(figures.prediction_grid(tests[best["name"]], labels, 15,
-                                             figure_dir / f"{NOTEBOOK}_predictions.png"))
+study.figures.append(figures.prediction_grid(tests[best["name"]], labels, 15,
+                                             study.figure("predictions")))
 
 # %%
-out = results.write(p, NOTEBOOK, started=started,
-                    dataset=results.dataset_info(table, parts), runs=records,
-                    figures=saved_figures)
+out = study.write_results(records)
 chance = 1 / len(labels)
 display(Markdown(
     f"La meilleure configuration sur la validation, **{best['name']}**, atteint "
     f"**{presentation.pct(best['metrics']['test_accuracy'])}** d'exactitude sur le test "
     f"(top-5 : {presentation.pct(best['metrics']['test_top5_accuracy'])}), pour un hasard à "
     f"{presentation.pct(chance)}. "
-    f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))
+    f"Résultats écrits dans `{out.name}`."))

@@ -31,61 +31,47 @@
 # al., 2021).
 
 # %% tags=["parameters"]
-profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
-data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
-overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
-dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
+profile = "cpu"  # smoke, cpu or gpu; gpu-dry is the gpu profile with tiny amounts
+data_dir = None  # None: the study file's folder, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace the parameter files', e.g. {"runs.*.epochs": 3}
 
 # %%
-import time
+from common.pipeline import opening
 
-from common import config, runtime
-
-NOTEBOOK = "02_vit_scratch_10classes"
-started = time.time()
-p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
-runtime.prepare_keras(p)  # backend (before Keras is imported), threads, precision
-
-import numpy as np
-import pandas as pd
-from IPython.display import Markdown, display
-
-from common import figures, images, paths, presentation, results, splits, vit_training
-
-figure_dir = paths.figures_dir(p.outputs)
-saved_figures = []
+study = opening.start("02_vit_scratch_10classes", globals())
 
 # %% [markdown]
 # ## Les 10 classes
 #
 # Le sous-ensemble est choisi par identifiant officiel ; les étiquettes sont renumérotées de
-# 0 à 9 dans l'ordre des identifiants. Le découpage est stratifié et tiré avec une graine fixe.
+# 0 à 9 dans l'ordre des identifiants. Le découpage est celui de toute l'étude, réduit à nos
+# 10 classes : une image de notre test est donc aussi dans le test du premier notebook, et le
+# réseau qu'il a entraîné ne l'a jamais vue. Le fine-tuning à 10 classes (notebook 04) est
+# évalué sur ces mêmes images.
 
 # %%
-table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
-                                      val_fraction=p.val_fraction,
-                                      test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
-if p.dry_run:
-    parts = splits.limit(parts, **p.limits, seed=p.seed)
-display(pd.DataFrame(
-    [{"étiquette": i, "identifiant officiel": cid, "classe": name,
-      "images": int((table["class_id"] == cid).sum())} for i, (cid, name) in labels.items()]
-).set_index("étiquette"))
-sizes = parts.sizes()
-display(Markdown(f"Entraînement : {sizes['train']} images, validation : {sizes['val']}, "
-                 f"test : {sizes['test']} (hasard : {presentation.pct(1 / len(labels), 0)})."))
+opening.show(study)
 
-# %% [markdown]
-# Le découpage est celui du premier notebook, réduit à nos 10 classes : les mêmes
-# proportions et la même graine sur tout le jeu, puis seules nos classes sont gardées. Une
-# image de notre test est donc aussi dans le test du premier notebook, et le réseau qu'il a
-# entraîné ne l'a jamais vue.
+# %%
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from common.core import paths
+from common.data import images
+from common.report import figures, presentation
+from common.training import vit_runs
+
+p, parts, labels = study.params, study.task.parts, study.task.labels
+pd.DataFrame([{"étiquette": i, "identifiant officiel": cid, "classe": name,
+               "images": int((study.task.table["class_id"] == cid).sum())}
+              for i, (cid, name) in labels.items()]).set_index("étiquette")
 
 # %%
 sample = parts.train.groupby("class_id").head(1)
 x_sample, sample = images.load_images(sample, 160, "squash", progress=False)
-saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
-                                           figure_dir / f"{NOTEBOOK}_samples.png", cols=5))
+study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           study.figure("samples"), cols=5))
 
 # %% [markdown]
 # ## Les configurations
@@ -121,23 +107,21 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # kornia. Sur GPU, l'augmentation se fait dans le modèle.
 
 # %%
-display(pd.DataFrame(p.runs).set_index("name"))
+pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %%
 records, tests = [], {}
+first_notebook = paths.models_dir(p.outputs, "01_vit_scratch", final=True)
 for cfg in p.runs:
-    print(f"=== {cfg['name']}")
-    init = cfg.get("init_from")
-    record, test = vit_training.fit_config(
-        cfg, parts, labels=labels, seed=p.seed,
-        init_from=paths.models_dir(p.outputs, "01_vit_scratch", final=True) / init
-        if init else None,
-        model_dir=paths.models_dir(p.outputs, NOTEBOOK) / cfg["name"])
+    print(f"=== {cfg.name}")
+    record, test = vit_runs.fit_config(
+        cfg, parts, labels=labels, seed=p.seed, model_dir=study.model_dir(cfg.name),
+        init_from=first_notebook / cfg.init_from if cfg.init_from else None)
     records.append(record)
-    tests[cfg["name"]] = test
-    if init:
+    tests[cfg.name] = test
+    if cfg.init_from:
         display(Markdown(
-            f"**{cfg['name']}** part du réseau `{record['weights']['from']}` du premier "
+            f"**{cfg.name}** part du réseau `{record['weights']['from']}` du premier "
             f"notebook, entraîné sur ses {record['weights']['classes']} classes."))
 
 # %% [markdown]
@@ -145,7 +129,7 @@ for cfg in p.runs:
 
 # %%
 display(presentation.runs_table(records))
-saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
+study.figures.append(figures.training_curves(records, study.figure("curves")))
 
 # %% [markdown]
 # La matrice de confusion de la meilleure configuration (choisie sur la validation) montre
@@ -155,17 +139,14 @@ saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_
 best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
 test = tests[best["name"]]
 names = [name for _, name in labels.values()]
-saved_figures.append(figures.confusion(test["y"], np.argmax(test["probs"], axis=1), names,
-                                       figure_dir / f"{NOTEBOOK}_confusion.png"))
+study.figures.append(figures.confusion(test["y"], np.argmax(test["probs"], axis=1), names,
+                                       study.figure("confusion")))
 
 # %%
-saved_figures.append(figures.prediction_grid(test, labels, 10,
-                                             figure_dir / f"{NOTEBOOK}_predictions.png"))
+study.figures.append(figures.prediction_grid(test, labels, 10, study.figure("predictions")))
 
 # %%
-out = results.write(p, NOTEBOOK, started=started,
-                    dataset=results.dataset_info(table, parts), runs=records,
-                    figures=saved_figures)
+out = study.write_results(records)
 baseline = records[0]
 display(Markdown(
     f"La meilleure configuration, **{best['name']}**, atteint "
@@ -173,7 +154,7 @@ display(Markdown(
     f"{presentation.pct(1 / len(labels), 0)}), contre "
     f"{presentation.pct(baseline['metrics']['test_accuracy'])} pour la première configuration "
     "de 2022 "
-    f"rejouée ici. Résultats écrits dans `{out.relative_to(paths.output_root())}`."))
+    f"rejouée ici. Résultats écrits dans `{out.name}`."))
 if p.target_accuracy:
     reached = best["metrics"]["test_accuracy"] >= p.target_accuracy
     top = max(records, key=lambda r: r["metrics"]["test_accuracy"])
@@ -184,5 +165,5 @@ if p.target_accuracy:
         + ("" if reached else
            "Le meilleur score de test de la série est "
            f"{presentation.pct(top['metrics']['test_accuracy'])} "
-           f"({top['name']}), avec {sizes['train']} images d'entraînement de nos 10 "
+           f"({top['name']}), avec {len(parts.train)} images d'entraînement de nos 10 "
            "classes.")))

@@ -39,28 +39,40 @@
 # porte son attention (*attention rollout*).
 
 # %% tags=["parameters"]
-profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
-data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
-overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
-dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
+profile = "cpu"  # smoke, cpu or gpu; gpu-dry is the gpu profile with tiny amounts
+data_dir = None  # None: the study file's folder, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace the parameter files', e.g. {"runs.*.epochs": 3}
 
 # %%
-import sys
-import time
+from common.pipeline import opening
 
+study = opening.start("03_vit_finetune", globals())
+
+# %% [markdown]
+# ## Les données
+#
+# Le découpage est celui de toute l'étude : les images de test sont celles du premier
+# notebook (ViT from scratch) et du cinquième (EfficientNetB0), si bien que les trois se
+# comparent image par image. L'équilibrage des classes et le plafond d'images par classe ne
+# s'appliquent qu'à l'entraînement et à la validation : le test reste le même pour les deux
+# essais.
+
+# %%
+opening.show(study)
+
+# %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from common import (attention, config, data, figures, finetune, hf_weights, images, paths,
-                    presentation, results, runtime, splits)
+from common.config.study import REFERENCE_2022
+from common.data import images
+from common.report import figures, presentation
+from common.training import finetune_runs
 
-NOTEBOOK = "03_vit_finetune"
-started = time.time()
-p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
-threads = runtime.set_torch_threads(p.torch_threads)
-processes = runtime.training_processes(p.processes)
-figure_dir = paths.figures_dir(p.outputs)
-saved_figures = []
+sample = study.task.table.groupby("class_id").head(1).head(12)
+x_sample, sample = images.load_images(sample, 160, study.params.crop_mode, progress=False)
+study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           study.figure("samples")))
 
 # %% [markdown]
 # ## Les poids pré-entraînés
@@ -75,36 +87,10 @@ saved_figures = []
 # les résultats.
 
 # %%
-status = hf_weights.weights_status(p.checkpoint, profile=profile, fallback=p.fallback,
-                                   timeout=p.hub_timeout, stand_in=p.dry_run)
-if not status["pretrained"]:
-    print(f"WARNING: {p.checkpoint}: {status['reason']}", file=sys.stderr)
-display(Markdown(presentation.weights_markdown(status, p.checkpoint, p.fallback)))
-
-# %% [markdown]
-# ## Les données
-#
-# Comme dans les notebooks précédents, le module `common.data` lit le jeu de données et tire
-# des ensembles d'entraînement, de validation et de test disjoints, stratifiés par classe,
-# avec une graine fixe. L'équilibrage des classes et le plafond d'images par classe ne
-# s'appliquent qu'à l'entraînement et à la validation : le test reste le même pour les deux
-# essais, ce qui les rend comparables.
+opening.show_weights(study)
 
 # %%
-table = splits.select_classes(data.load_table(paths.resolve(p.data_dir)), class_ids=p.class_ids)
-labels = splits.label_names(table)
-counts = table["class_id"].value_counts()
-display(Markdown(
-    f"Jeu de données : **{len(table)} images**, **{len(labels)} classes** "
-    f"({'données générées' if table.attrs['synthetic'] else table.attrs['layout']}), "
-    f"de {counts.min()} à {counts.max()} images par classe."))
-
-# %%
-sample = table.groupby("class_id").head(1).head(12)
-x_sample, sample = images.load_images(sample, 160, p.crop_mode, progress=False)
-saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
-                                           figure_dir / f"{NOTEBOOK}_samples.png"))
-
+p, parts, labels = study.params, study.task.parts, study.task.labels
 # %% [markdown]
 # ## Les deux essais
 #
@@ -120,20 +106,11 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # classe, comme en 2022 ; le tableau donne les réglages propres au profil.
 
 # %%
-display(pd.DataFrame(p.runs).set_index("name"))
+pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %%
-records, tests = [], {}
-for cfg in p.runs:
-    print(f"=== {cfg['name']}")
-    record, test = finetune.fit_config(
-        cfg, table, labels, checkpoint=p.checkpoint, profile=profile, fallback=p.fallback,
-        model_dir=paths.models_dir(p.outputs, NOTEBOOK) / cfg["name"], seed=p.seed,
-        val_fraction=p.val_fraction, test_fraction=p.test_fraction, crop_mode=p.crop_mode,
-        timeout=p.hub_timeout, limits=p.limits, stand_in=p.dry_run, processes=processes)
-    record["params"]["torch_threads"] = threads
-    records.append(record)
-    tests[cfg["name"]] = test
+records, tests = study.fit_runs(lambda run: finetune_runs.fit_config(
+    run, parts, labels, p, model_dir=study.model_dir(run.name), processes=study.processes))
 
 # %% [markdown]
 # ## Résultats
@@ -144,7 +121,7 @@ for cfg in p.runs:
 
 # %%
 display(presentation.runs_table(records))
-saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
+study.figures.append(figures.training_curves(records, study.figure("curves")))
 
 # %% [markdown]
 # L'exactitude d'entraînement des courbes est mesurée à la fin de chaque époque, sans
@@ -155,7 +132,7 @@ saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_
 
 # %%
 # the 2022 numbers, as quoted once for the whole project (validation accuracy)
-reference = {q["run"]: q["value"] for q in config.REFERENCE_2022[NOTEBOOK]}
+reference = {q["run"]: q["value"] for q in REFERENCE_2022[study.notebook]}
 display(Markdown(presentation.markdown_table(
     ["essai", "images d'entraînement", "validation 2022", "validation (ici)", "test (ici)"],
     [[r["name"], presentation.number(r["params"]["split_sizes"]["train"]),
@@ -192,8 +169,8 @@ display(presentation.per_class_table(report, extremes=10))
 # elle est juste, en rouge sinon).
 
 # %%
-saved_figures.append(figures.prediction_grid(test, labels, p.n_predictions,
-                                             figure_dir / f"{NOTEBOOK}_predictions.png"))
+study.figures.append(figures.prediction_grid(test, labels, p.n_predictions,
+                                             study.figure("predictions")))
 shown = figures.one_per_class(test["y"], p.n_predictions)
 right = int((test["probs"][shown].argmax(axis=1) == test["y"][shown]).sum())
 display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
@@ -209,19 +186,11 @@ display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
 # vraie classe, précédée de ✓ quand le modèle l'a trouvée et de ✗ sinon.
 
 # %%
-clf = test["classifier"]
-picked = figures.one_per_class(test["y"], p.n_attention)
-maps = attention.attention_maps(clf.model, clf.processor, test["x"][picked])
-predicted = test["probs"][picked].argmax(axis=1)
-titles = [f"{'✓' if p == test['y'][i] else '✗'} {labels[int(test['y'][i])][1]}"
-          for i, p in zip(picked, predicted)]
-saved_figures.append(figures.attention(test["x"][picked], maps, titles,
-                                       figure_dir / f"{NOTEBOOK}_attention.png"))
+study.figures.append(figures.attention_examples(test, labels, p.n_attention,
+                                                study.figure("attention")))
 
 # %%
-out = results.write(p, NOTEBOOK, started=started,
-                    dataset=results.dataset_info(table, tests[records[0]["name"]]["splits"]),
-                    runs=records, figures=saved_figures)
+out = study.write_results(records)
 metrics = best["metrics"]
 gap = metrics["best_val_accuracy"] - metrics["test_accuracy"]
 display(Markdown(
@@ -229,4 +198,4 @@ display(Markdown(
     f"test ({presentation.pct(metrics['test_accuracy'])}), l'écart est de "
     f"{'+' if gap >= 0 else '−'}{presentation.points(gap)} points. La "
     f"validation a servi à choisir l'époque ; seul le test mesure le modèle sans biais. "
-    f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))
+    f"Résultats écrits dans `{out.name}`."))

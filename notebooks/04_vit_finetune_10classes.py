@@ -30,28 +30,38 @@
 # test, une par classe, que le modèle n'a jamais vues.
 
 # %% tags=["parameters"]
-profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
-data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
-overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
-dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
+profile = "cpu"  # smoke, cpu or gpu; gpu-dry is the gpu profile with tiny amounts
+data_dir = None  # None: the study file's folder, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace the parameter files', e.g. {"runs.*.epochs": 3}
 
 # %%
-import sys
-import time
+from common.pipeline import opening
 
+study = opening.start("04_vit_finetune_10classes", globals())
+
+# %% [markdown]
+# ## Les 10 classes
+#
+# Les étiquettes sont renumérotées à partir de 0 dans l'ordre des identifiants officiels. Le
+# découpage est celui de toute l'étude, réduit à nos 10 classes : le test est exactement
+# celui du deuxième notebook (ViT from scratch sur les mêmes classes). Les classes sont
+# équilibrées (réduites au nombre d'images de la plus petite) pour l'entraînement et la
+# validation ; le test garde toutes ses images.
+
+# %%
+opening.show(study)
+
+# %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from common import (attention, config, data, figures, finetune, hf_weights, images, paths,
-                    presentation, results, runtime, splits)
+from common.config.study import REFERENCE_2022
+from common.data import images
+from common.report import figures, presentation
+from common.training import finetune_runs
 
-NOTEBOOK = "04_vit_finetune_10classes"
-started = time.time()
-p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
-threads = runtime.set_torch_threads(p.torch_threads)
-processes = runtime.training_processes(p.processes)
-figure_dir = paths.figures_dir(p.outputs)
-saved_figures = []
+pd.DataFrame([{"étiquette": i, "identifiant officiel": cid, "classe": name}
+              for i, (cid, name) in study.task.labels.items()]).set_index("étiquette")
 
 # %% [markdown]
 # ## Les poids pré-entraînés
@@ -61,32 +71,14 @@ saved_figures = []
 # `cpu` continuent avec un petit ViT initialisé au hasard, et le disent.
 
 # %%
-status = hf_weights.weights_status(p.checkpoint, profile=profile, fallback=p.fallback,
-                                   timeout=p.hub_timeout, stand_in=p.dry_run)
-if not status["pretrained"]:
-    print(f"WARNING: {p.checkpoint}: {status['reason']}", file=sys.stderr)
-display(Markdown(presentation.weights_markdown(status, p.checkpoint, p.fallback)))
-
-# %% [markdown]
-# ## Les 10 classes
-#
-# Les étiquettes sont renumérotées à partir de 0 dans l'ordre des identifiants officiels.
-# Les classes sont équilibrées (réduites au nombre d'images de la plus petite) pour
-# l'entraînement et la validation ; le test garde toutes ses images.
+opening.show_weights(study)
 
 # %%
-table = splits.select_classes(data.load_table(paths.resolve(p.data_dir)), class_ids=p.class_ids)
-labels = splits.label_names(table)
-display(pd.DataFrame(
-    [{"étiquette": i, "identifiant officiel": cid, "classe": name,
-      "images": int((table["class_id"] == cid).sum())} for i, (cid, name) in labels.items()]
-).set_index("étiquette"))
-
-# %%
-sample = table.groupby("class_id").head(1)
+p, parts, labels = study.params, study.task.parts, study.task.labels
+sample = study.task.table.groupby("class_id").head(1)
 x_sample, sample = images.load_images(sample, 160, p.crop_mode, progress=False)
-saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
-                                           figure_dir / f"{NOTEBOOK}_samples.png", cols=5))
+study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           study.figure("samples"), cols=5))
 
 # %% [markdown]
 # ## Le fine-tuning
@@ -97,31 +89,22 @@ saved_figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # tableau donne les réglages du profil.
 
 # %%
-display(pd.DataFrame(p.runs).set_index("name"))
+pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %%
-records, tests = [], {}
-for cfg in p.runs:
-    print(f"=== {cfg['name']}")
-    record, test = finetune.fit_config(
-        cfg, table, labels, checkpoint=p.checkpoint, profile=profile, fallback=p.fallback,
-        model_dir=paths.models_dir(p.outputs, NOTEBOOK) / cfg["name"], seed=p.seed,
-        val_fraction=p.val_fraction, test_fraction=p.test_fraction, crop_mode=p.crop_mode,
-        timeout=p.hub_timeout, limits=p.limits, stand_in=p.dry_run, processes=processes)
-    record["params"]["torch_threads"] = threads
-    records.append(record)
-    tests[cfg["name"]] = test
+records, tests = study.fit_runs(lambda run: finetune_runs.fit_config(
+    run, parts, labels, p, model_dir=study.model_dir(run.name), processes=study.processes))
 
 # %% [markdown]
 # ## Résultats
 
 # %%
 display(presentation.runs_table(records))
-saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
+study.figures.append(figures.training_curves(records, study.figure("curves")))
 best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
 test = tests[best["name"]]
 # the 2022 number, as quoted once for the whole project (validation accuracy)
-quoted = config.REFERENCE_2022[NOTEBOOK][0]
+quoted = REFERENCE_2022[study.notebook][0]
 metrics = best["metrics"]
 display(Markdown(
     f"Meilleure exactitude de validation : **{presentation.pct(metrics['best_val_accuracy'])}** "
@@ -143,8 +126,8 @@ display(Markdown(
 
 # %%
 names = [name for _, name in labels.values()]
-saved_figures.append(figures.confusion(test["y"], test["probs"].argmax(axis=1), names,
-                                       figure_dir / f"{NOTEBOOK}_confusion.png"))
+study.figures.append(figures.confusion(test["y"], test["probs"].argmax(axis=1), names,
+                                       study.figure("confusion")))
 
 # %%
 report = presentation.per_class_report(test["y"], test["probs"], labels)
@@ -157,8 +140,8 @@ display(presentation.per_class_table(report))
 # juste, en rouge sinon).
 
 # %%
-saved_figures.append(figures.prediction_grid(test, labels, p.n_predictions,
-                                             figure_dir / f"{NOTEBOOK}_predictions.png"))
+study.figures.append(figures.prediction_grid(test, labels, p.n_predictions,
+                                             study.figure("predictions")))
 shown = figures.one_per_class(test["y"], p.n_predictions)
 right = int((test["probs"][shown].argmax(axis=1) == test["y"][shown]).sum())
 display(Markdown(f"**{right} photos sur {len(shown)}** sont bien classées (2022 : "
@@ -173,17 +156,9 @@ display(Markdown(f"**{right} photos sur {len(shown)}** sont bien classées (2022
 # le plus dans la décision (✓ : photo bien classée, ✗ : mal classée).
 
 # %%
-clf = test["classifier"]
-picked = figures.one_per_class(test["y"], p.n_attention)
-maps = attention.attention_maps(clf.model, clf.processor, test["x"][picked])
-predicted = test["probs"][picked].argmax(axis=1)
-titles = [f"{'✓' if p == test['y'][i] else '✗'} {labels[int(test['y'][i])][1]}"
-          for i, p in zip(picked, predicted)]
-saved_figures.append(figures.attention(test["x"][picked], maps, titles,
-                                       figure_dir / f"{NOTEBOOK}_attention.png"))
+study.figures.append(figures.attention_examples(test, labels, p.n_attention,
+                                                study.figure("attention")))
 
 # %%
-out = results.write(p, NOTEBOOK, started=started,
-                    dataset=results.dataset_info(table, tests[records[0]["name"]]["splits"]),
-                    runs=records, figures=saved_figures)
-display(Markdown(f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))
+out = study.write_results(records)
+display(Markdown(f"Résultats écrits dans `{out.name}`."))

@@ -31,48 +31,43 @@
 # bousculées par nos petits lots).
 
 # %% tags=["parameters"]
-profile = "cpu"  # smoke, cpu or gpu: reads params/<profile>/<this notebook>.yaml
-data_dir = None  # None: the file's data_dir, else CARS_DATA_DIR, else data/stanford_cars
-overrides = {}  # values that replace those of the parameter file, e.g. {"seed": 7}
-dry_run = False  # True: the same models and settings with tiny amounts (make ... DRY_RUN=1)
+profile = "cpu"  # smoke, cpu or gpu; gpu-dry is the gpu profile with tiny amounts
+data_dir = None  # None: the study file's folder, else CARS_DATA_DIR, else data/stanford_cars
+overrides = {}  # values that replace the parameter files', e.g. {"frozen.epochs": 3}
 
 # %%
-import time
+from common.pipeline import opening
 
-from common import config, runtime
-
-NOTEBOOK = "05_efficientnet"
-started = time.time()
-p = config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)
-runtime.prepare_keras(p)  # backend (before Keras is imported), threads, precision
-
-from IPython.display import Markdown, display
-
-from common import efficientnet, figures, images, paths, presentation, results, splits
-
-figure_dir = paths.figures_dir(p.outputs)
-saved_figures = []
+study = opening.start("05_efficientnet", globals())
 
 # %% [markdown]
 # ## Les données
 #
-# Mêmes classes, même découpage reproductible que pour les ViT. Les images sont simplement
-# redimensionnées au carré, comme en 2022 ; EfficientNet de Keras attend des pixels de 0 à 255
-# et fait sa propre normalisation.
+# Mêmes classes, même découpage que pour les ViT : le test est celui des notebooks 01 et 03,
+# image par image. Un éventuel plafond d'images par classe ne réduit que l'entraînement et la
+# validation. Les images sont simplement redimensionnées au carré, comme en 2022 ;
+# EfficientNet de Keras attend des pixels de 0 à 255 et fait sa propre normalisation.
 
 # %%
-table, parts, labels = splits.prepare(paths.resolve(p.data_dir), p.class_ids,
-                                      val_fraction=p.val_fraction,
-                                      test_fraction=p.test_fraction, seed=p.seed, cap=p.cap)
-if p.dry_run:
-    parts = splits.limit(parts, **p.limits, seed=p.seed)
+opening.show(study)
+
+# %%
+from IPython.display import Markdown, display
+
+from common.data import images
+from common.models import efficientnet
+from common.report import figures, presentation
+from common.training.efficientnet_stages import train_stage
+
+p, labels = study.params, study.task.labels
+parts = study.task.budget(p.cap_per_class, seed=p.seed)
 
 # %% [markdown]
 # ## Première étape : le réseau gelé, comme en 2022
 
 # %%
 model, weights_used = efficientnet.build(len(labels), p.image_size, p.weights,
-                                         allow_fallback=profile != "gpu",
+                                         allow_fallback=p.profile != "gpu",
                                          stand_in=p.dry_run)
 display(Markdown(presentation.keras_weights_markdown(weights_used)))
 
@@ -89,12 +84,9 @@ display(Markdown(f"{len(labels)} classes ; entraînement : {len(x_train)} images
 
 # %%
 arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
-frozen_run, best_model, frozen_probs = efficientnet.train_stage(
-    model, "efficientnetb0-gele", arrays, learning_rate=p.frozen["learning_rate"],
-    epochs=p.frozen["epochs"], batch_size=p.batch_size, labels=labels, weights=weights_used,
-    params={"stage": "frozen backbone", "image_size": p.image_size,
-            "batch_size": p.batch_size, **p.frozen},
-    model_dir=paths.models_dir(p.outputs, NOTEBOOK) / "efficientnetb0-gele", seed=p.seed)
+frozen_run, best_model, frozen_probs = train_stage(
+    model, "efficientnetb0-gele", arrays, p.frozen, p, labels=labels, weights=weights_used,
+    model_dir=study.model_dir("efficientnetb0-gele"), seed=p.seed)
 
 # %% [markdown]
 # ## Seconde étape : dégeler le haut du réseau
@@ -103,14 +95,11 @@ frozen_run, best_model, frozen_probs = efficientnet.train_stage(
 
 # %%
 model = best_model
-n_trainable = efficientnet.unfreeze_top(model, p.unfrozen["layers"])
+n_trainable = efficientnet.unfreeze_top(model, p.unfrozen.layers)
 print(f"{n_trainable} couches du réseau deviennent entraînables")
-unfrozen_run, _, unfrozen_probs = efficientnet.train_stage(
-    model, "efficientnetb0-degele", arrays, learning_rate=p.unfrozen["learning_rate"],
-    epochs=p.unfrozen["epochs"], batch_size=p.batch_size, labels=labels, weights=weights_used,
-    params={"stage": "top blocks unfrozen", "image_size": p.image_size,
-            "batch_size": p.batch_size, **p.unfrozen},
-    model_dir=paths.models_dir(p.outputs, NOTEBOOK) / "efficientnetb0-degele", seed=p.seed)
+unfrozen_run, _, unfrozen_probs = train_stage(
+    model, "efficientnetb0-degele", arrays, p.unfrozen, p, labels=labels, weights=weights_used,
+    model_dir=study.model_dir("efficientnetb0-degele"), seed=p.seed)
 
 # %% [markdown]
 # ## Résultats
@@ -118,19 +107,16 @@ unfrozen_run, _, unfrozen_probs = efficientnet.train_stage(
 # %%
 records = [frozen_run, unfrozen_run]
 display(presentation.runs_table(records))
-saved_figures.append(figures.training_curves(records, figure_dir / f"{NOTEBOOK}_curves.png"))
-saved_figures.append(figures.prediction_grid({"x": x_test, "y": y_test, "probs": unfrozen_probs},
-                                             labels, 15,
-                                             figure_dir / f"{NOTEBOOK}_predictions.png"))
+study.figures.append(figures.training_curves(records, study.figure("curves")))
+study.figures.append(figures.prediction_grid({"x": x_test, "y": y_test, "probs": unfrozen_probs},
+                                             labels, 15, study.figure("predictions")))
 
 # %%
-out = results.write(p, NOTEBOOK, started=started,
-                    dataset=results.dataset_info(table, parts), runs=records,
-                    figures=saved_figures)
+out = study.write_results(records)
 gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]
 display(Markdown(
     f"Réseau gelé : **{presentation.pct(frozen_run['metrics']['test_accuracy'])}** sur le "
     "test ; après le dégel du haut du réseau : "
     f"**{presentation.pct(unfrozen_run['metrics']['test_accuracy'])}**, soit "
     f"{'un gain' if gain >= 0 else 'une perte'} de {presentation.points(gain)} points. "
-    f"Résultats écrits dans `{out.relative_to(paths.output_root())}`."))
+    f"Résultats écrits dans `{out.name}`."))

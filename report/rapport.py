@@ -28,13 +28,17 @@ import datetime
 
 from IPython.display import Image, Markdown, display
 
-from common import config, figures, paths, presentation, results
-from common.presentation import number, pct
+from common.config.study import NOTEBOOKS, REFERENCE_2022
+from common.core import paths
+from common.report import figures, presentation
+from common.report.presentation import number, pct
+from common.results import contract as results
+from common.results.metrics import overlap
 
 collected = results.collect(profile)
 runs = results.all_runs(collected)
-reference = config.REFERENCE_2022
-TITLES = config.NOTEBOOKS
+reference = REFERENCE_2022
+TITLES = NOTEBOOKS
 report_figures = paths.results_dir(profile) / "figures"
 
 
@@ -198,7 +202,9 @@ if not missing_note("01_vit_scratch"):
         f"Pour ce rapport, le jeu utilisé compte {ds['n_classes']} classes ; entraînement : "
         f"{number(sizes['train'])} images, validation : {number(sizes['val'])}, test : "
         f"{number(sizes['test'])}. Ces trois ensembles sont tirés une seule fois, sur tout le "
-        "jeu, et partagés par toutes les expériences."))
+        "jeu : les expériences sur les 196 classes partagent ce test, et celles sur 10 classes "
+        "en partagent la part de leurs classes. L'empreinte des images de test, notée dans "
+        "chaque fichier de résultats, le vérifie."))
 
 # %%
 #| label: fig-counts
@@ -386,7 +392,7 @@ if len(runs):
 #
 # - **Étiquettes de test décalées.** Les étiquettes d'entraînement avaient été ramenées de
 #   1..196 à 0..195, pas celles du test : chaque image de test était comparée à la classe
-#   voisine, d'où les « 1 % ». Ici, une seule fonction (`common.data.load_table`) numérote les
+#   voisine, d'où les « 1 % ». Ici, une seule fonction (`common.data.table.load_table`) numérote les
 #   étiquettes à partir de 0 pour tous les ensembles, et les notebooks le vérifient.
 # - **Plafond par classe mal appliqué.** La boucle qui gardait au plus 64 images par classe
 #   lisait une variable d'une itération précédente. Ici, le plafond (`cap`) et l'équilibrage
@@ -424,7 +430,12 @@ if len(runs):
         """'X fait mieux que Y de N points', or a tie when the 95 % intervals overlap."""
         ra, rb = best_rows.loc[a], best_rows.loc[b]
         caveat = "" if ra["pretrained"] else " (poids aléatoires : sans vrai pré-entraînement)"
-        if results.overlap([ra["ci_low"], ra["ci_high"]], [rb["ci_low"], rb["ci_high"]]):
+        same = (collected[a]["dataset"]["test_set"]["fingerprint"]
+                == collected[b]["dataset"]["test_set"]["fingerprint"])
+        if not same:
+            return (f"**{TITLES[a]}** et **{TITLES[b]}** ont été évalués sur des images de "
+                    "test différentes : nous ne les comparons pas.")
+        if overlap([ra["ci_low"], ra["ci_high"]], [rb["ci_low"], rb["ci_high"]]):
             return (f"**{TITLES[a]}**{caveat} et **{TITLES[b]}** sont à égalité : leurs "
                     "intervalles à 95 % se recouvrent.")
         diff = ra["test_accuracy"] - rb["test_accuracy"]

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from common import config, paths, synth
+from common.config.study import NOTEBOOKS
+from common.core import paths
+from common.data import synth
 
 HUB_ID = "google/vit-base-patch16-224-in21k"
 
@@ -93,8 +95,8 @@ def smoke_run(tmp_path_factory):
                                          for n, p in failed.items()))
     out = base / "out"
     results = {n: json.loads((out / "results" / "smoke" / f"{n}.json").read_text())
-               for n in config.NOTEBOOKS}
+               for n in NOTEBOOKS}
     executed = {n: (out / "runs" / "smoke" / f"{n}.ipynb").read_text(encoding="utf-8")
-                for n in config.NOTEBOOKS}
+                for n in NOTEBOOKS}
     return {"base": base, "out": out, "data": data, "env": env, "results": results,
             "executed": executed, "stderr": {n: p.stderr for n, p in procs.items()}}

@@ -1,128 +1,169 @@
-"""The configuration layer: every parameter file loads, and a misspelt key at any level
-stops before training with the key, the file and the accepted keys."""
+"""The configuration layer: every parameter file loads, holds only what differs from the
+typed defaults, and a bad key or value stops before any kernel with one line naming the
+file, the key and what is allowed."""
 
 from __future__ import annotations
-
-import inspect
 
 import pytest
 import yaml
 
-from common import config, hf_training, paths
+from common.config import loading, schema
+from common.config.study import NOTEBOOKS, PROFILES
+from common.core import paths
+from common.pipeline import notebooks, opening
 
 
-@pytest.mark.parametrize("profile", config.PROFILES)
-@pytest.mark.parametrize("notebook", list(config.NOTEBOOKS))
+@pytest.mark.parametrize("profile", [*PROFILES, "gpu-dry"])
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS))
 def test_every_parameter_file_loads(profile, notebook):
-    p = config.load(notebook, profile)
-    assert p.profile == profile and p.file == paths.params_file(profile, notebook)
-    raw = yaml.safe_load(p.file.read_text())
+    p = loading.load(notebook, profile)
+    assert isinstance(p, schema.SCHEMAS[notebook])
+    assert p.outputs == profile and p.file == f"params/{profile.split('-')[0]}/{notebook}.yaml"
+    raw = yaml.safe_load(paths.params_file(p.profile, notebook).read_text())
     for key, value in raw.items():
-        if key not in ("runs", "profile"):
-            assert getattr(p, key) == value, key
-    for run in getattr(p, "runs", []):
-        # each run is the file's defaults with the run's own values on top
-        own = next(r for r in raw["runs"] if r["name"] == run["name"])
-        assert run == {**(raw.get("defaults") or {}), **own}
+        if key not in ("runs", "defaults") and not p.dry_run:
+            got = getattr(p, key)
+            if hasattr(got, "model_dump"):  # a block: the keys the file gives
+                got = {k: v for k, v in got.model_dump(exclude_none=True).items() if k in value}
+            assert got == value, key
 
 
-def test_overrides_apply_and_none_keeps_the_file_value():
-    p = config.load("01_vit_scratch", "smoke", seed=7, data_dir=None)
-    assert p.seed == 7 and p.data_dir == "data/synth"
-    p = config.load("02_vit_scratch_10classes", "cpu", runs=[{"name": "one", "image_size": 32,
-                                                              "patch_size": 4}])
-    assert [r["name"] for r in p.runs] == ["one"] and p.runs[0]["epochs"] == 2  # defaults
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("notebook", [*NOTEBOOKS, "study"])
+def test_parameter_files_hold_only_what_differs_from_the_defaults(profile, notebook):
+    model = schema.Study if notebook == "study" else schema.SCHEMAS[notebook]
+    raw = yaml.safe_load(paths.params_file(profile, notebook).read_text()) or {}
+    for key, value in raw.items():
+        field = model.model_fields.get(key)
+        if field is not None and not field.is_required():
+            default = field.get_default()
+            default = default.model_dump() if hasattr(default, "model_dump") else default
+            assert value != default, f"{profile}/{notebook}.yaml restates the default of {key}"
 
 
-@pytest.mark.parametrize("notebook,overrides,where", [
-    ("01_vit_scratch", {"epochz": 3}, "in the overrides"),
-    ("01_vit_scratch", {"runs": [{"name": "a", "image_size": 32, "patch_size": 4,
-                                  "learning_rat": 0.1}]}, "in run 'a'"),
-    ("01_vit_scratch", {"defaults": {"epochs": 1, "batch_sise": 4}}, "in `defaults`"),
-    ("02_vit_scratch_10classes", {"runs": [{"name": "p", "image_size": 32, "patch_size": 4,
-                                            "pretrain": {"epochs": 1}}]}, "in run 'p'"),
-    ("03_vit_finetune", {"runs": [{"name": "b", "balanse": True}]}, "in run 'b'"),
-    ("04_vit_finetune_10classes", {"fallback": {"config": {}, "trainig": {}}}, "in `fallback`"),
-    ("04_vit_finetune_10classes", {"fallback": {"config": {}, "training": {"epoch": 1}}},
-     "in `fallback.training`"),
-    ("05_efficientnet", {"frozen": {"epochs": 1, "learning_rat": 0.1}}, "in `frozen`"),
+def test_every_key_has_a_type_a_default_or_required_and_a_docstring():
+    models = {schema.Study, schema.KerasVitRun, schema.HfRun, schema.HfFallback,
+              schema.UnfrozenStage, *schema.SCHEMAS.values()}
+    for model in models:
+        for key, field in model.model_fields.items():
+            assert field.description and "\n" not in field.description, (model, key)
+            assert field.annotation is not None
+
+
+def test_overrides_reach_one_run_every_run_a_block_and_the_study():
+    p = loading.load("01_vit_scratch", "cpu", **{"runs.improved-hybrid.epochs": 3})
+    assert {r.name: r.epochs for r in p.runs}["improved-hybrid"] == 3
+    assert {r.name: r.epochs for r in p.runs}["72px-patch6"] == 2  # the file's defaults
+    p = loading.load("03_vit_finetune", "cpu", **{"runs.*.epochs": 1, "split_seed": 7})
+    assert [r.epochs for r in p.runs] == [1, 1] and p.study.split_seed == 7
+    p = loading.load("05_efficientnet", "cpu", **{"frozen.epochs": 1, "seed": 3})
+    assert p.frozen.epochs == 1 and p.seed == 3 and p.unfrozen.epochs == 2
+    p = loading.load("02_vit_scratch_10classes", "cpu", runs=[
+        {"name": "one", "image_size": 32, "patch_size": 4}])
+    assert [r.name for r in p.runs] == ["one"] and p.runs[0].epochs == 2  # file defaults
+
+
+@pytest.mark.parametrize("notebook,overrides,words", [
+    ("01_vit_scratch", {"runs": [{"name": "x", "image_size": 32, "patch_size": 4,
+                                  "epochs": "ten"}]}, ["run 'x'", "epochs", "integer ≥ 1"]),
+    ("01_vit_scratch", {"runs.*.learning_rate": -0.001}, ["learning_rate", "> 0"]),
+    ("01_vit_scratch", {"runs": [{"name": "x", "image_size": 32, "patch_size": 5}]},
+     ["run 'x'", "patch_size 5 does not divide image_size 32"]),
+    ("01_vit_scratch", {"epochz": 3}, ["unknown key 'epochz'", "accepted keys:"]),
+    ("01_vit_scratch", {"runs.improved-hybrid.learning_rat": 0.1},
+     ["unknown key 'learning_rat'", "run 'improved-hybrid'", "accepted keys:"]),
+    ("01_vit_scratch", {"runs.nope.epochs": 1}, ["names no run", "improved-hybrid"]),
+    ("03_vit_finetune", {"runs": [{"name": "b", "balanse": True}]},
+     ["unknown key 'balanse'", "run 'b'"]),
+    ("03_vit_finetune", {"runs.*.warmup_ratio": 1.5}, ["warmup_ratio", "< 1"]),
+    ("04_vit_finetune_10classes", {"fallback.training.epoch": 1},
+     ["unknown key 'epoch'", "fallback training"]),
+    ("05_efficientnet", {"frozen.epochs": 0}, ["frozen", "epochs", "integer ≥ 1"]),
+    ("05_efficientnet", {"val_fraction": 1.5}, ["study.yaml", "val_fraction", "< 1"]),
+    ("03_vit_finetune", {"runs": [{"name": "a"}, {"name": "a"}]}, ["two runs are named 'a'"]),
 ])
-def test_unknown_keys_are_named_with_the_file_and_the_accepted_keys(notebook, overrides,
-                                                                     where):
-    with pytest.raises(config.ConfigError) as err:
-        config.load(notebook, "smoke", **overrides)
+def test_a_bad_key_or_value_is_one_line_naming_the_file_and_the_key(notebook, overrides,
+                                                                    words):
+    with pytest.raises(loading.ConfigError) as err:
+        loading.load(notebook, "cpu", **overrides)
     message = str(err.value)
-    bad = [k for k in ("epochz", "learning_rat", "batch_sise", "pretrain", "balanse",
-                       "trainig", "epoch") if f"'{k}'" in message]
-    assert bad and where in message and "accepted keys:" in message
-    assert str(paths.params_file("smoke", notebook)) in message
+    assert "\n" not in message and message.startswith("params/cpu/")
+    for word in words:
+        assert word in message, (word, message)
 
 
-def test_missing_run_keys_unknown_profile_and_notebook():
-    with pytest.raises(config.ConfigError, match="run 'a' lacks image_size, patch_size"):
-        config.load("01_vit_scratch", "smoke", runs=[{"name": "a"}])
-    with pytest.raises(config.ConfigError, match="unknown profile 'foo'.*smoke, cpu, gpu"):
-        config.load("01_vit_scratch", "foo")
-    with pytest.raises(config.ConfigError, match="unknown notebook"):
-        config.load("06_other", "smoke")
-    with pytest.raises(config.ConfigError, match="two runs are named 'a'"):
-        config.load("03_vit_finetune", "smoke", runs=[{"name": "a"}, {"name": "a"}])
-
-
-def test_schemas_match_what_the_code_reads():
-    """The accepted keys are those the model code uses: a key added there and forgotten
-    here (or the reverse) fails."""
-    from common import vit
-
-    build = set(inspect.signature(vit.build_vit).parameters) - {
-        "num_classes", "image_size", "patch_size", "augmentation", "mean", "variance", "name"}
-    assert build <= config.RUN_KEYS["keras_vit"]["optional"]
-    assert hf_training.TRAIN_DEFAULTS is config.HF_TRAINING_DEFAULTS
-    assert set(config.NOTEBOOKS) == {p.stem for p in (paths.ROOT / "notebooks").glob("0*.py")}
-    assert set(config.REFERENCE_2022) == set(config.NOTEBOOKS)
-
-
-def test_as_record_keeps_every_value_and_a_relative_file():
-    p = config.load("05_efficientnet", "smoke", seed=3)
-    record = config.as_record(p)
-    assert record["file"] == "params/smoke/05_efficientnet.yaml" and record["seed"] == 3
-    assert record["frozen"] == p.frozen and "defaults" not in record
-
-
-@pytest.mark.parametrize("notebook", list(config.NOTEBOOKS))
-def test_a_notebook_opened_as_it_is_runs_the_cpu_profile(notebook):
-    """The parameters cell holds only profile (cpu), data_dir, overrides and dry_run; nothing
-    has to be injected for the next cell to load the cpu parameter file."""
-    import jupytext
-
-    nb = jupytext.read(paths.ROOT / "notebooks" / f"{notebook}.py")
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(cells) == 1
-    namespace = {}
-    exec(cells[0].source, namespace)
-    namespace.pop("__builtins__")
-    assert namespace == {"profile": "cpu", "data_dir": None, "overrides": {}, "dry_run": False}
-    p = config.load(notebook, namespace["profile"], dry_run=namespace["dry_run"],
-                    data_dir=namespace["data_dir"], **namespace["overrides"])
-    assert p.profile == "cpu" and p.outputs == "cpu"
-    assert "config.load(NOTEBOOK, profile, dry_run=dry_run, data_dir=data_dir, **overrides)" \
-        in "".join(c.source for c in nb.cells)
-
-
-def test_init_from_needs_01s_split_and_run(tmp_path, monkeypatch):
-    run = {"name": "i", "image_size": 24, "patch_size": 4, "init_from": "improved-hybrid"}
-    assert config.load("02_vit_scratch_10classes", "smoke", runs=[run]).runs[0]["init_from"]
-    # a parameter file of 02 whose split differs from 01's
+def test_a_wrong_value_in_a_file_names_that_file(tmp_path, monkeypatch):
     import shutil
 
     shutil.copytree(paths.ROOT / "params" / "smoke", tmp_path / "smoke")
-    other = tmp_path / "smoke" / "02_vit_scratch_10classes.yaml"
-    other.write_text(other.read_text().replace("test_fraction: 0.2", "test_fraction: 0.3"))
-    with pytest.raises(config.ConfigError, match="init_from 'nope', not a run of"):
-        config.load("02_vit_scratch_10classes", "smoke", runs=[{**run, "init_from": "nope"}])
-    # an override of the split applies to both notebooks (make's PARAMS does so)
-    assert config.load("02_vit_scratch_10classes", "smoke", seed=3).seed == 3
-    monkeypatch.setattr(paths, "params_file",
-                        lambda profile, nb: tmp_path / profile / f"{nb}.yaml")
-    with pytest.raises(config.ConfigError, match="test_fraction is 0.3 but .*01_vit_scratch"):
-        config.load("02_vit_scratch_10classes", "smoke")
+    bad = tmp_path / "smoke" / "05_efficientnet.yaml"
+    bad.write_text(bad.read_text() + "image_size: big\n")
+    monkeypatch.setattr(paths, "params_file", lambda profile, nb: tmp_path / profile / f"{nb}.yaml")
+    with pytest.raises(loading.ConfigError, match=r"05_efficientnet.yaml: at the top level: "
+                                                  r"image_size: .*'big'.*integer ≥ 1"):
+        loading.load("05_efficientnet", "smoke")
+    bad.write_text("profile: smoke\n")
+    with pytest.raises(loading.ConfigError, match="unknown key 'profile'"):
+        loading.load("05_efficientnet", "smoke")
+
+
+def test_unknown_profile_and_notebook():
+    with pytest.raises(loading.ConfigError, match="unknown profile 'foo'.*smoke, cpu, gpu"):
+        loading.load("01_vit_scratch", "foo")
+    with pytest.raises(loading.ConfigError, match="unknown notebook"):
+        loading.load("06_other", "smoke")
+
+
+def test_a_dry_run_shrinks_amounts_only():
+    full, dry = loading.load("03_vit_finetune", "gpu"), loading.load("03_vit_finetune", "gpu-dry")
+    assert dry.dry_run and dry.outputs == "gpu-dry" and loading.limits(dry)
+    assert [r.epochs for r in dry.runs] == [1, 1] and dry.runs[0].batch_size <= 4
+    assert dry.runs[0].attention == full.runs[0].attention and dry.checkpoint == full.checkpoint
+
+
+def test_papermill_names_the_notebook_does_not_declare_stop_with_the_overrides_form():
+    namespace = {"profile": "cpu", "data_dir": None, "overrides": {}, "epochs": 3,
+                 "In": [], "Out": {}, "_i1": "", "get_ipython": print}
+    assert opening.injected_unknown(namespace) == ["epochs"]
+    with pytest.raises(loading.ConfigError) as err:
+        opening.start("01_vit_scratch", namespace)
+    message = str(err.value)
+    assert "unknown parameter 'epochs'" in message and "\n" not in message
+    assert "-y '{overrides: {runs.*.epochs: 3}}'" in message
+    assert err.value._render_traceback_() == [f"ConfigError: {message}"]  # one line in Jupyter
+    assert "frozen.epochs: 3" in loading.suggestion("epochs", 3, "05_efficientnet")
+
+
+def test_make_params_with_a_notebook_prefix_reach_that_notebook_only():
+    overrides = {"01.runs.improved-hybrid.epochs": 3, "seed": 7}
+    assert notebooks.for_notebook("01_vit_scratch", overrides) == {
+        "runs.improved-hybrid.epochs": 3, "seed": 7}
+    assert notebooks.for_notebook("03_vit_finetune", overrides) == {"seed": 7}
+    with pytest.raises(loading.ConfigError, match="no notebook 07"):
+        notebooks.for_notebook("01_vit_scratch", {"07.seed": 1})
+
+
+def test_as_record_keeps_every_value():
+    p = loading.load("05_efficientnet", "smoke", seed=3)
+    record = loading.as_record(p)
+    assert record["file"] == "params/smoke/05_efficientnet.yaml" and record["seed"] == 3
+    assert record["frozen"] == p.frozen.model_dump() and record["study"]["split_seed"] == 0
+
+
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS))
+def test_every_notebook_opens_with_the_same_three_cells(notebook):
+    """The parameters cell holds only profile (cpu), data_dir and overrides, then one call
+    loads parameters, data and splits, and one call shows them: opened as it is, the
+    notebook runs the cpu profile."""
+    import jupytext
+
+    nb = jupytext.read(paths.ROOT / "notebooks" / f"{notebook}.py")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    namespace = {}
+    exec(code[0].source, namespace)
+    namespace.pop("__builtins__")
+    assert namespace == {"profile": "cpu", "data_dir": None, "overrides": {}}
+    assert f'study = opening.start("{notebook}", globals())' in code[1].source
+    assert code[2].source.strip() == "opening.show(study)"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1

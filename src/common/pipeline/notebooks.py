@@ -1,13 +1,15 @@
 """Running the jupytext notebooks headless with papermill, one transaction per notebook.
 
-    python -m common.notebooks run notebooks/01_vit_scratch.py --profile smoke [-p KEY VALUE]
-    python -m common.notebooks report --profile smoke
+    python -m common.pipeline.notebooks run notebooks/01_vit_scratch.py --profile smoke \
+        [-p KEY VALUE]
+    python -m common.pipeline.notebooks report --profile smoke
 
 The ``.py`` source is turned into a notebook (kernel ``vit-cars-poc``) and executed with
-papermill, which injects three parameters: ``profile``, ``data_dir`` and ``overrides`` (the
-``-p`` values other than those two). The notebook reads ``params/<profile>/<notebook>.yaml``
-itself, through :mod:`common.config`; the overrides are checked here first, so an unknown key
-stops the run before a kernel starts.
+papermill, which injects three parameters: ``profile`` (``<profile>-dry`` for a dry run),
+``data_dir`` and ``overrides`` (the ``-p`` values other than ``data_dir``; see
+:mod:`common.config.loading` for their forms). The notebook reads its parameter files itself
+(:func:`common.pipeline.opening.start`); every key and value is checked here first, so a bad
+one stops the run before a kernel starts.
 
 A run is a transaction. The kernel writes its models, figures and results into a staging
 folder, ``<output>/.staging/<profile>-<notebook>/``; only when the notebook succeeds are they
@@ -31,7 +33,9 @@ from pathlib import Path
 
 import yaml
 
-from common import config, paths
+from common.config import loading
+from common.config.study import NOTEBOOKS, PROFILES
+from common.core import paths
 
 KERNEL = "vit-cars-poc"
 REPORT = paths.ROOT / "report" / "rapport.py"
@@ -45,22 +49,40 @@ def outputs(profile: str, dry_run: bool = False) -> str:
 
 def parameters(notebook: Path, profile: str, overrides: dict | None = None,
                dry_run: bool = False) -> dict:
-    """What papermill injects: ``profile``, ``data_dir`` and ``overrides``, and ``dry_run``
-    when it is set (the report takes ``profile`` only: the outputs it reads). Raises
-    :class:`common.config.ConfigError` for an unknown key."""
+    """What papermill injects: ``profile`` (``<profile>-dry`` for a dry run), ``data_dir``
+    and ``overrides`` (the report takes ``profile`` only: the outputs it reads). Raises
+    :class:`common.config.loading.ConfigError` for a bad key or value."""
     notebook = Path(notebook)
     if notebook.resolve() == REPORT:
         if set(overrides or {}) - {"profile"}:
-            raise config.ConfigError(f"the report takes no parameter but the profile, got "
-                                     f"{sorted(set(overrides) - {'profile'})}")
+            raise loading.ConfigError(f"the report takes no parameter but the profile, got "
+                                      f"{sorted(set(overrides) - {'profile'})}")
         return {"profile": outputs(profile, dry_run)}
-    overrides = dict(overrides or {})
+    overrides = for_notebook(notebook.stem, overrides or {})
     data_dir = overrides.pop("data_dir", None)
-    config.load(notebook.stem, profile, dry_run=dry_run, data_dir=data_dir,
-                **overrides)  # check, fail early
-    params = {"profile": profile, "data_dir": None if data_dir is None else str(data_dir),
-              "overrides": overrides}
-    return {**params, "dry_run": True} if dry_run else params
+    loading.load(notebook.stem, outputs(profile, dry_run), data_dir=data_dir,
+                 **overrides)  # check, fail early
+    return {"profile": outputs(profile, dry_run),
+            "data_dir": None if data_dir is None else str(data_dir), "overrides": overrides}
+
+
+def for_notebook(notebook: str, overrides: dict) -> dict:
+    """The overrides that apply to ``notebook``: those without a notebook prefix, and those
+    prefixed with its number (``01.runs.improved-hybrid.epochs``), the prefix removed. A
+    prefix that names no notebook is refused."""
+    numbers = {name[:2] for name in NOTEBOOKS}
+    out = {}
+    for key, value in overrides.items():
+        head, dot, rest = key.partition(".")
+        if dot and head.isdigit():
+            if head not in numbers:
+                raise loading.ConfigError(f"override {key!r}: no notebook {head} (the notebooks "
+                                          f"are {', '.join(sorted(numbers))})")
+            if notebook.startswith(head):
+                out[rest] = value
+        else:
+            out[key] = value
+    return out
 
 
 def _papermill(notebook: Path, output: Path, params: dict, kernel: str, progress: bool,
@@ -128,7 +150,7 @@ def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
     return the executed ``.ipynb`` in ``runs/<profile>/``.
 
     Raises papermill's ``PapermillExecutionError`` (notebook, cell and exception) on failure,
-    :class:`common.config.ConfigError` for a bad parameter before anything runs.
+    :class:`common.config.loading.ConfigError` for a bad parameter before anything runs.
     """
     notebook = Path(notebook)
     params = parameters(notebook, profile, overrides, dry_run)
@@ -171,15 +193,15 @@ def _watch_parent(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.notebooks")
+    parser = argparse.ArgumentParser(prog="python -m common.pipeline.notebooks")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute one notebook with papermill")
     run.add_argument("notebook", type=Path)
-    run.add_argument("--profile", required=True, choices=config.PROFILES)
+    run.add_argument("--profile", required=True, choices=PROFILES)
     run.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                      help="override one parameter (VALUE is read as YAML)")
     rep = sub.add_parser("report", help="execute report/rapport.py and render it (HTML, PDF)")
-    rep.add_argument("--profile", required=True, choices=config.PROFILES)
+    rep.add_argument("--profile", required=True, choices=PROFILES)
     for p in (run, rep):
         p.add_argument("--dry-run", action="store_true",
                        help="the profile's models and settings with tiny amounts; outputs "
@@ -194,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {k: yaml.safe_load(v) for k, v in getattr(args, "p", [])}
         out = execute(notebook, args.profile, overrides, dry_run=args.dry_run)
-    except (FileNotFoundError, config.ConfigError, yaml.YAMLError) as exc:
+    except (FileNotFoundError, loading.ConfigError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -211,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"executed {notebook} -> {out}")
     if args.command == "report":
-        from common import report
+        from common.report import rendering
 
-        report.render(out, paths.output_root() / "report" / "_output"
+        rendering.render(out, paths.output_root() / "report" / "_output"
                       / outputs(args.profile, args.dry_run),
                       quarto=None if args.no_quarto else "auto")
     return 0

@@ -1,4 +1,4 @@
-"""Stanford Cars as one table: layouts, class subsets, splits, generated data, download.
+"""Stanford Cars as one table, whatever its layout.
 
 Three layouts are recognised automatically (see :func:`detect_layout`):
 
@@ -18,19 +18,14 @@ Three layouts are recognised automatically (see :func:`detect_layout`):
 ``bbox_y1``, ``bbox_x2``, ``bbox_y2`` (1-based pixels, NaN when unknown) and ``split``
 (``train``/``val``/``test`` or None). Labels are 0-based everywhere after this point.
 
-Class subsets and splits are in :mod:`common.splits`, generated data in :mod:`common.synth`.
-
-Command line: ``python -m common.data summary DIR`` and ``python -m common.data download [DIR]``.
+Class subsets and splits are in :mod:`common.data.splits`, generated data in
+:mod:`common.data.synth`, the download in :mod:`common.data.download`; the command line is
+``python -m common.data summary DIR`` and ``python -m common.data download [DIR]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
-import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,7 +34,7 @@ import pandas as pd
 import scipy.io
 from PIL import Image
 
-from common import paths
+from common.core import paths
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -47,7 +42,6 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "
 BBOX = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"]
 COLUMNS = ["path", "class_id", "label", "class_name", *BBOX, "split"]
 TEN_CLASSES = [56, 79, 98, 119, 144, 161, 167, 171, 182, 191]
-HF_DATASET = "tanganke/stanford_cars"
 SYNTHETIC_MARKER = "SYNTHETIC.json"  # written by synth(): results say the data is generated
 
 
@@ -271,117 +265,3 @@ def summary(root: Path | str | None = None, verify: bool = True) -> dict:
             ok = list(pool.map(_readable, table["path"]))
         out["corrupt_images"] = int(len(ok) - sum(ok))
     return out
-
-
-# ------------------------------------------------------------------- writing the devkit layout
-
-def mat_struct(rows: list[dict]) -> np.ndarray:
-    """Rows (dicts with the same keys) as a MATLAB struct array."""
-    fields = list(rows[0])
-    arr = np.empty((1, len(rows)), dtype=[(f, "O") for f in fields])
-    for i, row in enumerate(rows):
-        arr[0, i] = tuple(row[f] for f in fields)
-    return arr
-
-
-def mat_cell(strings: list[str]) -> np.ndarray:
-    """Strings as a MATLAB cell array."""
-    arr = np.empty((1, len(strings)), dtype=object)
-    arr[0, :] = strings
-    return arr
-
-
-def write_devkit_mats(root: Path, names: list[str], train: list[dict], test: list[dict]):
-    """The devkit's .mat files: class names, train annotations, labelled test annotations."""
-    (root / "devkit").mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"class_names": mat_cell(names)})
-    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": mat_struct(train)})
-    if test:
-        scipy.io.savemat(root / "devkit" / "cars_test_annos_withlabels.mat",
-                         {"annotations": mat_struct(test)})
-
-
-# --------------------------------------------------------------------------- download
-
-def convert_hf(dataset, root: Path | str) -> Path:
-    """Write a Hugging Face ``DatasetDict`` (``image``, ``label`` ClassLabel; ``train`` and
-    ``test`` splits, as ``tanganke/stanford_cars``) in the devkit layout.
-
-    Bounding boxes are not in that dataset: they are written empty (unknown). The folder is
-    built beside ``root`` and renamed into place at the end, so an interrupted conversion
-    leaves nothing that loads as a dataset.
-    """
-    from tqdm.auto import tqdm
-
-    root = Path(root)
-    if root.exists():
-        raise DataError(f"{root} already exists; remove it or point CARS_DATA_DIR at it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".partial-", dir=root.parent))
-    try:
-        names = list(dataset["train"].features["label"].names)
-        records = {}
-        for split in ("train", "test"):
-            folder = tmp / f"cars_{split}"
-            folder.mkdir()
-            records[split] = []
-            for i, ex in enumerate(tqdm(dataset[split], desc=f"writing {split}", unit="img"), 1):
-                fname = f"{i:05d}.jpg"
-                ex["image"].convert("RGB").save(folder / fname, quality=95)
-                records[split].append({**{b: np.empty((0, 0)) for b in BBOX},
-                                       "class": int(ex["label"]) + 1, "fname": fname})
-        write_devkit_mats(tmp, names, records["train"], records["test"])
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
-
-
-def download(root: Path | str | None = None) -> Path:
-    """Download the full dataset (official split) from the Hugging Face hub into ``root``."""
-    root = Path(root) if root is not None else paths.data_dir()
-    if root.exists():
-        print(f"{root} already exists: nothing to download.")
-        return root
-    advice = (f"Without network, copy Stanford Cars (devkit layout, or car_ims/ + cars_annos.mat, "
-              f"or one folder per class) to {root}, or set CARS_DATA_DIR to its folder.")
-    try:
-        from huggingface_hub import HfApi
-
-        HfApi().dataset_info(HF_DATASET, timeout=15)
-    except Exception as exc:
-        raise DataError(f"cannot reach the Hugging Face hub for {HF_DATASET} "
-                        f"({type(exc).__name__}). {advice}") from exc
-    from datasets import load_dataset
-
-    return convert_hf(load_dataset(HF_DATASET), root)
-
-
-# --------------------------------------------------------------------------- command line
-
-def main(argv: list[str] | None = None) -> int:
-    for stream in (sys.stdout, sys.stderr):  # paths that are not valid UTF-8 still print
-        stream.reconfigure(errors="backslashreplace")
-    parser = argparse.ArgumentParser(prog="python -m common.data",
-                                     description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("summary", help="print a JSON summary of a dataset folder")
-    p.add_argument("dir", nargs="?", type=Path, default=None)
-    p.add_argument("--no-verify", action="store_true", help="do not open every image")
-    p = sub.add_parser("download", help=f"download {HF_DATASET} into DIR (devkit layout)")
-    p.add_argument("dir", nargs="?", type=Path, default=None)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "summary":
-            print(json.dumps(summary(args.dir, verify=not args.no_verify), indent=2))
-        else:
-            download(args.dir)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """Class subsets and train / validation / test splits of a dataset table
-(:func:`common.data.load_table`), seeded, stratified and disjoint by construction.
+(:func:`common.data.table.load_table`), seeded, stratified and disjoint by construction.
 
 Labels are 0-based everywhere after this point: :func:`select_classes` numbers the kept
 classes 0..K-1 in ascending official id order.
@@ -7,13 +7,14 @@ classes 0..K-1 in ascending official id order.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from common.data import DataError, load_table
+from common.data.table import DataError
 
 
 def select_classes(table: pd.DataFrame, class_ids: list[int] | None = None,
@@ -84,11 +85,20 @@ def sample(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     return out
 
 
-def cap_per_class(parts: Splits, cap: int, seed: int = 0) -> Splits:
-    """At most ``cap`` training and ``cap`` validation images per class (a run's budget);
-    the test set stays whole."""
+def budget(parts: Splits, cap_per_class: int | None = None, balance: bool = False,
+           seed: int = 0) -> Splits:
+    """A run's share of the training and validation sets: at most ``cap_per_class`` images
+    per class in each (the 2022 report's 64), or, with ``balance``, every class cut to the
+    smallest class of that set. The test set stays whole: every run of a task is scored on
+    the same images."""
+    if cap_per_class is None and not balance:
+        return parts
+
     def cut(part):
-        out = (part.sample(frac=1.0, random_state=seed).groupby("class_id").head(cap)
+        limit = int(part.groupby("class_id").size().min()) if balance else None
+        if cap_per_class is not None:
+            limit = cap_per_class if limit is None else min(limit, cap_per_class)
+        out = (part.sample(frac=1.0, random_state=seed).groupby("class_id").head(limit)
                .sort_values("path", kind="stable").reset_index(drop=True))
         out.attrs.update(part.attrs)
         return out
@@ -96,11 +106,17 @@ def cap_per_class(parts: Splits, cap: int, seed: int = 0) -> Splits:
     return Splits(cut(parts.train), cut(parts.val), parts.test)
 
 
-def limit(parts: Splits, train: int, evaluation: int, seed: int = 0) -> Splits:
-    """At most ``train`` training and ``evaluation`` validation and test images (a dry run),
-    drawn at random with ``seed``."""
-    return Splits(sample(parts.train, train, seed), sample(parts.val, evaluation, seed),
-                  sample(parts.test, evaluation, seed))
+def image_ids(part: pd.DataFrame) -> list[str]:
+    """The images of a split as ids that do not depend on where the dataset lies: their
+    paths relative to the dataset folder, sorted."""
+    root = part.attrs.get("root")
+    return sorted(os.path.relpath(p, root) if root else p for p in part["path"])
+
+
+def fingerprint(part: pd.DataFrame) -> str:
+    """A short hash of the sorted image ids of a split: two runs scored on the same test
+    images have the same fingerprint, and only they."""
+    return hashlib.sha256("\n".join(image_ids(part)).encode("utf-8")).hexdigest()[:16]
 
 
 def _min_per_class(part: pd.DataFrame, needed: int, why: str) -> None:
@@ -120,18 +136,14 @@ def _stratified(part: pd.DataFrame, fraction: float, seed: int):
 
 
 def make_splits(table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                seed: int = 0, cap: int | None = None, balance: bool = False,
-                use_official_test: bool = True) -> Splits:
+                seed: int = 0, use_official_test: bool = True) -> Splits:
     """Stratified, seeded train/val/test splits, disjoint by construction.
 
     ``test_fraction`` is a fraction of the whole table, ``val_fraction`` a fraction of what
-    remains for training (the train+val pool).
-
-    The official test split is the test set when the table has one (and
-    ``use_official_test``); otherwise ``test_fraction`` of every class is held out. The
-    per-class ``cap`` (keep at most N images per class, as the 2022 report's 64) or
-    ``balance`` (cut every class to the smallest class) applies to the train+val pool only,
-    so the test set stays whole. The result depends only on the table and ``seed``.
+    remains for training (the train+val pool). The official test split is the test set when
+    the table has one (and ``use_official_test``); otherwise ``test_fraction`` of every class
+    is held out. The result depends only on the table and ``seed``; a run's caps apply
+    afterwards (:func:`budget`).
     """
     table = table.sort_values("path", kind="stable").reset_index(drop=True)
     official = use_official_test and (table["split"] == "test").any()
@@ -140,35 +152,19 @@ def make_splits(table: pd.DataFrame, val_fraction: float = 0.15, test_fraction: 
     else:
         _min_per_class(table, 3, "a train/val/test split")
         pool, test = _stratified(table, test_fraction, seed)
-    if balance or cap is not None:
-        smallest = int(pool.groupby("class_id").size().min())
-        limit = smallest if balance else cap
-        if cap is not None:
-            limit = min(limit, cap)
-        pool = (pool.sample(frac=1.0, random_state=seed).groupby("class_id").head(limit)
-                .sort_values("path", kind="stable"))
     _min_per_class(pool, 2, "a train/val split")
     train, val = _stratified(pool, val_fraction, seed)
     splits = Splits(*(p.sort_values("path", kind="stable").reset_index(drop=True)
                       for p in (train, val, test)))
+    for part in (splits.train, splits.val, splits.test):
+        part.attrs.update(table.attrs)
     splits.check()
     return splits
 
 
-def prepare(root: Path | str | None, class_ids: list[int] | None = None, *,
-            val_fraction: float, test_fraction: float, seed: int, cap: int | None = None,
-            balance: bool = False) -> tuple[pd.DataFrame, Splits, dict]:
-    """The start of every experiment: the table of the chosen classes, its checked splits
-    and the label names (0-based label -> (official id, name)).
-
-    The splits are drawn once over the whole dataset and then cut down to ``class_ids``, so
-    that experiments on different classes with the same fractions and seed share one split:
-    an image of the 10-class test set is in the test set of the 196-class experiment too,
-    and a network trained there never saw it."""
-    full = select_classes(load_table(root))
-    whole = make_splits(full, val_fraction=val_fraction, test_fraction=test_fraction,
-                        seed=seed, cap=cap, balance=balance)
-    table = select_classes(full, class_ids=class_ids)
+def restrict(parts: Splits, table: pd.DataFrame) -> Splits:
+    """The splits cut down to the classes of ``table`` (:func:`select_classes`), relabelled
+    as in ``table``: a task on fewer classes shares the split of all classes."""
     relabel = dict(zip(table["class_id"], table["label"]))
 
     def cut(part: pd.DataFrame) -> pd.DataFrame:
@@ -177,6 +173,6 @@ def prepare(root: Path | str | None, class_ids: list[int] | None = None, *,
         out.attrs.update(table.attrs)
         return out.reset_index(drop=True)
 
-    parts = Splits(cut(whole.train), cut(whole.val), cut(whole.test))
-    parts.check()
-    return table, parts, label_names(table)
+    out = Splits(cut(parts.train), cut(parts.val), cut(parts.test))
+    out.check()
+    return out

@@ -1,5 +1,6 @@
-"""EfficientNetB0 transfer learning in Keras, as the 2022 study (keras.io "Image
-classification via fine-tuning with EfficientNet"), with an honest weights fallback.
+"""EfficientNetB0 for transfer learning in Keras, as the 2022 study (keras.io "Image
+classification via fine-tuning with EfficientNet"), with an honest weights fallback: the
+model only; its two training stages are :mod:`common.training.efficientnet_stages`.
 
 Stage 1: the ImageNet backbone frozen, the original's augmentation and head
 (global average pooling, batch normalisation, dropout 0.2, dense). Stage 2 (ours): the top
@@ -15,10 +16,11 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from common import keras_training, model_folder, results
-from common import weights as weight_files
+from common.models import weight_files
+from common.models.origin import weights_info
 
 IMAGENET = "imagenet"
+STAND_IN_FILE = "efficientnetb0_notop.weights.h5"
 
 
 class WeightsUnavailable(RuntimeError):
@@ -40,7 +42,7 @@ def _backbone(image_size: int, weights: str | None):
 def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool = True,
                   stand_in: bool = False):
     """EfficientNetB0 without its top, and the record of the weights it holds
-    (:func:`common.results.weights_info`).
+    (:func:`common.weights_info`).
 
     ``weights``: ``"imagenet"`` (the file ``make weights`` put in ``weights/keras/``, else
     Keras' weight store, cached in ``~/.keras/models``) or the path of a local weights file.
@@ -56,14 +58,14 @@ def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool
         reason = f"no weights file at {source}"
     else:
         try:
-            return _backbone(image_size, source), results.weights_info(
+            return _backbone(image_size, source), weights_info(
                 "imagenet (keras.applications.EfficientNetB0)" if source == IMAGENET
                 else f"local weights {source}", pretrained=True)
         except Exception as exc:  # download errors come as several types
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     if stand_in:
         path = make_stand_in()
-        return _backbone(image_size, str(path)), results.weights_info(
+        return _backbone(image_size, str(path)), weights_info(
             "stand-in", pretrained=False, requested=str(weights), file=str(path),
             reason=f"dry run: {reason}")
     if not allow_fallback:
@@ -72,24 +74,20 @@ def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool
             "weights` on a machine with network access and copy its weights/ folder here, or "
             "download efficientnetb0_notop.h5 elsewhere and set the `weights` parameter to "
             "its path. The gpu profile never trains from random weights.")
-    return _backbone(image_size, None), results.weights_info(
+    return _backbone(image_size, None), weights_info(
         "random-init", pretrained=False, requested=str(weights),
         reason=f"pretrained unavailable: {reason}")
 
 
 def make_stand_in() -> Path:
-    """Random EfficientNetB0 weights (no top) in the HDF5 format of Keras' ImageNet file,
-    for a dry run; made once in ``weights/stand-ins/``, then reused."""
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-
-    path = weight_files.stand_in_path(weight_files.EFFICIENTNET_FILE)
+    """Random EfficientNetB0 weights (no top), a Keras weights file loaded through the same
+    ``weights=`` argument as the ImageNet file, for a dry run; made once in
+    ``weights/stand-ins/``, then reused."""
+    path = weight_files.stand_in_path(STAND_IN_FILE)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        with h5py.File(tmp, "w") as f:
-            legacy_h5_format.save_weights_to_hdf5_group(
-                f, keras.applications.EfficientNetB0(include_top=False, weights=None))
+        tmp = path.with_name(".partial-" + path.name)  # Keras wants the .weights.h5 ending
+        keras.applications.EfficientNetB0(include_top=False, weights=None).save_weights(tmp)
         tmp.rename(path)
     return path
 
@@ -122,30 +120,3 @@ def unfreeze_top(model: keras.Model, n_layers: int = 20) -> int:
         layer.trainable = top and not isinstance(layer, layers.BatchNormalization)
         count += int(layer.trainable)
     return count
-
-
-def train_stage(model, name: str, arrays: dict, *, learning_rate: float, epochs: int,
-                batch_size: int, labels: dict, weights: dict, params: dict, model_dir,
-                seed: int = 0) -> tuple[dict, keras.Model, object]:
-    """Compile with Adam, train (best validation checkpoint kept), evaluate on the test split
-    and save the model folder. ``arrays``: ``train``/``val``/``test`` -> (uint8 x, labels).
-
-    Returns the run record, the best model and the test probabilities.
-    """
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = arrays["train"], arrays["val"], arrays["test"]
-    trained = keras_training.train(model, x_tr, y_tr, x_va, y_va, epochs=epochs,
-                                   batch_size=batch_size, verbose=2, seed=seed,
-                                   checkpoint_path=model_dir / model_folder.KERAS_FILE)
-    probs = keras_training.probabilities(trained["model"], x_te, batch_size)
-    model_folder.write_info(model_dir, labels, {
-        "framework": "keras", "model_file": model_folder.KERAS_FILE,
-        "image_size": int(x_te.shape[1]),
-        "crop_mode": "squash",
-        "normalisation": "inside the model (EfficientNet rescaling); input RGB pixels 0..255"})
-    record = results.run_record(name, params, weights, y_te, probs, trained, model_dir)
-    return record, trained["model"], probs

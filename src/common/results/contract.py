@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import shutil
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from common import atomic, config, paths
+from common.config.loading import as_record
+from common.config.study import NOTEBOOKS
+from common.core import atomic, paths
+from common.results.metrics import classification_metrics, wilson
+from common.results.provenance import PACKAGES, environment, git_commit
 
 METRICS = ("test_accuracy", "test_top5_accuracy", "best_val_accuracy", "test_macro_f1")
 HISTORY = ("loss", "val_loss", "accuracy", "val_accuracy")
@@ -29,87 +27,8 @@ RUN_KEYS = ("name", "params", "weights", "metrics", "history", "train_seconds",
             "train_images_per_second", "model_dir")
 TOP_KEYS = ("notebook", "profile", "dry_run", "created", "duration_s", "git_commit",
             "environment", "params", "dataset", "runs", "figures")
-DATASET_KEYS = ("root", "layout", "synthetic", "n_classes", "class_ids", "split_sizes")
-PACKAGES = ("keras", "tensorflow", "torch", "transformers")
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def device_description() -> str:
-    """GPU names from nvidia-smi when there are GPUs, else the CPU core count."""
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20, check=True).stdout
-            gpus = [line.strip() for line in out.splitlines() if line.strip()]
-            if gpus:
-                return f"{len(gpus)} GPU: " + ", ".join(gpus)
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-
-
-def environment() -> dict:
-    """Versions, device and, when Keras is loaded, the Keras backend the notebook ran on."""
-    keras = sys.modules.get("keras")
-    return {"python": platform.python_version(),
-            **{p: _version(p) for p in PACKAGES},
-            "keras_backend": keras.backend.backend() if keras else None,
-            "device": device_description()}
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def dataset_info(table, splits) -> dict:
-    """The ``dataset`` block from a (subset) table and its :class:`common.data.Splits`."""
-    return {"root": table.attrs.get("root"), "layout": table.attrs.get("layout"),
-            "synthetic": bool(table.attrs.get("synthetic", False)),
-            "n_classes": int(table["class_id"].nunique()),
-            "class_ids": sorted(int(c) for c in table["class_id"].unique()),
-            "split_sizes": splits.sizes()}
-
-
-def classification_metrics(y_true, probs) -> dict:
-    """Top-1, top-5 (top-k when fewer classes) accuracy and macro-F1 on 0-based labels."""
-    from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
-
-    y_true = np.asarray(y_true)
-    probs = np.asarray(probs, dtype=float)
-    labels = np.arange(probs.shape[1])
-    y_pred = probs.argmax(axis=1)
-    top1 = float(accuracy_score(y_true, y_pred))
-    # with two classes sklearn wants one score column; top-1 is then the only useful k
-    topk = (float(top_k_accuracy_score(y_true, probs, k=min(5, probs.shape[1] - 1),
-                                       labels=labels)) if probs.shape[1] > 2 else top1)
-    return {"test_accuracy": top1,
-            "test_top5_accuracy": topk,
-            "test_macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=labels,
-                                            zero_division=0))}
-
-
-def weights_info(source: str, *, pretrained: bool, reason: str | None = None,
-                 **details) -> dict:
-    """Where a run's weights came from, the ``weights`` field of a run record.
-
-    ``source``: the checkpoint or weights file loaded, ``"random-init"``, or
-    ``"pretrained-here"`` (random weights first trained here by another run, on the same
-    training split; the details then give ``from``, that run, and its ``classes``).
-    ``pretrained``: the weights were trained elsewhere (ImageNet...). ``reason``: why the
-    pretrained weights that were asked for (``requested``) could not be used.
-    """
-    return {"source": str(source), "pretrained": bool(pretrained), "reason": reason,
-            **details}
+DATASET_KEYS = ("root", "layout", "synthetic", "task", "n_classes", "class_ids",
+                "official_test", "split_sizes", "test_set")
 
 
 def _weights_problems(weights) -> list[str]:
@@ -155,6 +74,11 @@ def problems(payload: dict, root: Path | None = None) -> list[str]:
     out += [f"dataset lacks '{k}'" for k in DATASET_KEYS if k not in ds]
     if set(ds.get("split_sizes", {})) != {"train", "val", "test"}:
         out.append("dataset.split_sizes must have train, val and test")
+    test_set = ds.get("test_set") or {}
+    if not (isinstance(test_set.get("images"), int) and test_set["images"] > 0
+            and isinstance(test_set.get("fingerprint"), str) and test_set["fingerprint"]):
+        out.append("dataset.test_set must give the test images (a positive count) and their "
+                   "fingerprint")
     if not isinstance(payload["runs"], list) or not payload["runs"]:
         out.append("runs must be a non-empty list")
         return out
@@ -225,7 +149,7 @@ def write(params, notebook: str, *, started: float, dataset: dict, runs: list[di
     payload = {"notebook": notebook, "profile": params.profile, "dry_run": params.dry_run,
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "duration_s": round(time.time() - started, 1), "git_commit": git_commit(),
-               "environment": environment(), "params": config.as_record(params),
+               "environment": environment(), "params": as_record(params),
                "dataset": dataset,
                "runs": [{**r, "model_dir": _relative(r["model_dir"])} for r in runs],
                "figures": [_relative(f) for f in figures]}
@@ -269,6 +193,8 @@ def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: d
                          "and run again")
     metrics = classification_metrics(y_test, probs)
     n = len(np.asarray(y_test))
+    if hasattr(params, "model_dump"):
+        params = params.model_dump(mode="json")
     return {"name": name, "params": dict(params), "weights": weights,
             "metrics": {**metrics, "best_val_accuracy": float(trained["best_val_accuracy"]),
                         "test_images": n,
@@ -281,24 +207,9 @@ def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: d
             "model_dir": str(model_dir)}
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> list[float]:
-    """The Wilson score interval of a proportion, 95 % by default: [low, high]."""
-    if n <= 0:
-        return [0.0, 1.0]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
-
-
-def overlap(a: list[float], b: list[float]) -> bool:
-    """Whether two intervals overlap: two runs whose 95 % intervals overlap are tied."""
-    return a[0] <= b[1] and b[0] <= a[1]
-
-
 def collect(profile: str) -> dict[str, dict | None]:
     """The results of the five notebooks for ``profile`` (None for a notebook not run)."""
-    return {name: read(profile, name) for name in config.NOTEBOOKS}
+    return {name: read(profile, name) for name in NOTEBOOKS}
 
 
 def all_runs(collected: dict[str, dict | None]):

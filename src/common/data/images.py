@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from common import atomic, paths
-from common.data import BBOX
+from common.core import atomic, paths
+from common.data.table import BBOX
 
 MODES = ("squash", "center", "bbox")
 CACHE_VERSION = 2  # 2: images decoded upright (EXIF orientation)

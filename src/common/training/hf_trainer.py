@@ -3,8 +3,8 @@
 :func:`fine_tune` runs the ``Trainer`` (evaluation every epoch, the weights of the best
 epoch on validation accuracy kept and restored), with a random resized crop and horizontal
 flip done with Pillow before the image processor (resize, rescale, normalise), and returns
-the per-epoch history of the results contract. :func:`predict_probs` gives class
-probabilities for decoded images.
+the per-epoch history of the results contract; :func:`fine_tune_processes` runs it in
+several data-parallel processes.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import HF_TRAINING_DEFAULTS as TRAIN_DEFAULTS
-from common.hf_weights import Classifier
+from common.config.schema import HfTraining
+from common.models.hf_classifier import Classifier
 
 
 # --------------------------------------------------------------------------- data
@@ -111,18 +111,18 @@ def _precision(mixed: bool) -> dict:
     return {"bf16": True}
 
 
-def _training_arguments(cfg: dict, output_dir: Path, seed: int, progress: bool):
+def _training_arguments(cfg: HfTraining, output_dir: Path, seed: int, progress: bool):
     import dataclasses
 
     from transformers import TrainingArguments
 
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    ratio = float(cfg["warmup_ratio"] or 0.0)
+    ratio = float(cfg.warmup_ratio)
     # transformers 4 has warmup_ratio; transformers 5 reads a warmup_steps below 1 as a ratio
     warmup = {"warmup_ratio" if "warmup_ratio" in names else "warmup_steps": ratio}
     import torch
 
-    workers = int(cfg["dataloader_workers"])
+    workers = int(cfg.dataloader_workers)
     return TrainingArguments(
         output_dir=str(output_dir), eval_strategy="epoch", logging_strategy="epoch",
         # The best epoch is kept in memory by KeepBest, not by load_best_model_at_end: in
@@ -131,11 +131,11 @@ def _training_arguments(cfg: dict, output_dir: Path, seed: int, progress: bool):
         # for ViT it silently keeps the last epoch (huggingface/transformers#48805).
         save_strategy="no", load_best_model_at_end=False,
         metric_for_best_model="val_accuracy", greater_is_better=True,
-        num_train_epochs=float(cfg["epochs"]),
-        per_device_train_batch_size=int(cfg["batch_size"]),
-        per_device_eval_batch_size=int(cfg["eval_batch_size"]),
-        learning_rate=float(cfg["learning_rate"]), weight_decay=float(cfg["weight_decay"]),
-        lr_scheduler_type=cfg["scheduler"], label_smoothing_factor=float(cfg["label_smoothing"]),
+        num_train_epochs=float(cfg.epochs),
+        per_device_train_batch_size=int(cfg.batch_size),
+        per_device_eval_batch_size=int(cfg.eval_batch_size),
+        learning_rate=float(cfg.learning_rate), weight_decay=float(cfg.weight_decay),
+        lr_scheduler_type=cfg.scheduler, label_smoothing_factor=float(cfg.label_smoothing),
         dataloader_num_workers=workers, dataloader_persistent_workers=workers > 0,
         dataloader_pin_memory=torch.cuda.is_available(),
         # without a GPU, data-parallel processes (fine_tune_processes) talk over gloo
@@ -143,20 +143,20 @@ def _training_arguments(cfg: dict, output_dir: Path, seed: int, progress: bool):
         ddp_backend="gloo" if not torch.cuda.is_available()
         and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         remove_unused_columns=False, report_to="none", seed=int(seed), data_seed=int(seed),
-        torch_compile=bool(cfg["torch_compile"]),
-        disable_tqdm=not progress, **warmup, **_precision(bool(cfg["mixed_precision"])))
+        torch_compile=bool(cfg.torch_compile),
+        disable_tqdm=not progress, **warmup, **_precision(bool(cfg.mixed_precision)))
 
 
-def use_settings(model, cfg: dict) -> None:
+def use_settings(model, cfg: HfTraining) -> None:
     """The speed settings of a run: the model's attention implementation ("sdpa": PyTorch's
     fused attention) and, on a GPU, TF32 matmuls."""
     import torch
 
-    if model.config._attn_implementation != cfg["attention"]:
-        model.set_attn_implementation(cfg["attention"])
+    if model.config._attn_implementation != cfg.attention:
+        model.set_attn_implementation(cfg.attention)
     if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = bool(cfg["tf32"])
-        torch.backends.cudnn.allow_tf32 = bool(cfg["tf32"])
+        torch.backends.cuda.matmul.allow_tf32 = bool(cfg.tf32)
+        torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
 
 
 def _keep_best(metric: str = "eval_val_accuracy"):
@@ -217,11 +217,12 @@ def history_from_logs(log_history: list[dict]) -> dict:
             "val_accuracy": [float(e["eval_val_accuracy"]) for e in val[:n]]}
 
 
-def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *, seed: int = 0,
+def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, *,
+              seed: int = 0,
               work_dir: Path | None = None, progress: bool = False) -> dict:
     """Fine-tune ``clf.model`` with the ``Trainer``; keep the best epoch on validation.
 
-    ``cfg``: :data:`TRAIN_DEFAULTS` keys (the fallback's ``training`` overrides apply on top).
+    ``cfg``: the run's settings (the fallback's ``training`` settings replace them).
     Returns ``history`` (per epoch: ``loss``, the Trainer's mean training loss over the
     epoch's batches, augmented, dropout on; ``val_loss`` and ``val_accuracy`` on the
     validation set; ``accuracy``, measured at the end of each epoch in evaluation mode, without
@@ -235,12 +236,12 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *, see
     """
     from transformers import Trainer
 
-    cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in cfg.items() if k in TRAIN_DEFAULTS},
-           **clf.training}
+    cfg = HfTraining.model_validate({**cfg.model_dump(include=set(HfTraining.model_fields)),
+                                     **clf.training})
     rng = np.random.default_rng(seed)
-    subset = np.sort(rng.choice(len(x_train), min(int(cfg["train_eval_images"]), len(x_train)),
+    subset = np.sort(rng.choice(len(x_train), min(int(cfg.train_eval_images), len(x_train)),
                                 replace=False))
-    augment = Augment(cfg["flip"], cfg["crop_scale"]) if cfg["flip"] or cfg["crop_scale"] else None
+    augment = Augment(cfg.flip, cfg.crop_scale) if cfg.flip or cfg.crop_scale else None
     train_ds = ImageDataset(x_train, y_train, augment)
     evals = {"val": ImageDataset(x_val, y_val),
              "train": ImageDataset(x_train[subset], np.asarray(y_train)[subset])}
@@ -273,28 +274,7 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *, see
             "epoch_seconds": list(clock.epoch_seconds)}
 
 
-def forward_batches(model, processor, x, batch_size: int, **kwargs):
-    """The model's outputs on ``uint8`` images, batch by batch, in evaluation mode."""
-    import torch
-
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            inputs = processor(images=list(x[i:i + batch_size]), return_tensors="pt")
-            yield model(pixel_values=inputs["pixel_values"].to(device), **kwargs)
-
-
-def predict_probs(model, processor, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities (softmax) for ``uint8`` images (N, H, W, 3)."""
-    import torch
-
-    out = [torch.softmax(o.logits.float(), -1).cpu().numpy()
-           for o in forward_batches(model, processor, x, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
-
-
-def fine_tune_processes(clf: Classifier, x_train, y_train, x_val, y_val, cfg: dict, *,
+def fine_tune_processes(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, *,
                         processes: int, seed: int = 0, progress: bool = False) -> dict:
     """:func:`fine_tune` in ``processes`` processes (one per GPU, or CPU processes talking
     over gloo) started from the notebook by ``accelerate.notebook_launcher``; the ``Trainer``

@@ -8,7 +8,7 @@ the encoder output goes through LayerNormalization + GlobalAveragePooling1D
 takes raw 0..255 RGB), and an optional stochastic depth (drop path) follows
 "How to train your ViT?" (Steiner et al., 2021). Augmentation layers are inside the model
 only when asked (``augmentation``); otherwise the input pipeline of
-:mod:`common.keras_training` applies them.
+:mod:`common.training.keras_fit` applies them.
 
 ``stem_channels`` turns it into a hybrid ViT, as the "R+ViT" models of that paper: a few
 stride-2 convolutions (3x3, batch norm, ReLU) replace the cut into patches, and each cell of
@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from common.keras_training import PACKAGE, augmentation_layers
+from common.models.augmentation import PACKAGE, augmentation_layers
 
 
 def num_patches(image_size: int, patch_size: int) -> int:

@@ -3,7 +3,7 @@
 A model folder holds the model (``model.keras`` for Keras; ``save_pretrained`` files for
 Hugging Face), ``labels.json`` (output index -> official class id and name) and
 ``preprocess.json`` (framework, image size, crop mode, normalisation, ...). Every trainer
-writes these two files through :func:`write_info`; :mod:`common.predict` reads them through
+writes these two files through :func:`write_info`; :mod:`common.inference.predictor` reads them through
 :func:`read_labels` and :func:`read_preprocess`, which check them and name what is wrong.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import atomic
+from common.core import atomic
 
 LABELS = "labels.json"
 PREPROCESS = "preprocess.json"

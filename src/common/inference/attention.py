@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from common.hf_training import forward_batches
+from common.inference.probabilities import forward_batches
 
 
 def rollout_matrix(attentions) -> np.ndarray:

@@ -6,7 +6,7 @@ by ``save_pretrained``) with a new classification head; loading never runs remot
 (``trust_remote_code=False``) and never unpickles (``use_safetensors=True``). When the
 weights cannot be had, the ``gpu`` profile stops with :class:`PretrainedUnavailable` (what
 failed and how to fix it); the ``smoke`` and ``cpu`` profiles fall back to a small randomly
-initialised ViT and say so in ``Classifier.weights`` (see :func:`common.results.weights_info`).
+initialised ViT and say so in ``Classifier.weights`` (see :func:`common.models.origin.weights_info`).
 An unreachable hub is detected in well under a second by one short request
 (:func:`locate`), not by ``from_pretrained``'s retries.
 """
@@ -18,7 +18,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import results, weights
+from common.models import weight_files
+from common.models.origin import weights_info
 
 FALLBACK_PROFILES = ("smoke", "cpu")  # the gpu profile never trains from scratch silently
 HUB_TIMEOUT = 10.0
@@ -63,7 +64,7 @@ def locate(checkpoint: str, timeout: float = HUB_TIMEOUT) -> tuple[str, bool, st
 
     Returns ``(source, local_files_only, hub_problem)``: a local folder is used as it is; a
     hub id is taken from ``weights/`` when ``make weights`` put it there
-    (:func:`common.weights.hf_folder`), else checked on the hub with one request of at most
+    (:func:`common.models.weight_files.hf_folder`), else checked on the hub with one request of at most
     ``timeout`` seconds. When the hub cannot be
     reached (or ``HF_HUB_OFFLINE`` is set), loading goes on from the local cache only and
     ``hub_problem`` says why. Raises :class:`PretrainedUnavailable` when the weights surely
@@ -82,7 +83,7 @@ def locate(checkpoint: str, timeout: float = HUB_TIMEOUT) -> tuple[str, bool, st
             raise PretrainedUnavailable(
                 f"{folder} has no .safetensors weights (this project never unpickles .bin files)")
         return str(folder), True, None
-    downloaded = weights.hf_folder(checkpoint)
+    downloaded = weight_files.hf_folder(checkpoint)
     if downloaded is not None:
         return str(downloaded), True, None
     return _locate_on_hub(checkpoint, timeout)
@@ -130,7 +131,7 @@ class Classifier:
 
     model: object
     processor: object
-    weights: dict  # provenance, see common.results.weights_info
+    weights: dict  # provenance, see common.models.origin.weights_info
     checkpoint: str
     reason: str | None = None  # why the pretrained weights were not used
     training: dict = field(default_factory=dict)  # training overrides of the fallback
@@ -212,11 +213,12 @@ def random_init(config: dict, labels: dict[int, tuple[int, str]]):
 
 
 def load_classifier(checkpoint: str, labels: dict[int, tuple[int, str]], *, profile: str,
-                    fallback: dict | None = None, timeout: float = HUB_TIMEOUT,
+                    fallback=None, timeout: float = HUB_TIMEOUT,
                     seed: int = 0, stand_in: bool = False) -> Classifier:
     """The model to fine-tune: the pretrained ``checkpoint`` or, for the smoke and cpu
-    profiles only, the fallback ViT of ``fallback["config"]`` (``ViTConfig`` keywords;
-    ``fallback["training"]``: training settings that replace the pretrained ones). With
+    profiles only, the fallback ViT of ``fallback.config`` (``ViTConfig`` keywords;
+    ``fallback.training``: training settings that replace the runs'), a
+    :class:`common.config.schema.HfFallback`. With
     ``stand_in`` (a dry run), weights that cannot be had are replaced by a random stand-in
     of the same architecture and format (:func:`make_stand_in`), loaded the same way.
 
@@ -229,27 +231,27 @@ def load_classifier(checkpoint: str, labels: dict[int, tuple[int, str]], *, prof
     try:
         model, processor = load_pretrained(checkpoint, labels, timeout)
         return Classifier(model, processor, checkpoint=str(checkpoint),
-                          weights=results.weights_info(str(checkpoint), pretrained=True))
+                          weights=weights_info(str(checkpoint), pretrained=True))
     except PretrainedUnavailable as exc:
         if stand_in:
             folder = make_stand_in(str(checkpoint))
             model, processor = load_pretrained(str(folder), labels, timeout)
             return Classifier(model, processor, checkpoint=str(checkpoint), reason=exc.reason,
-                              weights=results.weights_info(
+                              weights=weights_info(
                                   "stand-in", pretrained=False, requested=str(checkpoint),
                                   file=str(folder), reason=f"dry run: {exc.reason}"))
         if profile not in FALLBACK_PROFILES or not fallback:
             raise PretrainedUnavailable(refusal(str(checkpoint), exc.reason, profile),
                                         exc.reason) from exc
-        model, processor = random_init(dict(fallback["config"]), labels)
+        model, processor = random_init(dict(fallback.config), labels)
         return Classifier(model, processor, checkpoint=str(checkpoint), reason=exc.reason,
-                          weights=results.weights_info(
+                          weights=weights_info(
                               "random-init", pretrained=False, requested=str(checkpoint),
                               reason=f"pretrained unavailable: {exc.reason}"),
-                          training=dict(fallback.get("training") or {}))
+                          training=fallback.training.model_dump(exclude_none=True))
 
 
-def weights_status(checkpoint: str, *, profile: str, fallback: dict | None = None,
+def weights_status(checkpoint: str, *, profile: str, fallback=None,
                    timeout: float = HUB_TIMEOUT, stand_in: bool = False) -> dict:
     """Check, before any work, that the weights can be had (loads them once).
 
@@ -270,7 +272,7 @@ def make_stand_in(checkpoint: str) -> Path:
     ``weights/stand-ins/``, then reused."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    folder = weights.stand_in_path(checkpoint)
+    folder = weight_files.stand_in_path(checkpoint)
     if not (folder / "model.safetensors").is_file():
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)

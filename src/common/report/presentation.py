@@ -180,20 +180,20 @@ def per_class_table(report, extremes: int | None = None):
 
 # --------------------------------------------------------------------------- weights text
 
-def weights_markdown(status: dict, checkpoint: str, fallback: dict | None) -> str:
+def weights_markdown(status: dict, checkpoint: str, fallback) -> str:
     """What a fine-tuning notebook tells its reader about the weights: the checkpoint
     loaded, or a visible warning that a small randomly initialised ViT replaces it.
 
-    ``status``: :func:`common.hf_weights.weights_status`."""
+    ``status``: :func:`common.models.hf_classifier.weights_status`."""
     if status["pretrained"]:
         return (f"Poids pré-entraînés : `{status['weights']['source']}` "
                 f"({number(status['parameters'] / 1e6, 1)} millions de paramètres).")
-    fallback = fallback or {}
-    arch = ", ".join(f"{k} = {v}" for k, v in fallback.get("config", {}).items())
+    arch = ", ".join(f"{k} = {v}" for k, v in (fallback.config if fallback else {}).items())
+    training = fallback.training.model_dump(exclude_none=True) if fallback else {}
     return (f"> **⚠️ Avertissement : poids pré-entraînés indisponibles.** Le point de départ "
             f"`{checkpoint}` n'a pas pu être chargé ({status['reason']}).\n>\n"
             f"> Ce notebook entraîne donc **un petit ViT initialisé au hasard** ({arch}), avec "
-            f"les réglages d'entraînement `{fallback.get('training', {})}`. Ses chiffres ne "
+            f"les réglages d'entraînement `{training}`. Ses chiffres ne "
             "disent rien du fine-tuning : ils montrent seulement que la chaîne tourne de bout "
             "en bout. Les résultats l'indiquent dans le champ `weights`.")
 
@@ -206,3 +206,24 @@ def keras_weights_markdown(weights: dict) -> str:
             f"`{weights.get('reason')}`. Le réseau est initialisé au hasard : les chiffres "
             "ci-dessous ne mesurent pas l'apprentissage par transfert et ne se comparent pas à "
             "ceux de 2022.\n:::")
+
+
+def task_markdown(dataset: dict, outputs: str) -> str:
+    """What a notebook tells its reader about its data: the task's images and classes, the
+    study's split and its test set (``dataset``: the ``dataset`` block of the results)."""
+    sizes, split, test = dataset["split_sizes"], dataset["split"], dataset["test_set"]
+    kind = "données générées" if dataset["synthetic"] else f"organisation {dataset['layout']}"
+    ids = "" if dataset["task"] == "all" else \
+        " : identifiants officiels " + ", ".join(str(c) for c in dataset["class_ids"])
+    low, high = dataset["images_per_class"]
+    drawn = ("le test officiel du jeu de données" if dataset["official_test"] else
+             f"{pct(split['test_fraction'], 0)} de chaque classe, tirés au hasard")
+    dry = (f" Exécution à blanc (profil `{outputs}`) : quelques images par ensemble seulement."
+           if outputs.endswith("-dry") else "")
+    return (f"Jeu de données : **{number(dataset['n_images'])} images**, "
+            f"**{dataset['n_classes']} classes**{ids} ({kind}), de {number(low)} à "
+            f"{number(high)} images par classe. Un seul découpage pour toute l'étude (graine "
+            f"{split['seed']}) : entraînement {number(sizes['train'])}, validation "
+            f"{number(sizes['val'])}, test **{number(sizes['test'])} images**, {drawn} "
+            f"(empreinte `{test['fingerprint']}`, la même pour tous les notebooks de cette "
+            f"tâche).{dry}")

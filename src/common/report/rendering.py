@@ -30,9 +30,9 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from common import atomic
+from common.core import atomic, paths
 
-PROJECT_DIR = Path(__file__).resolve().parents[2] / "report"  # holds _quarto.yml
+PROJECT_DIR = paths.ROOT / "report"  # holds _quarto.yml
 FALLBACK_MESSAGE = "quarto is not on the PATH: fallback renderer, pandoc (HTML) and typst (PDF)"
 _FRONT = re.compile(r"\A---[ \t]*\n(.*?\n)?---[ \t]*(\n|\Z)", re.DOTALL)
 _MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",

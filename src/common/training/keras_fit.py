@@ -1,12 +1,13 @@
-"""Training Keras classifiers: augmentation, input pipeline, optimizer, loss, callbacks,
-the generic :func:`train` loop and :func:`probabilities`.
+"""Training Keras classifiers: input pipeline and its augmentation, optimizer, loss,
+callbacks and the generic :func:`train` loop.
 
-Used by the from-scratch ViT (:mod:`common.vit_training`) and by EfficientNet
-(:mod:`common.efficientnet`). Everything here works on the tensorflow and torch backends of
-Keras 3. Augmentation runs in the input pipeline: on tensorflow, Keras' random layers in a
-tf.data thread beside the training step; on torch, the same transformations with kornia,
-batch by batch in the training loop (Keras' geometric layers take about 100 ms each per
-batch of 64 96-px images on torch, kornia's single affine warp about 6 ms). A configuration
+Used by the from-scratch ViT (:mod:`common.training.vit_runs`) and by EfficientNet
+(:mod:`common.training.efficientnet_stages`). Everything here works on the tensorflow and
+torch backends of Keras 3. Augmentation runs in the input pipeline: on tensorflow,
+Keras' random layers in a tf.data thread beside the training step; on torch, the same
+transformations with kornia, batch by batch in the training loop (Keras' geometric layers
+take about 100 ms each per batch of 64 96-px images on torch, kornia's single affine warp
+about 6 ms). A configuration
 can also ask for Keras' layers inside the model (``augment_in_model``).
 """
 
@@ -16,29 +17,9 @@ import time
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import ops
 
-PACKAGE = "vit_cars"  # the registered name of this project's custom Keras objects
-
-
-def augmentation_layers(augmentation: str = "standard") -> list:
-    """Random augmentation layers (active in training only)."""
-    if augmentation == "none":
-        return []
-    if augmentation not in ("standard", "strong"):
-        raise ValueError(f"unknown augmentation {augmentation!r}")
-    out = [
-        layers.RandomFlip("horizontal", name="flip"),
-        layers.RandomRotation(0.02, name="rotation"),
-        layers.RandomZoom(0.2, 0.2, name="zoom"),
-    ]
-    if augmentation == "strong":
-        out += [
-            layers.RandomTranslation(0.1, 0.1, name="translation"),
-            layers.RandomContrast(0.2, name="contrast"),
-        ]
-    return out
-
+from common.models.augmentation import PACKAGE, augmentation_layers
 
 def augmentation_kornia(augmentation: str = "standard"):
     """The transformations of :func:`augmentation_layers` for torch, drawn per image:
@@ -323,17 +304,3 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
         "epoch_seconds": list(throughput.epoch_seconds),
         "model": best,
     }
-
-
-def probabilities(model, x, batch_size: int = 64, flip: bool = False) -> np.ndarray:
-    """Softmax probabilities of a Keras model that outputs logits, for uint8 images (N, H, W,
-    3). ``flip``: test-time augmentation, the mean of the probabilities of each image and of
-    its mirror image (left-right)."""
-    views = [x, x[:, :, ::-1]] if flip else [x]
-    out = 0.0
-    for view in views:
-        logits = np.asarray(model.predict(view.astype("float32"), batch_size=batch_size,
-                                          verbose=0), dtype="float64")
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        out = out + z / z.sum(axis=1, keepdims=True)
-    return out / len(views)

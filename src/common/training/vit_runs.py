@@ -1,0 +1,110 @@
+"""One configuration of a from-scratch ViT sweep (notebooks 01 and 02): build it (or start
+from another run's network), train, evaluate on the test split, save the model folder.
+
+A configuration is a :class:`common.config.schema.KerasVitRun`, whose docstrings say what
+each key does (``init_from``: the run of notebook 01 whose network this one starts from;
+``test_time_flip``: test probabilities averaged over each image and its mirror image, the
+checkpoint still chosen on plain validation accuracy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from common.config.schema import KerasVitRun
+from common.data import images
+from common.data.splits import Splits, budget
+from common.inference.probabilities import keras_probabilities
+from common.models import folder as model_folder
+from common.models.origin import weights_info
+from common.models.vit import build_vit, with_new_head
+from common.results.contract import run_record
+from common.training.keras_fit import compile_classifier, make_optimizer, train
+
+
+def build_from_config(cfg: KerasVitRun, num_classes: int, pixels: np.ndarray | None = None,
+                      name: str | None = None) -> keras.Model:
+    """:func:`build_vit` from a sweep configuration. Normalisation from ``pixels`` (N, 3),
+    else a plain 1/255 rescaling; augmentation layers inside the model only when the
+    configuration says ``augment_in_model``."""
+    return build_vit(num_classes, cfg.image_size, cfg.patch_size,
+                     projection_dim=cfg.projection_dim, num_heads=cfg.num_heads,
+                     transformer_layers=cfg.transformer_layers,
+                     mlp_head_units=tuple(cfg.mlp_head_units), dropout=cfg.dropout,
+                     head_dropout=cfg.head_dropout,
+                     stochastic_depth_rate=cfg.stochastic_depth_rate,
+                     augmentation=cfg.augmentation if cfg.augment_in_model else "none",
+                     mean=None if pixels is None else pixels.mean(axis=0),
+                     variance=None if pixels is None else pixels.var(axis=0),
+                     stem_channels=cfg.stem_channels, name=name or cfg.name)
+
+
+def _optimizer_for(cfg: KerasVitRun, steps_per_epoch: int):
+    return make_optimizer(cfg.learning_rate, cfg.weight_decay,
+                          total_steps=cfg.epochs * steps_per_epoch,
+                          warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+                          schedule=cfg.schedule)
+
+
+def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
+               verbose: int = 2, cache=True, init_from: Path | None = None) -> tuple[dict, dict]:
+    """Train and evaluate one configuration of a notebook's sweep; save its model folder.
+
+    ``splits``: the task's split; the run uses its share of the training and validation
+    sets (``cap_per_class``) and the whole test set. ``init_from``: a model folder of another
+    run (01's network, for 02): its network, every layer but the output, starts this run with
+    a new head for ``labels``. ``labels``: 0-based label -> (class id, name). Returns the run
+    record of the results contract and the test arrays and probabilities.
+    """
+    size, mode, margin = cfg.image_size, cfg.crop_mode, cfg.crop_margin
+    splits = budget(splits, cfg.cap_per_class, seed=seed)
+    arrays = {k: images.load_images(getattr(splits, k), size, mode, margin, cache=cache)
+              for k in ("train", "val", "test")}
+    (x_tr, t_tr), (x_va, t_va), (x_te, t_te) = arrays["train"], arrays["val"], arrays["test"]
+    keras.utils.set_random_seed(seed)
+    if init_from is not None:
+        base = _load_network(Path(init_from), size)
+        model = with_new_head(base, len(labels), name=cfg.name)
+        weights = weights_info(
+            "pretrained-here", pretrained=False, classes=int(base.output_shape[-1]),
+            **{"from": f"{Path(init_from).parent.name}/{Path(init_from).name}"})
+        stats = f"of the training set of {Path(init_from).parent.name}"
+    else:
+        model = build_from_config(cfg, len(labels), x_tr.reshape(-1, 3).astype("float64"))
+        weights = weights_info("random-init", pretrained=False)
+        stats = "of the training set"
+    epochs, batch = cfg.epochs, cfg.batch_size
+    compile_classifier(model, _optimizer_for(cfg, -(-len(x_tr) // batch)), cfg.label_smoothing,
+                       cfg.jit_compile)
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    out = train(model, x_tr, t_tr["label"].to_numpy(), x_va, t_va["label"].to_numpy(),
+                epochs=epochs, batch_size=batch, verbose=verbose, seed=seed,
+                checkpoint_path=model_dir / model_folder.KERAS_FILE,
+                augmentation="none" if cfg.augment_in_model else cfg.augmentation,
+                select_from_epoch=cfg.select_from_epoch)
+    probs = keras_probabilities(out["model"], x_te, batch, flip=cfg.test_time_flip)
+    y_te = t_te["label"].to_numpy()
+    model_folder.write_info(model_dir, labels, {
+        "framework": "keras", "model_file": model_folder.KERAS_FILE, "image_size": size,
+        "crop_mode": mode, "crop_margin": margin,
+        "normalisation": f"inside the model: Normalization with the per-channel mean and "
+                         f"variance {stats}; input RGB pixels 0..255"})
+    run = run_record(cfg.name, cfg, weights, y_te, probs, out, model_dir)
+    return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
+
+
+def _load_network(folder: Path, size: int) -> keras.Model:
+    """The trained network of another run's model folder, checked against ``size``."""
+    path = folder / model_folder.KERAS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: no trained network at {path}: run the notebook "
+                                "that trains it first (make knows the order)")
+    model = keras.saving.load_model(path, safe_mode=True)
+    if model.input_shape[1] != size:
+        raise ValueError(f"init_from: the network in {folder} takes {model.input_shape[1]} px "
+                         f"images but this configuration says image_size {size}")
+    return model
