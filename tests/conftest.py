@@ -19,6 +19,17 @@ from common.data import synth
 HUB_ID = "google/vit-base-patch16-224-in21k"
 
 
+def task_of(root, class_ids=None, val_fraction=0.25, test_fraction=0.2, seed=0):
+    """The study's data entry point on ``root``: all classes, or ``class_ids`` as the
+    10-class task does."""
+    from common.config.schema import Study
+    from common.data.study import load_task
+
+    study = Study(data_dir=str(root), split_seed=seed, val_fraction=val_fraction,
+                  test_fraction=test_fraction, **({"ten_classes": class_ids} if class_ids else {}))
+    return load_task(study, "ten" if class_ids else "all")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_outputs(tmp_path, monkeypatch):
     """Keep caches and outputs of every test in its own temporary folder."""

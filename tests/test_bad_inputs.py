@@ -22,7 +22,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import atomic, data, model_folder, paths, predict, results, synth
+from common import predict
+from common.core import atomic, paths
+from common.data import synth
+from common.data import table as data
+from common.models import folder as model_folder
+from common.models.origin import weights_info
+from common.results import contract as results
 
 CLI_ENV = {**os.environ, "PYTHONPATH": str(paths.ROOT / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -112,7 +118,7 @@ def test_summary_counts_a_truncated_jpeg_as_corrupt(synth_root, tmp_path):
 
 
 def test_images_decode_upright_from_exif(tmp_path):
-    from common import images
+    from common.data import images
 
     array = np.zeros((20, 40, 3), np.uint8)
     array[:, :20] = 255  # white left half, as stored
@@ -207,7 +213,7 @@ def test_report_stops_on_a_bad_results_file(smoke_run, tmp_path):
     payload["runs"][0]["metrics"]["test_macro_f1"] = math.nan
     target.write_text(json.dumps(payload))
     env = {**smoke_run["env"], "VIT_CARS_OUTPUT": str(out)}
-    code, out_text, err = _cli("common.notebooks", "report", "--profile", "smoke", env=env)
+    code, out_text, err = _cli("common.pipeline.notebooks", "report", "--profile", "smoke", env=env)
     assert code == 1
     assert "03_vit_finetune.json" in err and "test_macro_f1" in err and "ResultsError" in err
     assert not (out / "report" / "_output" / "smoke" / "rapport.html").exists()
@@ -229,7 +235,7 @@ def test_results_paths_are_relative_so_a_copied_folder_shows_its_own_figures(smo
 def test_a_diverging_run_says_so():
     probs = np.full((3, 2), np.nan)
     with pytest.raises(ValueError, match="run 'x'.*diverged; lower learning_rate"):
-        results.run_record("x", {}, results.weights_info("random-init", pretrained=False),
+        results.run_record("x", {}, weights_info("random-init", pretrained=False),
                            [0, 1, 0], probs, {}, "m")
 
 
@@ -248,7 +254,7 @@ def test_atomic_files_follow_the_umask(tmp_path):
 def keras_model_dir(tmp_path_factory):
     """A tiny ViT model folder, as the notebooks write it."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    from common import vit
+    from common.models import vit
 
     folder = tmp_path_factory.mktemp("keras-model")
     model = vit.build_vit(3, 16, 8, projection_dim=8, num_heads=1, transformer_layers=1,
@@ -264,7 +270,7 @@ def hf_model_dir(tmp_path_factory):
     """A tiny Hugging Face model folder (safetensors), as the notebooks write it."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    from common import hf_weights
+    from common.models import hf_classifier as hf_weights
 
     folder = tmp_path_factory.mktemp("hf-model")
     config = ViTConfig(image_size=16, patch_size=8, hidden_size=8, num_hidden_layers=1,
@@ -368,12 +374,20 @@ def test_missing_image_and_decompression_bomb_are_named(keras_model_dir, tmp_pat
 
 # ============================================================================ runs, parameters
 
-def test_unknown_parameter_stops_before_any_kernel(tmp_path):
+@pytest.mark.parametrize("params,words", [
+    (["-p", "epochs", "1"], ["'epochs'", "accepted keys"]),
+    (["-p", "runs", "[{name: x, image_size: 32, patch_size: 4, epochs: ten}]"],
+     ["run 'x'", "epochs", "integer ≥ 1"]),
+    (["-p", "runs.*.learning_rate", "-0.001"], ["learning_rate", "> 0"]),
+    (["-p", "runs", "[{name: x, image_size: 32, patch_size: 5}]"],
+     ["run 'x'", "patch_size 5 does not divide image_size 32"]),
+])
+def test_a_bad_parameter_stops_before_any_kernel(tmp_path, params, words):
     env = {**CLI_ENV, "VIT_CARS_OUTPUT": str(tmp_path)}
-    code, _, err = _cli("common.notebooks", "run", "notebooks/01_vit_scratch.py", "--profile",
-                        "smoke", "-p", "epochs", "1", env=env)
+    code, _, err = _cli("common.pipeline.notebooks", "run", "notebooks/01_vit_scratch.py",
+                        "--profile", "smoke", *params, env=env)
     assert code == 2
-    _one_line_error(err, "'epochs'", "params/smoke/01_vit_scratch.yaml", "accepted keys")
+    _one_line_error(err, "params/smoke/01_vit_scratch.yaml", *words)
     assert not (tmp_path / "runs").exists() and not (tmp_path / ".staging").exists()
 
 
@@ -391,7 +405,7 @@ def _checksums(root: Path) -> dict:
 
 @pytest.mark.slow
 def test_a_failing_run_leaves_every_earlier_output_as_it_was(smoke_run, tmp_path, monkeypatch):
-    from common import notebooks
+    from common.pipeline import notebooks
 
     out = tmp_path / "out"
     shutil.copytree(smoke_run["out"], out)
@@ -419,7 +433,7 @@ def test_sigterm_stops_the_kernel_and_commits_nothing(smoke_run, tmp_path):
     shutil.copytree(smoke_run["out"], out)
     before = _checksums(out)
     env = {**smoke_run["env"], "VIT_CARS_OUTPUT": str(out)}
-    proc = subprocess.Popen([sys.executable, "-m", "common.notebooks", "run",
+    proc = subprocess.Popen([sys.executable, "-m", "common.pipeline.notebooks", "run",
                              "notebooks/02_vit_scratch_10classes.py", "--profile", "smoke",
                              "-p", "data_dir", str(smoke_run["data"])], cwd=paths.ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

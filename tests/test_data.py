@@ -11,7 +11,12 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from common import data, images, splits, synth
+from common import synth as synth_cli
+from common.config.study import TEN_CLASSES
+from common.data import download, images, splits, synth
+from common.data import table as data
+from common.data.__main__ import main as data_main
+from conftest import task_of
 
 
 # ---------------------------------------------------------------- layouts
@@ -64,8 +69,9 @@ def test_experiments_on_fewer_classes_share_the_split_of_all_classes(tmp_path):
     ever a training or validation image of the whole set."""
     root = synth.synth(tmp_path / "cars", classes=12, per_class=12, size=24)  # no official test
     kwargs = {"val_fraction": 0.15, "test_fraction": 0.2, "seed": 42}
-    _, whole, _ = splits.prepare(root, None, **kwargs)
-    table, sub, labels = splits.prepare(root, [2, 3, 5, 7, 11], **kwargs)
+    whole = task_of(root, None, **kwargs).parts
+    ten = task_of(root, [2, 3, 5, 7, 11], **kwargs)
+    sub, labels = ten.parts, ten.labels
     assert set(sub.test["path"]) <= set(whole.test["path"])
     assert not set(sub.test["path"]) & (set(whole.train["path"]) | set(whole.val["path"]))
     assert set(sub.train["path"]) <= set(whole.train["path"])
@@ -75,10 +81,14 @@ def test_experiments_on_fewer_classes_share_the_split_of_all_classes(tmp_path):
 
 def test_shared_split_on_the_real_dataset(shared_data):
     kwargs = {"val_fraction": 0.15, "test_fraction": 0.2, "seed": 42}
-    _, whole, _ = splits.prepare(shared_data, None, **kwargs)
-    _, ten, _ = splits.prepare(shared_data, data.TEN_CLASSES, **kwargs)
+    everything = task_of(shared_data, None, **kwargs)
+    whole, ten = everything.parts, task_of(shared_data, TEN_CLASSES, **kwargs).parts
     trained_on = set(whole.train["path"]) | set(whole.val["path"])
     assert len(ten.test) > 80 and not set(ten.test["path"]) & trained_on
+    # 02 and 04 score exactly the 10 classes' images of the test set of 01, 03 and 05
+    assert set(ten.test["path"]) == set(whole.test[whole.test["class_id"].isin(TEN_CLASSES)]
+                                        ["path"])
+    assert everything.test_set()["images"] == len(whole.test) == 1435
 
 
 def test_top_k_breaks_ties_by_smaller_id(synth_root):
@@ -130,13 +140,15 @@ def test_cap_and_balance_apply_to_train_and_val_only(synth_root):
     # make classes unequal: class 1 keeps 4 train images
     drop = table[(table["class_id"] == 1) & (table["split"] == "train")].index[4:]
     table = table.drop(drop)
-    capped = splits.make_splits(table, val_fraction=0.25, cap=6, seed=0)
-    pool = pd.concat([capped.train, capped.val])
-    assert pool.groupby("class_id").size().to_dict() == {1: 4, 2: 6, 3: 6, 4: 6, 5: 6, 6: 6}
-    assert len(capped.test) == 24
-    balanced = splits.make_splits(table, val_fraction=0.25, balance=True, seed=0)
-    pool = pd.concat([balanced.train, balanced.val])
-    assert set(pool.groupby("class_id").size()) == {4}
+    whole = splits.make_splits(table, val_fraction=0.25, seed=0)
+    capped = splits.budget(whole, cap_per_class=2, seed=0)
+    assert set(capped.train.groupby("class_id").size()) == {2}
+    assert capped.val.groupby("class_id").size().max() <= 2
+    assert capped.test.equals(whole.test) and len(capped.test) == 24
+    balanced = splits.budget(whole, balance=True, seed=0)
+    smallest = whole.train.groupby("class_id").size().min()
+    assert set(balanced.train.groupby("class_id").size()) == {smallest}
+    assert balanced.test.equals(whole.test)
 
 
 def test_check_detects_a_leak(synth_root):
@@ -275,11 +287,11 @@ def test_class_ids_out_of_range(tmp_path):
 # ---------------------------------------------------------------- CLI and download
 
 def test_cli_summary_and_synth(tmp_path, capsys):
-    assert synth.main([str(tmp_path / "s"), "--classes", "3", "--per-class", "4",
+    assert synth_cli.main([str(tmp_path / "s"), "--classes", "3", "--per-class", "4",
                        "--layout", "annos", "--size", "24"]) == 0
     capsys.readouterr()
     (tmp_path / "s" / "car_ims" / "000002.jpg").write_bytes(b"not a jpeg")
-    assert data.main(["summary", str(tmp_path / "s")]) == 0
+    assert data_main(["summary", str(tmp_path / "s")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["layout"] == "annos" and out["n_images"] == 12 and out["n_classes"] == 3
     assert out["min_images_per_class"] == out["max_images_per_class"] == 4
@@ -287,7 +299,7 @@ def test_cli_summary_and_synth(tmp_path, capsys):
 
 
 def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
-    assert data.main(["summary", str(tmp_path / "missing")]) == 2
+    assert data_main(["summary", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: dataset folder not found") and "Traceback" not in err
 
@@ -304,7 +316,7 @@ def test_convert_hf_writes_a_devkit_dataset(tmp_path):
                                           features=features)
 
     dd = datasets.DatasetDict({"train": split(6), "test": split(3)})
-    root = data.convert_hf(dd, tmp_path / "cars")
+    root = download.convert_hf(dd, tmp_path / "cars")
     table = data.load_table(root)
     assert table.attrs["layout"] == "devkit"
     assert table["split"].value_counts().to_dict() == {"train": 6, "test": 3}
@@ -313,7 +325,7 @@ def test_convert_hf_writes_a_devkit_dataset(tmp_path):
     assert table["bbox_x1"].isna().all()
     assert not list(tmp_path.glob("*.partial-*"))
     with pytest.raises(data.DataError, match="already exists"):
-        data.convert_hf(dd, root)
+        download.convert_hf(dd, root)
 
 
 def test_download_without_network_fails_fast_with_advice(tmp_path, monkeypatch):
@@ -323,7 +335,7 @@ def test_download_without_network_fails_fast_with_advice(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(data.DataError, match="cannot reach the Hugging Face hub.*CARS_DATA_DIR"):
-        data.download(tmp_path / "cars")
+        download.download(tmp_path / "cars")
     assert not (tmp_path / "cars").exists()
 
 
@@ -335,3 +347,29 @@ def test_shared_dataset_summary(shared_data):
     assert out["synthetic"] is False
     ten = splits.select_classes(data.load_table(shared_data), class_ids=data.TEN_CLASSES)
     assert len(ten) == 429 and ten["label"].max() == 9
+
+
+def test_the_test_fingerprint_names_the_images_not_their_folder(tmp_path):
+    import shutil
+
+    root = synth.synth(tmp_path / "a" / "cars", classes=4, per_class=10, size=24)
+    moved = tmp_path / "b" / "cars"
+    shutil.copytree(root, moved)
+    first, second = task_of(root), task_of(moved)
+    assert first.test_set() == second.test_set()
+    other = task_of(root, seed=1).test_set()
+    assert other["images"] == first.test_set()["images"]
+    assert other["fingerprint"] != first.test_set()["fingerprint"]
+
+
+def test_a_dry_run_keeps_the_ten_classes_test_inside_the_whole_test(tmp_path):
+    from common.config.schema import Study
+    from common.data.study import load_task
+
+    root = synth.synth(tmp_path / "cars", classes=12, per_class=12, size=24)
+    study = Study(data_dir=str(root), split_seed=0, ten_classes=[2, 3, 5])
+    limits = {"train": 8, "evaluation": 6}
+    whole, ten = load_task(study, "all", limits), load_task(study, "ten", limits)
+    assert len(whole.parts.test) == 6 and 0 < len(ten.parts.test) <= 3
+    inside = whole.parts.test[whole.parts.test["class_id"].isin([2, 3, 5])]
+    assert sorted(ten.parts.test["path"]) == sorted(inside["path"])

@@ -12,7 +12,10 @@ import textwrap
 
 import pytest
 
-from common import config, paths, synth
+from common.config import loading
+from common.config.study import NOTEBOOKS
+from common.core import paths
+from common.data import synth
 
 pytestmark = pytest.mark.dryrun
 
@@ -58,16 +61,19 @@ def dry_run(tmp_path_factory):
 def test_the_dry_run_runs_every_gpu_notebook_with_the_gpu_settings(dry_run):
     out = dry_run / "out"
     assert not (out / "results" / "gpu").exists()  # never mixed with real gpu results
-    for name in config.NOTEBOOKS:
+    tests = {}
+    for name in NOTEBOOKS:
         payload = json.loads((out / "results" / "gpu-dry" / f"{name}.json").read_text())
         assert payload["profile"] == "gpu" and payload["dry_run"] is True
         sizes = payload["dataset"]["split_sizes"]
         assert sizes["train"] <= 8 and sizes["val"] <= 16 and sizes["test"] <= 16
-        gpu = config.load(name, "gpu")
-        for run, full in zip(payload["runs"], getattr(gpu, "runs", [])):
+        tests[name] = payload["dataset"]["test_set"]
+        gpu = loading.load(name, "gpu")
+        for run, full in zip(payload["runs"], [r.model_dump() for r in getattr(gpu, "runs", [])]):
             # the same models and resolutions as the gpu profile; only the amounts shrink
             for key in ("image_size", "patch_size", "stem_channels", "transformer_layers",
-                        "augment_in_model", "balance", "cap", "attention", "mixed_precision"):
+                        "augment_in_model", "balance", "cap_per_class", "attention",
+                        "mixed_precision"):
                 if key in full:
                     assert run["params"][key] == full[key], (name, key)
             assert len(run["history"]["loss"]) == 1
@@ -78,6 +84,9 @@ def test_the_dry_run_runs_every_gpu_notebook_with_the_gpu_settings(dry_run):
                 assert run["weights"]["reason"].startswith("dry run:")
         if name == "03_vit_finetune":
             assert payload["runs"][0]["params"]["model_parameters"] > 80_000_000  # ViT-Base
+    # one test set per task, in a dry run too
+    assert tests["01_vit_scratch"] == tests["03_vit_finetune"] == tests["05_efficientnet"]
+    assert tests["02_vit_scratch_10classes"] == tests["04_vit_finetune_10classes"]
     assert (dry_run / "weights" / "stand-ins" / "google--vit-base-patch16-224-in21k"
             / "model.safetensors").is_file()
     html = (out / "report" / "_output" / "gpu-dry" / "rapport.html").read_text()
@@ -120,7 +129,10 @@ def test_fine_tuning_in_two_processes(tmp_path, monkeypatch):
     results and the saved model are those of the main process."""
     import numpy as np
 
-    from common import data, notebooks, predict, splits
+    from common.data import splits
+    from common.data import table as data
+    from common.inference.predictor import Predictor
+    from common.pipeline import notebooks
     from conftest import smoke_environment
 
     root = synth.synth(tmp_path / "synth", classes=12, per_class=16, test_per_class=4, size=48)
@@ -137,7 +149,7 @@ def test_fine_tuning_in_two_processes(tmp_path, monkeypatch):
     # the saved model gives back the recorded test accuracy on the same test images
     table = splits.select_classes(data.load_table(root), class_ids=[2, 3, 5, 7, 11])
     test = table[table["split"] == "test"]
-    rows = predict.Predictor(tmp_path / "out" / run["model_dir"]).predict_files(
+    rows = Predictor(tmp_path / "out" / run["model_dir"]).predict_files(
         list(test["path"]), top=1)
     accuracy = np.mean([r["class_id"] == c for r, c in zip(rows, test["class_id"])])
     assert accuracy == pytest.approx(run["metrics"]["test_accuracy"])
@@ -160,7 +172,7 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert report["cpu_mode"] is True and report["keras_backend"] == "torch"
     assert report["vit_b16_finetune"]["images_per_second"] > 0
     names = {(r["notebook"], r["run"]) for r in report["keras_vit"]}
-    assert len(names) == len(config.load("01_vit_scratch", "gpu").runs) + len(
-        config.load("02_vit_scratch_10classes", "gpu").runs)
+    assert len(names) == len(loading.load("01_vit_scratch", "gpu").runs) + len(
+        loading.load("02_vit_scratch_10classes", "gpu").runs)
     assert report["efficientnetb0"]["images_per_second"] > 0
     assert report["notebooks"]["04_balanced"]["weights"] == "stand-in"

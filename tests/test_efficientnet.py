@@ -8,7 +8,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest
 
-from common import efficientnet
+from common.models import efficientnet
 
 
 def test_missing_local_weights_fall_back_visibly_or_refuse(tmp_path):

@@ -7,7 +7,7 @@ import tomllib
 
 import yaml
 
-from common import paths
+from common.core import paths
 
 CONDA_TO_PIP = {"pytorch": "torch"}
 NOT_PACKAGES = {"python", "pip"}

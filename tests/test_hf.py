@@ -7,12 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import attention, figures, hf_training, hf_weights, presentation, runtime
+from common.config.schema import HfFallback, HfRun, HfTraining
+from common.core import runtime
+from common.inference.probabilities import hf_probabilities
+from common.inference import attention
+from common.models import hf_classifier as hf_weights
+from common.report import figures, presentation
+from common.training import hf_trainer as hf_training
 
 LABELS = {0: (3, "Car A"), 1: (7, "Car B"), 2: (9, "Car C")}
 TINY = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
         "num_attention_heads": 2, "intermediate_size": 64}
-FALLBACK = {"config": TINY, "training": {"learning_rate": 1e-3}}
+FALLBACK = HfFallback(config=TINY, training={"learning_rate": 1e-3})
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def test_local_checkpoint_loads_with_a_new_head(tiny_checkpoint):
     assert clf.model.config.id2label == {0: "Car A", 1: "Car B", 2: "Car C"}
     assert hf_weights.input_size(clf.processor) == 32
     x = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
-    probs = hf_training.predict_probs(clf.model, clf.processor, x)
+    probs = hf_probabilities(clf.model, clf.processor, x)
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
@@ -208,8 +214,8 @@ def test_fine_tune_history_matches_epochs(tiny_checkpoint):
     y = np.arange(24) % 3
     runtime.set_torch_threads(1)
     fit = hf_training.fine_tune(clf, x[:18], y[:18], x[18:], y[18:],
-                               {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3,
-                                "train_eval_images": 8}, seed=0)
+                               HfTraining(epochs=2, batch_size=8, learning_rate=1e-3,
+                                          train_eval_images=8), seed=0)
     h = fit["history"]
     assert {len(v) for v in h.values()} == {2}
     assert fit["best_val_accuracy"] == max(h["val_accuracy"])
@@ -243,29 +249,30 @@ def test_one_per_class_matches_the_prediction_grid(tmp_path, monkeypatch):
 def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_path):
     """One run of notebooks 03/04 from a save_pretrained folder: splits, fine-tuning, test
     metrics and a model folder that common.predict reads back with official class ids."""
-    from common import data, finetune, predict, results, splits
+    from common.config.loading import load
+    from common.inference.predictor import Predictor
+    from common.results import contract as results
+    from common.results.provenance import environment
+    from common.training import finetune_runs
+    from conftest import task_of
 
-    table = splits.select_classes(data.load_table(synth_root), class_ids=[1, 2, 3])
-    labels = splits.label_names(table)
+    task = task_of(synth_root, [1, 2, 3], val_fraction=0.2)
     runtime.set_torch_threads(1)
-    record, test = finetune.fit_config(
-        {"name": "balanced", "balance": True, "epochs": 2, "batch_size": 8,
-         "learning_rate": 1e-3, "train_eval_images": 8}, table, labels,
-        checkpoint=str(tiny_checkpoint), profile="gpu", fallback=None,
-        model_dir=tmp_path / "model", seed=0, val_fraction=0.2)
+    p = load("03_vit_finetune", "gpu", checkpoint=str(tiny_checkpoint), seed=0)
+    record, test = finetune_runs.fit_config(
+        HfRun(name="balanced", balance=True, epochs=2, batch_size=8, learning_rate=1e-3,
+              train_eval_images=8), task.parts, task.labels, p, model_dir=tmp_path / "model")
     assert record["weights"]["source"] == str(tiny_checkpoint)
     assert record["params"]["balance"] is True and record["params"]["image_size"] == 32
     assert len(record["history"]["loss"]) == 2
-    assert test["splits"].sizes()["test"] == 12  # the generated official test split
-    for part in ("train", "val", "test"):
-        assert set(getattr(test["splits"], part)["class_id"]) == {1, 2, 3}
+    assert record["metrics"]["test_images"] == len(task.parts.test) == 12  # the official test
+    assert set(test["table"]["class_id"]) == {1, 2, 3}
     payload_problems = results.problems({
         "notebook": "03_vit_finetune", "profile": "smoke", "dry_run": False, "created": "",
         "duration_s": 1, "git_commit": None, "params": {}, "figures": [],
         "runs": [{**record, "model_dir": "models/smoke/03_vit_finetune/balanced"}],
-        "environment": results.environment(),
-        "dataset": results.dataset_info(table, test["splits"])})
+        "environment": environment(), "dataset": task.record()})
     assert payload_problems == []
-    rows = predict.Predictor(tmp_path / "model").predict_files(
+    rows = Predictor(tmp_path / "model").predict_files(
         list(test["table"]["path"][:3]), top=2)
     assert all(r["class_id"] in (1, 2, 3) and len(r["top"]) == 2 for r in rows)

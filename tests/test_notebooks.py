@@ -10,7 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from common import config, data, notebooks, paths, predict, results, splits
+from common import predict
+from common.config import loading
+from common.core import paths
+from common.data import splits
+from common.data import table as data
+from common.inference import predictor
+from common.models.origin import weights_info
+from common.pipeline import notebooks
+from common.results import contract as results
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +56,7 @@ def test_01_vit_scratch(smoke_run):
     _check(smoke_run, "01_vit_scratch", 12,
            ["32px-patch6", "24px-patch6-2layers", "improved-hybrid"])
     assert payload["dataset"]["split_sizes"]["test"] == 48  # the generated official test split
-    assert all(r["weights"] == results.weights_info("random-init", pretrained=False)
+    assert all(r["weights"] == weights_info("random-init", pretrained=False)
                for r in payload["runs"])
     assert any(f.endswith("_patches.png") for f in payload["figures"])
     assert payload["environment"]["keras_backend"] == "tensorflow"  # the smoke file's default
@@ -57,7 +65,7 @@ def test_01_vit_scratch(smoke_run):
 
     # augmentation runs in the tf.data pipeline, or inside the model when a run asks
     def layer_names(run):
-        model = predict.Predictor(_model_dir(smoke_run, payload["runs"][0]).parent / run).model
+        model = predictor.Predictor(_model_dir(smoke_run, payload["runs"][0]).parent / run).model
         return {layer.name for layer in model.layers}
 
     assert "flip" not in layer_names("32px-patch6")
@@ -156,7 +164,7 @@ def test_05_efficientnet_and_predict(smoke_run):
     for run in payload["runs"]:
         assert run["weights"]["source"] == "random-init"
         assert run["weights"]["reason"].startswith("pretrained unavailable:")
-    pred = predict.Predictor(_model_dir(smoke_run, payload["runs"][-1]))
+    pred = predictor.Predictor(_model_dir(smoke_run, payload["runs"][-1]))
     rows = pred.predict_files(list(data.load_table(smoke_run["data"])["path"][:3]), top=2)
     assert all(1 <= r["class_id"] <= 12 and len(r["top"]) == 2 for r in rows)
 
@@ -187,7 +195,7 @@ def test_05_gpu_profile_refuses_random_weights(smoke_run, monkeypatch, tmp_path)
 
     with pytest.raises(PapermillExecutionError, match="WeightsUnavailable"):
         _execute(smoke_run, monkeypatch, tmp_path, "05_efficientnet", "gpu", image_size=32,
-                 weights=str(tmp_path / "absent.h5"))
+                 weights=str(tmp_path / "absent.h5"), data_dir=str(smoke_run["data"]))
     assert results.read("gpu", "05_efficientnet") is None
     assert not (tmp_path / "out" / "models" / "gpu" / "05_efficientnet").exists()
 
@@ -197,8 +205,8 @@ def test_misspelt_key_in_a_run_stops_the_notebook_before_training(smoke_run, mon
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    # through common.notebooks (make run): refused before any kernel starts
-    with pytest.raises(config.ConfigError, match="'epochz'.*accepted keys"):
+    # through common.pipeline.notebooks (make run): refused before any kernel starts
+    with pytest.raises(loading.ConfigError, match="'epochz'.*accepted keys"):
         _execute(smoke_run, monkeypatch, tmp_path, "01_vit_scratch", "smoke", epochz=3)
     # through papermill directly: the notebook's first code cell stops it
     runs = [{"name": "typo", "image_size": 24, "patch_size": 6, "learning_rat": 0.1}]
@@ -217,3 +225,47 @@ def test_misspelt_key_in_a_run_stops_the_notebook_before_training(smoke_run, mon
     assert "ConfigError" in message and "'learning_rat'" in message
     assert "params/smoke/01_vit_scratch.yaml" in message and "in run 'typo'" in message
     assert not (tmp_path / "out" / "models").exists()
+
+
+def test_one_test_set_per_task(smoke_run):
+    """01, 03 and 05 are scored on the same test images, 02 and 04 on the 10 classes' part
+    of that test set: equal fingerprints, and every run scored on the whole test set."""
+    res = smoke_run["results"]
+    tests = {n: payload["dataset"]["test_set"] for n, payload in res.items()}
+    assert tests["01_vit_scratch"] == tests["03_vit_finetune"] == tests["05_efficientnet"]
+    assert tests["02_vit_scratch_10classes"] == tests["04_vit_finetune_10classes"]
+    assert tests["01_vit_scratch"]["fingerprint"] != tests["02_vit_scratch_10classes"][
+        "fingerprint"]
+    assert tests["02_vit_scratch_10classes"]["images"] == 5 * 4  # 4 test images per class
+    for name, payload in res.items():
+        assert {r["metrics"]["test_images"] for r in payload["runs"]} == {tests[name]["images"]}
+    whole = splits.select_classes(data.load_table(smoke_run["data"]))
+    ten = whole[(whole["split"] == "test") & whole["class_id"].isin([2, 3, 5, 7, 11])]
+    assert splits.fingerprint(ten) == tests["02_vit_scratch_10classes"]["fingerprint"]
+
+
+def test_a_name_papermill_injects_that_the_notebook_does_not_declare_stops_it(smoke_run,
+                                                                              tmp_path):
+    """`papermill ... -p epochs 3`: the notebook stops at once, with one line naming the
+    parameter and the overrides form that would work."""
+    import subprocess
+    import sys
+
+    import jupytext
+
+    source = tmp_path / "01.ipynb"
+    jupytext.write(jupytext.read(paths.ROOT / "notebooks" / "01_vit_scratch.py"), source,
+                   fmt="ipynb")
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(source), str(tmp_path / "out.ipynb"),
+         "--cwd", str(paths.ROOT), "-p", "profile", "smoke", "-p", "data_dir",
+         str(smoke_run["data"]), "-p", "epochs", "3", "--no-progress-bar"],
+        env=smoke_run["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    line = ("ConfigError: unknown parameter 'epochs': 01_vit_scratch declares only profile, "
+            "data_dir, overrides; pass it as -y '{overrides: {runs.*.epochs: 3}}'")
+    assert line in proc.stderr
+    executed = json.loads((tmp_path / "out.ipynb").read_text())
+    outputs = [o for c in executed["cells"] for o in c.get("outputs", [])
+               if o.get("output_type") == "error"]
+    assert len(outputs) == 1 and outputs[0]["traceback"] == [line]

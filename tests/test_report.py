@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from common import paths, presentation
+from common.core import paths
+from common.report import presentation
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def smoke_report(smoke_run):
 
 
 def test_report_uses_the_results_and_runs_no_notebook_again(smoke_report):
-    assert "common.notebooks run notebooks/" not in smoke_report["log"]
+    assert "common.pipeline.notebooks run notebooks/" not in smoke_report["log"]
     out = smoke_report["out"] / "report" / "_output" / "smoke"
     html = (out / "rapport.html").read_text(encoding="utf-8").replace("&nbsp;", "\u00a0")
     import pypdf
@@ -70,7 +71,7 @@ def test_rerun_reuses_results(smoke_report):
     folder = smoke_report["out"] / "results" / "smoke"
     before = {p: p.stat().st_mtime_ns for p in folder.glob("*.json")}
     proc = _make("run", *smoke_report["args"], env=smoke_report["env"])
-    assert "common.notebooks run" not in proc.stdout
+    assert "common.pipeline.notebooks run" not in proc.stdout
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
 
@@ -106,7 +107,7 @@ def test_unknown_parameter_is_refused_and_a_new_params_reruns(smoke_report):
     assert proc.returncode != 0 and "'epochz'" in proc.stderr
     # a changed PARAMS makes every results file out of date (-n: nothing runs)
     proc = _make("-n", "run", *smoke_report["args"], "PARAMS=-p seed 3", env=smoke_report["env"])
-    assert len(re.findall(r"common.notebooks run notebooks/0", proc.stdout)) == 5
+    assert len(re.findall(r"common.pipeline.notebooks run notebooks/0", proc.stdout)) == 5
 
 
 def test_missing_results_are_named_in_the_report(smoke_report, tmp_path):
@@ -114,7 +115,7 @@ def test_missing_results_are_named_in_the_report(smoke_report, tmp_path):
     shutil.copytree(smoke_report["out"] / "results", out / "results")
     (out / "results" / "smoke" / "05_efficientnet.json").unlink()
     env = {**smoke_report["env"], "VIT_CARS_OUTPUT": str(out)}
-    proc = subprocess.run([sys.executable, "-m", "common.notebooks", "report", "--profile",
+    proc = subprocess.run([sys.executable, "-m", "common.pipeline.notebooks", "report", "--profile",
                            "smoke"], cwd=paths.ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

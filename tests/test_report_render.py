@@ -17,7 +17,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 pytest.importorskip("pypandoc")
 pytest.importorskip("typst")
 
-from common import report
+from common.report import rendering as report
 
 CODE_SOURCE = "SECRET_CODE_SOURCE = entrainer_modele(epochs=42)"
 TABLE_HTML = """<div><style scoped>.dataframe tbody tr th {vertical-align: top;}</style>

@@ -3,33 +3,36 @@
 import numpy as np
 import pytest
 
-from common import presentation, results
+from common.report import presentation
+from common.results import contract as results
+from common.results import metrics
+from common.models.origin import weights_info
 
 
 def test_metrics_of_two_and_of_many_classes():
     y = np.array([0, 1, 1, 0])
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
-    m = results.classification_metrics(y, probs)
+    m = metrics.classification_metrics(y, probs)
     assert m["test_accuracy"] == m["test_top5_accuracy"] == pytest.approx(0.5)
     y = np.array([0, 1, 2, 3, 4, 5, 6])
     probs = np.eye(7)[[0, 1, 2, 3, 4, 5, 0]] + np.linspace(0, 0.5, 7)  # last one: 6 is 2nd
-    m = results.classification_metrics(y, probs)
+    m = metrics.classification_metrics(y, probs)
     assert m["test_accuracy"] == pytest.approx(6 / 7)
     assert m["test_top5_accuracy"] == pytest.approx(1.0)
     assert 0 < m["test_macro_f1"] < 1
 
 
 @pytest.mark.parametrize("weights,shown", [
-    (results.weights_info("random-init", pretrained=False), "aléatoires"),
-    (results.weights_info("random-init", pretrained=False, requested="x/y",
+    (weights_info("random-init", pretrained=False), "aléatoires"),
+    (weights_info("random-init", pretrained=False, requested="x/y",
                           reason="pretrained unavailable: hub unreachable (x)"), "aléatoires*"),
-    (results.weights_info("pretrained-here", pretrained=False, classes=196,
+    (weights_info("pretrained-here", pretrained=False, classes=196,
                           **{"from": "01_vit_scratch/improved-hybrid"}), "pré-entraîné ici"),
-    (results.weights_info("google/vit-base-patch16-224-in21k", pretrained=True),
+    (weights_info("google/vit-base-patch16-224-in21k", pretrained=True),
      "ImageNet-21k"),
-    (results.weights_info("facebook/deit-tiny-patch16-224", pretrained=True),
+    (weights_info("facebook/deit-tiny-patch16-224", pretrained=True),
      "deit-tiny-patch16-224"),
-    (results.weights_info("stand-in", pretrained=False, reason="dry run: x"), "substitut"),
+    (weights_info("stand-in", pretrained=False, reason="dry run: x"), "substitut"),
 ])
 def test_short_weights(weights, shown):
     assert presentation.short_weights(weights) == shown
@@ -56,11 +59,11 @@ def test_numbers_are_french():
 
 
 def test_wilson_interval():
-    low, high = results.wilson(29, 86)
+    low, high = metrics.wilson(29, 86)
     assert low == pytest.approx(0.2462, abs=1e-4) and high == pytest.approx(0.4422, abs=1e-4)
-    assert results.wilson(0, 10)[0] == pytest.approx(0)
-    assert results.wilson(10, 10)[1] == pytest.approx(1)
-    assert results.overlap([0.1, 0.3], [0.25, 0.5]) and not results.overlap([0.1, 0.2],
+    assert metrics.wilson(0, 10)[0] == pytest.approx(0)
+    assert metrics.wilson(10, 10)[1] == pytest.approx(1)
+    assert metrics.overlap([0.1, 0.3], [0.25, 0.5]) and not metrics.overlap([0.1, 0.2],
                                                                            [0.21, 0.5])
 
 

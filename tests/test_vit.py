@@ -10,7 +10,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from common import keras_training, runtime, vit, vit_training  # noqa: E402
+from common.config.schema import KerasVitRun  # noqa: E402
+from common.core import runtime  # noqa: E402
+from common.inference.probabilities import keras_probabilities  # noqa: E402
+from common.models import vit  # noqa: E402
+from common.training import keras_fit as keras_training  # noqa: E402
+from common.training import vit_runs as vit_training  # noqa: E402
 
 SMALL = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=(32,))
 
@@ -247,19 +252,19 @@ def test_with_new_head_shares_every_other_layer(tmp_path):
 
 def test_fit_config_starts_from_another_runs_network(tmp_path):
     """01 trains on every class; 02 starts from that network with a new head (init_from)."""
-    from common import splits, synth
+    from common.data import synth
+    from conftest import task_of
 
     root = synth.synth(tmp_path / "cars", classes=6, per_class=8, test_per_class=2,
                        layout="devkit", size=32)
-    cfg = {"name": "hybrid", "image_size": 16, "patch_size": 4, "stem_channels": [8, 8],
-           "epochs": 2, "batch_size": 8, "augmentation": "none", **SMALL}
-    table, parts, labels = splits.prepare(root, None, val_fraction=0.25, test_fraction=0.2,
-                                          seed=0)
-    vit_training.fit_config(cfg, parts, labels=labels, model_dir=tmp_path / "01" / "hybrid",
-                            verbose=0)
-    sub, sub_parts, sub_labels = splits.prepare(root, [2, 5], val_fraction=0.25,
-                                                test_fraction=0.2, seed=0)
-    run, test = vit_training.fit_config({**cfg, "name": "subset"}, sub_parts,
+    cfg = KerasVitRun(name="hybrid", image_size=16, patch_size=4, stem_channels=[8, 8],
+                      epochs=2, batch_size=8, augmentation="none", **SMALL)
+    task = task_of(root)
+    vit_training.fit_config(cfg, task.parts, labels=task.labels,
+                            model_dir=tmp_path / "01" / "hybrid", verbose=0)
+    ten = task_of(root, [2, 5])
+    sub_parts, sub_labels = ten.parts, ten.labels
+    run, test = vit_training.fit_config(cfg.model_copy(update={"name": "subset"}), sub_parts,
                                         labels=sub_labels, model_dir=tmp_path / "02",
                                         verbose=0, init_from=tmp_path / "01" / "hybrid")
     assert run["weights"] == {"source": "pretrained-here", "pretrained": False, "reason": None,
@@ -268,7 +273,9 @@ def test_fit_config_starts_from_another_runs_network(tmp_path):
     reloaded = keras.saving.load_model(tmp_path / "02" / "model.keras", safe_mode=True)
     assert reloaded.output_shape == (None, 2)
     with pytest.raises(ValueError, match="takes 16 px images but this configuration says"):
-        vit_training.fit_config({**cfg, "image_size": 32, "patch_size": 8}, sub_parts,
+        vit_training.fit_config(KerasVitRun(**{**cfg.model_dump(), "image_size": 32,
+                                               "patch_size": 8, "stem_channels": [8, 8, 8]}),
+                                sub_parts,
                                 labels=sub_labels, model_dir=tmp_path / "m2",
                                 init_from=tmp_path / "01" / "hybrid")
     with pytest.raises(FileNotFoundError, match="run the notebook that trains it first"):
@@ -277,11 +284,11 @@ def test_fit_config_starts_from_another_runs_network(tmp_path):
 
 
 def test_run_cap_keeps_the_test_set_whole(synth_root):
-    from common import splits
+    from common.data import splits
+    from conftest import task_of
 
-    _, parts, _ = splits.prepare(synth_root, None, val_fraction=0.25, test_fraction=0.2,
-                                 seed=0)
-    capped = splits.cap_per_class(parts, 2, seed=0)
+    parts = task_of(synth_root).parts
+    capped = splits.budget(parts, 2, seed=0)
     assert capped.train.groupby("class_id").size().max() == 2
     assert capped.val.groupby("class_id").size().max() <= 2
     assert capped.test.equals(parts.test)
@@ -305,12 +312,12 @@ def test_probabilities_with_test_time_flip_average_the_mirror_image():
     model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
     rng = np.random.default_rng(4)
     x = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
-    plain = keras_training.probabilities(model, x)
-    mirror = keras_training.probabilities(model, x[:, :, ::-1])
-    both = keras_training.probabilities(model, x, flip=True)
+    plain = keras_probabilities(model, x)
+    mirror = keras_probabilities(model, x[:, :, ::-1])
+    both = keras_probabilities(model, x, flip=True)
     np.testing.assert_allclose(plain.sum(axis=1), 1.0)
     np.testing.assert_allclose(both, (plain + mirror) / 2, rtol=1e-6)
     assert not np.allclose(both, plain)  # the mirror image is seen by the model
     symmetric = np.concatenate([x[:, :, :8], x[:, :, :8][:, :, ::-1]], axis=2)
-    np.testing.assert_allclose(keras_training.probabilities(model, symmetric, flip=True),
-                               keras_training.probabilities(model, symmetric), rtol=1e-6)
+    np.testing.assert_allclose(keras_probabilities(model, symmetric, flip=True),
+                               keras_probabilities(model, symmetric), rtol=1e-6)

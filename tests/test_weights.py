@@ -12,7 +12,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
 
-from common import efficientnet, hf_weights, paths, weights  # noqa: E402
+from common.core import paths  # noqa: E402
+from common.models import efficientnet  # noqa: E402
+from common.models import hf_classifier as hf_weights  # noqa: E402
+from common.models import weight_files as weights  # noqa: E402
 
 CHECKPOINT = "google/vit-base-patch16-224-in21k"
 TINY = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,

@@ -19,7 +19,7 @@ import scipy.io
 from PIL import Image
 
 from common.data.download import mat_cell, mat_struct, write_devkit_mats
-from common.data.table import SYNTHETIC_MARKER, DataError
+from common.data.table import LOADERS, SYNTHETIC_MARKER, DataError
 
 
 def _synth_image(rng: np.random.Generator, class_id: int, n_classes: int, size: int):

@@ -20,7 +20,6 @@ from common.models import weight_files
 from common.models.origin import weights_info
 
 IMAGENET = "imagenet"
-STAND_IN_FILE = "efficientnetb0_notop.weights.h5"
 
 
 class WeightsUnavailable(RuntimeError):
@@ -80,14 +79,14 @@ def load_backbone(image_size: int, weights: str = IMAGENET, allow_fallback: bool
 
 
 def make_stand_in() -> Path:
-    """Random EfficientNetB0 weights (no top), a Keras weights file loaded through the same
-    ``weights=`` argument as the ImageNet file, for a dry run; made once in
-    ``weights/stand-ins/``, then reused."""
-    path = weight_files.stand_in_path(STAND_IN_FILE)
+    """Random EfficientNetB0 weights (no top) in an HDF5 file that Keras loads as it loads
+    the ImageNet file (``weights=``: the legacy HDF5 format, written by Keras' public
+    ``save``), for a dry run; made once in ``weights/stand-ins/``, then reused."""
+    path = weight_files.stand_in_path(weight_files.EFFICIENTNET_FILE)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".partial-" + path.name)  # Keras wants the .weights.h5 ending
-        keras.applications.EfficientNetB0(include_top=False, weights=None).save_weights(tmp)
+        tmp = path.with_name(".partial-" + path.name)
+        keras.applications.EfficientNetB0(include_top=False, weights=None).save(tmp)
         tmp.rename(path)
     return path
 

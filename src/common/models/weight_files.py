@@ -8,7 +8,7 @@ Its command line, ``python -m common.weights download``, is :mod:`common.weights
 notebooks look there first, then on the hub (:func:`hf_folder`, :func:`keras_file`).
 
 A dry run that cannot have the real weights uses stand-ins: random weights of the same
-architecture (``save_pretrained`` files; a Keras ``.weights.h5`` file),
+architecture, in the same file format (``save_pretrained``; Keras' HDF5 file),
 made by :func:`common.models.hf_classifier.make_stand_in` and
 :func:`common.models.efficientnet.make_stand_in` in
 ``weights/stand-ins/`` and loaded through the same code as the real ones.
