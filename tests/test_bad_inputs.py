@@ -413,12 +413,13 @@ def test_a_failing_run_leaves_every_earlier_output_as_it_was(smoke_run, tmp_path
     for key, value in smoke_run["env"].items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("VIT_CARS_OUTPUT", str(out))
-    runs = [{"name": "32px-patch6", "image_size": 32, "patch_size": 6},
-            {"name": "breaks", "image_size": 24, "patch_size": 6, "select_from_epoch": 99}]
+    # the second run fails inside the kernel, after the first one trained
+    runs = [{"name": "32px-patch8", "image_size": 32, "patch_size": 8},
+            {"name": "breaks", "image_size": 24, "patch_size": 6, "init_from": "absent"}]
     with pytest.raises(Exception) as err:
         notebooks.execute(paths.ROOT / "notebooks" / "01_vit_scratch.py", "smoke",
                           {"data_dir": str(smoke_run["data"]), "runs": runs}, progress=False)
-    assert "select_from_epoch must be between 1 and epochs" in str(err.value)
+    assert "run the notebook that trains it first" in str(err.value)
     after = _checksums(out)
     failed = "runs/smoke/01_vit_scratch.failed.ipynb"
     assert failed in after  # the failed run's executed copy, for inspection
