@@ -409,19 +409,22 @@ def test_a_failing_run_leaves_every_earlier_output_as_it_was(smoke_run, tmp_path
 
     out = tmp_path / "out"
     shutil.copytree(smoke_run["out"], out)
+    # 02's second run starts from a network of 01 that is not there: it fails inside the
+    # kernel, after the first run trained
+    shutil.rmtree(out / "models" / "smoke" / "01_vit_scratch" / "improved-hybrid")
     before = _checksums(out)
     for key, value in smoke_run["env"].items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("VIT_CARS_OUTPUT", str(out))
-    # the second run fails inside the kernel, after the first one trained
-    runs = [{"name": "32px-patch8", "image_size": 32, "patch_size": 8},
-            {"name": "breaks", "image_size": 24, "patch_size": 6, "init_from": "absent"}]
+    runs = [{"name": "24px-patch8", "image_size": 24, "patch_size": 8},
+            {"name": "breaks", "image_size": 24, "patch_size": 4, "stem_channels": [8, 16],
+             "init_from": "improved-hybrid"}]
     with pytest.raises(Exception) as err:
-        notebooks.execute(paths.ROOT / "notebooks" / "01_vit_scratch.py", "smoke",
+        notebooks.execute(paths.ROOT / "notebooks" / "02_vit_scratch_10classes.py", "smoke",
                           {"data_dir": str(smoke_run["data"]), "runs": runs}, progress=False)
     assert "run the notebook that trains it first" in str(err.value)
     after = _checksums(out)
-    failed = "runs/smoke/01_vit_scratch.failed.ipynb"
+    failed = "runs/smoke/02_vit_scratch_10classes.failed.ipynb"
     assert failed in after  # the failed run's executed copy, for inspection
     del after[failed]
     assert after == before

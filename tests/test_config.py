@@ -81,6 +81,9 @@ def test_overrides_reach_one_run_every_run_a_block_and_the_study():
     ("05_efficientnet", {"frozen.epochs": 0}, ["frozen", "epochs", "integer ≥ 1"]),
     ("05_efficientnet", {"val_fraction": 1.5}, ["study.yaml", "val_fraction", "< 1"]),
     ("03_vit_finetune", {"runs": [{"name": "a"}, {"name": "a"}]}, ["two runs are named 'a'"]),
+    ("01_vit_scratch", {"runs.improved-hybrid.init_from": "x"}, ["init_from", "only 02"]),
+    ("02_vit_scratch_10classes", {"runs.improved-hybrid.init_from": "nope"},
+     ["init_from 'nope' is not a run of params/cpu/01_vit_scratch.yaml"]),
 ])
 def test_a_bad_key_or_value_is_one_line_naming_the_file_and_the_key(notebook, overrides,
                                                                     words):

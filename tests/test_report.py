@@ -82,21 +82,22 @@ def test_a_module_reruns_only_the_notebooks_that_import_it(smoke_report):
                      env=smoke_report["env"])
         return sorted(set(re.findall(r"notebooks/(\d\d)_\w+\.py", proc.stdout)))
 
-    assert would_run("attention") == ["03", "04"]
-    assert would_run("efficientnet") == ["05"]
-    assert would_run("vit") == ["01", "02"]
-    assert would_run("report") == []
-    assert would_run("results") == ["01", "02", "03", "04", "05"]
+    assert would_run("inference/attention") == ["03", "04"]
+    assert would_run("models/efficientnet") == ["05"]
+    assert would_run("models/vit") == ["01", "02"]
+    assert would_run("report/rendering") == []
+    assert would_run("results/contract") == ["01", "02", "03", "04", "05"]
+    assert would_run("data/study") == ["01", "02", "03", "04", "05"]
 
 
 def test_failing_notebook_keeps_previous_results_and_names_the_cell(smoke_report):
     target = smoke_report["out"] / "results" / "smoke" / "01_vit_scratch.json"
     good = target.read_bytes()
-    proc = _make("run", *smoke_report["args"], "FORCE=1", "PARAMS=-p class_ids [999]",
+    proc = _make("run", *smoke_report["args"], "FORCE=1", "PARAMS=-p data_dir /absent/cars",
                  env=smoke_report["env"], check=False)
     assert proc.returncode != 0
     err = proc.stdout + proc.stderr
-    assert "01_vit_scratch" in err and "In [" in err and "unknown class id(s) [999]" in err
+    assert "01_vit_scratch" in err and "In [" in err and "dataset folder not found" in err
     assert target.read_bytes() == good
     assert (smoke_report["out"] / "runs" / "smoke" / "01_vit_scratch.ipynb").is_file()
 

@@ -176,7 +176,24 @@ def load(notebook: str, profile: str, dry_run: bool = False, data_dir=None,
                                        "file": _shown(file), "study": study_params})
     except ValidationError as exc:
         raise ConfigError(one_line(exc, model, values, file)) from None
+    _check_init_from(notebook, profile, params, file)
     return shrink(params) if dry else params
+
+
+def _check_init_from(notebook: str, profile: str, params: schema.Notebook, file: Path) -> None:
+    """``init_from`` (02 only) names a run of notebook 01 of the same profile."""
+    wanted = [r for r in getattr(params, "runs", []) if getattr(r, "init_from", None)]
+    if not wanted:
+        return
+    if notebook != "02_vit_scratch_10classes":
+        raise ConfigError(f"{_shown(file)}: in run {wanted[0].name!r}: init_from: only "
+                          "02_vit_scratch_10classes starts from a network of 01_vit_scratch")
+    names = [r.name for r in load("01_vit_scratch", profile).runs]
+    for run in wanted:
+        if run.init_from not in names:
+            raise ConfigError(f"{_shown(file)}: in run {run.name!r}: init_from "
+                              f"{run.init_from!r} is not a run of "
+                              f"params/{profile}/01_vit_scratch.yaml ({', '.join(names)})")
 
 
 # --------------------------------------------------------------------------- messages
