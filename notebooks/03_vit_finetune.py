@@ -66,7 +66,7 @@ from IPython.display import Markdown, display
 
 from common.config.study import REFERENCE_2022
 from common.data import images
-from common.report import figures, presentation
+from common.report import attention_figure, figures, presentation
 from common.training import finetune_runs
 
 sample = study.task.table.groupby("class_id").head(1).head(12)
@@ -186,8 +186,8 @@ display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
 # vraie classe, précédée de ✓ quand le modèle l'a trouvée et de ✗ sinon.
 
 # %%
-study.figures.append(figures.attention_examples(test, labels, p.n_attention,
-                                                study.figure("attention")))
+study.figures.append(attention_figure.attention_examples(
+    test, labels, p.n_attention, study.figure("attention")))
 
 # %%
 out = study.write_results(records)

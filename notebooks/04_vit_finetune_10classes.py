@@ -57,7 +57,7 @@ from IPython.display import Markdown, display
 
 from common.config.study import REFERENCE_2022
 from common.data import images
-from common.report import figures, presentation
+from common.report import attention_figure, figures, presentation
 from common.training import finetune_runs
 
 pd.DataFrame([{"étiquette": i, "identifiant officiel": cid, "classe": name}
@@ -156,8 +156,8 @@ display(Markdown(f"**{right} photos sur {len(shown)}** sont bien classées (2022
 # le plus dans la décision (✓ : photo bien classée, ✗ : mal classée).
 
 # %%
-study.figures.append(figures.attention_examples(test, labels, p.n_attention,
-                                                study.figure("attention")))
+study.figures.append(attention_figure.attention_examples(
+    test, labels, p.n_attention, study.figure("attention")))
 
 # %%
 out = study.write_results(records)

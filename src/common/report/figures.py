@@ -138,21 +138,6 @@ def one_per_class(y, n: int) -> list[int]:
     return (firsts + [i for i in range(len(y)) if i not in taken])[:n]
 
 
-def attention_examples(test: dict, labels: dict, n: int, path) -> Path:
-    """The attention rollout of a fine-tuned classifier on ``n`` test images, one per class
-    first, titled with the true class, ✓ when it was predicted and ✗ when not.
-
-    ``test`` holds ``x``, ``y``, ``probs`` and the fine-tuned ``classifier``."""
-    from common.inference.attention import attention_maps
-
-    clf, pick = test["classifier"], one_per_class(test["y"], n)
-    maps = attention_maps(clf.model, clf.processor, test["x"][pick])
-    predicted = np.asarray(test["probs"])[pick].argmax(axis=1)
-    titles = [f"{'✓' if guess == test['y'][i] else '✗'} {labels[int(test['y'][i])][1]}"
-              for i, guess in zip(pick, predicted)]
-    return attention(test["x"][pick], maps, titles, path)
-
-
 def prediction_grid(test: dict, labels: dict, n: int, path) -> Path:
     """``n`` test images, one per class first (in label order), with true and predicted names.
 
