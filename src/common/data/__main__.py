@@ -1,0 +1,42 @@
+"""The dataset's command line.
+
+    python -m common.data summary [DIR] [--no-verify]
+    python -m common.data download [DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from common.data.download import HF_DATASET, download
+from common.data.table import DataError, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # paths that are not valid UTF-8 still print
+        stream.reconfigure(errors="backslashreplace")
+    parser = argparse.ArgumentParser(prog="python -m common.data",
+                                     description="Stanford Cars: summary of a dataset folder, or its download.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("summary", help="print a JSON summary of a dataset folder")
+    p.add_argument("dir", nargs="?", type=Path, default=None)
+    p.add_argument("--no-verify", action="store_true", help="do not open every image")
+    p = sub.add_parser("download", help=f"download {HF_DATASET} into DIR (devkit layout)")
+    p.add_argument("dir", nargs="?", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "summary":
+            print(json.dumps(summary(args.dir, verify=not args.no_verify), indent=2))
+        else:
+            download(args.dir)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

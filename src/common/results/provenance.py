@@ -1,0 +1,52 @@
+"""Where a run ran: package versions, the device, the commit."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+
+from common.core import paths
+
+PACKAGES = ("keras", "tensorflow", "torch", "transformers")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def device_description() -> str:
+    """GPU names from nvidia-smi when there are GPUs, else the CPU core count."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20, check=True).stdout
+            gpus = [line.strip() for line in out.splitlines() if line.strip()]
+            if gpus:
+                return f"{len(gpus)} GPU: " + ", ".join(gpus)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def environment() -> dict:
+    """Versions, device and, when Keras is loaded, the Keras backend the notebook ran on."""
+    keras = sys.modules.get("keras")
+    return {"python": platform.python_version(),
+            **{p: _version(p) for p in PACKAGES},
+            "keras_backend": keras.backend.backend() if keras else None,
+            "device": device_description()}
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
