@@ -6,9 +6,11 @@ ifeq ($(filter $(PROFILE),smoke cpu gpu),)
 $(error unknown PROFILE '$(PROFILE)': use smoke, cpu or gpu)
 endif
 PYTHON ?= python3.11
-# The CPU build of torch on these machines. On a GPU box with the conda environment
-# (environment.yml), use VENV=$$CONDA_PREFIX TORCH= so that its CUDA builds are kept.
-TORCH ?= torch==2.13.0
+# The exact versions that `make setup` installs: every package, transitive ones included
+# (requirements/README.md). The CPU lock is the tested one (torch's local CPU build); on a
+# CUDA box, LOCK=requirements/gpu.lock.txt (and VENV=$$CONDA_PREFIX to install into an
+# active conda environment rather than .venv).
+LOCK ?= requirements/cpu.lock.txt
 KERNEL := vit-cars-poc
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -22,22 +24,36 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
 PAIRED := $(strip $(NOTEBOOKS) $(wildcard report/rapport.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast test-dry-run data run report weights bench lint clean
+.PHONY: help setup lock test test-fast test-dry-run data run report weights bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=smoke|cpu|gpu (default cpu), CARS_DATA_DIR=<dataset folder>"
+	@echo "  variables: PROFILE=smoke|cpu|gpu (default cpu), CARS_DATA_DIR=<dataset folder>,"
+	@echo "             LOCK=requirements/gpu.lock.txt on a CUDA box (default requirements/cpu.lock.txt)"
 
-setup: $(STAMP) ## create .venv, install packages, the Jupyter kernel and the notebook pairs
+setup: $(STAMP) ## create .venv, install the lock's exact versions, the Jupyter kernel, the notebook pairs
 	@$(if $(PAIRED),$(VENV)/bin/jupytext --sync --quiet $(PAIRED))
 
-$(STAMP): pyproject.toml
+# One pip call for the whole lock, without resolving (--no-deps: the lock is complete), and
+# pip itself is updated only through the lock's pin. In .venv, pip-sync then removes what the
+# lock no longer names (an older .venv); a conda environment is left as it is.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(if $(TORCH),$(PY) -m pip install --quiet $(TORCH))
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(if $(filter .venv,$(VENV)),$(PY) -m piptools sync --quiet $(LOCK))
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (vit-cars-poc)" >/dev/null
 	@touch $@
+
+# The locks come from pyproject.toml (and requirements/*.in) through pip-compile, which uses
+# pip and so its configuration (local wheels, constraints). Versions already locked are kept;
+# UPGRADE=1 takes the newest allowed. A deliberate step: review the diff, then commit.
+COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra dev \
+  --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+  --no-emit-trusted-host $(if $(UPGRADE),--upgrade)
+lock: $(STAMP) ## refresh requirements/{cpu,gpu}.lock.txt from pyproject.toml (UPGRADE=1: newest versions)
+	$(COMPILE) -o requirements/cpu.lock.txt pyproject.toml requirements/cpu.in
+	$(COMPILE) -o requirements/gpu.lock.txt pyproject.toml requirements/gpu.in
 
 # The tests write nothing into the checkout: outputs go to temporary folders, and no
 # bytecode cache is written.
@@ -110,7 +126,7 @@ $(DEPS): $(NOTEBOOKS) $(wildcard src/common/*.py)
 	@mkdir -p $(dir $@)
 	@python3 -m common.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 
-ifeq ($(filter help setup test test-fast test-dry-run weights lint clean,$(or $(MAKECMDGOALS),help)),)
+ifeq ($(filter help setup lock test test-fast test-dry-run weights lint clean,$(or $(MAKECMDGOALS),help)),)
 -include $(DEPS)
 # PARAMS is kept in a file that changes only when PARAMS does: a new PARAMS re-runs the
 # notebooks. A new output folder starts with an empty one dated 1970 (nothing to re-run).
