@@ -7,10 +7,10 @@ $(error unknown PROFILE '$(PROFILE)': use smoke, cpu or gpu)
 endif
 PYTHON ?= python3.11
 # The exact versions that `make setup` installs: every package, transitive ones included
-# (requirements/README.md). The CPU lock is the tested one (torch's local CPU build); on a
-# CUDA box, LOCK=requirements/gpu.lock.txt (and VENV=$$CONDA_PREFIX to install into an
-# active conda environment rather than .venv).
-LOCK ?= requirements/cpu.lock.txt
+# (requirements/README.md). In .venv, the CPU lock, the tested one (torch's local CPU
+# build). On a CUDA box, VENV=$$CONDA_PREFIX installs into the active conda environment and
+# takes the GPU lock (CUDA torch, tensorflow[and-cuda]); LOCK= names another lock.
+LOCK ?= $(if $(filter .venv,$(VENV)),requirements/cpu.lock.txt,requirements/gpu.lock.txt)
 KERNEL := vit-cars-poc
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -29,7 +29,7 @@ PAIRED := $(strip $(NOTEBOOKS) $(wildcard report/rapport.py))
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 	@echo "  variables: PROFILE=smoke|cpu|gpu (default cpu), CARS_DATA_DIR=<dataset folder>,"
-	@echo "             LOCK=requirements/gpu.lock.txt on a CUDA box (default requirements/cpu.lock.txt)"
+	@echo "             VENV=\$$CONDA_PREFIX on a CUDA box (installs requirements/gpu.lock.txt there)"
 
 setup: $(STAMP) ## create .venv, install the lock's exact versions, the Jupyter kernel, the notebook pairs
 	@$(if $(PAIRED),$(VENV)/bin/jupytext --sync --quiet $(PAIRED))
