@@ -34,17 +34,15 @@ help: ## list the targets
 setup: $(STAMP) ## create .venv, install the lock's exact versions, the Jupyter kernel, the notebook pairs
 	@$(if $(PAIRED),$(VENV)/bin/jupytext --sync --quiet $(PAIRED))
 
-# pip at the lock's version first, then one pip call for the whole lock without resolving
-# (--no-deps: the lock is complete) nor byte-compiling: compileall does that on every core,
-# twice as fast as pip's one-file-at-a-time (it reports the files that no Python compiles,
-# which pip ignores too, hence the `|| true`). In .venv, pip-sync then removes what the lock
-# no longer names (an older .venv); a conda environment is left as it is.
-SITE_PACKAGES = $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+# pip at the lock's version first (it then installs the rest), then one pip call for the
+# whole lock, without resolving (--no-deps: the lock is complete). pip's byte-compiling is
+# kept: the tests run with PYTHONDONTWRITEBYTECODE=1 and would compile every import again;
+# compileall on both cores was no faster here (I/O bound). In .venv, pip-sync then removes
+# what the lock no longer names (an older .venv); a conda environment is left as it is.
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-deps $$(grep '^pip==' $(LOCK))
-	$(PY) -m pip install --quiet --no-deps --no-compile -r $(LOCK)
-	$(PY) -m compileall -q -j 0 $(SITE_PACKAGES) >/dev/null || true
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
 	$(if $(filter .venv,$(VENV)),$(PY) -m piptools sync --quiet $(LOCK))
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (vit-cars-poc)" >/dev/null
