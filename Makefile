@@ -54,9 +54,19 @@ $(STAMP): pyproject.toml $(LOCK)
 COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra dev \
   --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
   --no-emit-trusted-host $(if $(UPGRADE),--upgrade)
+# Each lock is compiled into a copy, which replaces it only when it differs: an unchanged
+# lock keeps its date, and `make setup` has nothing to redo.
+define compile_lock
+	cp requirements/$(1).lock.txt requirements/.$(1).lock.tmp 2>/dev/null || true
+	$(COMPILE) -o requirements/.$(1).lock.tmp pyproject.toml requirements/$(1).in
+	@if cmp -s requirements/.$(1).lock.tmp requirements/$(1).lock.txt; then \
+	  rm requirements/.$(1).lock.tmp; echo "requirements/$(1).lock.txt: unchanged"; \
+	else mv requirements/.$(1).lock.tmp requirements/$(1).lock.txt; \
+	  echo "requirements/$(1).lock.txt: updated (review: git diff requirements/)"; fi
+endef
 lock: $(STAMP) ## refresh requirements/{cpu,gpu}.lock.txt from pyproject.toml (UPGRADE=1: newest versions)
-	$(COMPILE) -o requirements/cpu.lock.txt pyproject.toml requirements/cpu.in
-	$(COMPILE) -o requirements/gpu.lock.txt pyproject.toml requirements/gpu.in
+	$(call compile_lock,cpu)
+	$(call compile_lock,gpu)
 
 # The tests write nothing into the checkout: outputs go to temporary folders, and no
 # bytecode cache is written.
