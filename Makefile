@@ -6,9 +6,11 @@ ifeq ($(filter $(PROFILE),smoke cpu gpu),)
 $(error unknown PROFILE '$(PROFILE)': use smoke, cpu or gpu)
 endif
 PYTHON ?= python3.11
-# The CPU build of torch on these machines. On a GPU box with the conda environment
-# (environment.yml), use VENV=$$CONDA_PREFIX TORCH= so that its CUDA builds are kept.
-TORCH ?= torch==2.13.0
+# The exact versions that `make setup` installs: every package, transitive ones included
+# (requirements/README.md). In .venv, the CPU lock, the tested one (torch's local CPU
+# build). On a CUDA box, VENV=$$CONDA_PREFIX installs into the active conda environment and
+# takes the GPU lock (CUDA torch, tensorflow[and-cuda]); LOCK= names another lock.
+LOCK ?= $(if $(filter .venv,$(VENV)),requirements/cpu.lock.txt,requirements/gpu.lock.txt)
 KERNEL := vit-cars-poc
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -22,7 +24,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
 PAIRED := $(strip $(NOTEBOOKS) $(wildcard report/rapport.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast test-dry-run data run report weights bench lint clean
+.PHONY: help setup lock test test-fast test-dry-run data run report weights bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -33,17 +35,44 @@ help: ## list the targets
 	@echo "      -p 01.runs.improved-hybrid.epochs 3  one key of one run of notebook 01 (NN.runs.NAME.KEY)"
 	@echo "      -p '03.runs.*.epochs' 1            that key in every run of notebook 03"
 	@echo "      -p 05.frozen.epochs 1              one key of a block of notebook 05 (NN.BLOCK.KEY)"
+	@echo "    VENV=\$$CONDA_PREFIX on a CUDA box (installs requirements/gpu.lock.txt there)"
 
-setup: $(STAMP) ## create .venv, install packages, the Jupyter kernel and the notebook pairs
+setup: $(STAMP) ## create .venv, install the lock's exact versions, the Jupyter kernel, the notebook pairs
 	@$(if $(PAIRED),$(VENV)/bin/jupytext --sync --quiet $(PAIRED))
 
-$(STAMP): pyproject.toml
+# pip at the lock's version first (it then installs the rest), then one pip call for the
+# whole lock, without resolving (--no-deps: the lock is complete). pip's byte-compiling is
+# kept: the tests run with PYTHONDONTWRITEBYTECODE=1 and would compile every import again;
+# compileall on both cores was no faster here (I/O bound). In .venv, pip-sync then removes
+# what the lock no longer names (an older .venv); a conda environment is left as it is.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(if $(TORCH),$(PY) -m pip install --quiet $(TORCH))
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps $$(grep '^pip==' $(LOCK))
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(if $(filter .venv,$(VENV)),$(PY) -m piptools sync --quiet $(LOCK))
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (vit-cars-poc)" >/dev/null
 	@touch $@
+
+# The locks come from pyproject.toml (and requirements/*.in) through pip-compile, which uses
+# pip and so its configuration (local wheels, constraints). Versions already locked are kept;
+# UPGRADE=1 takes the newest allowed. A deliberate step: review the diff, then commit.
+COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra dev \
+  --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+  --no-emit-trusted-host $(if $(UPGRADE),--upgrade)
+# Each lock is compiled into a copy, which replaces it only when it differs: an unchanged
+# lock keeps its date, and `make setup` has nothing to redo.
+define compile_lock
+	cp requirements/$(1).lock.txt requirements/.$(1).lock.tmp 2>/dev/null || true
+	$(COMPILE) -o requirements/.$(1).lock.tmp pyproject.toml requirements/$(1).in
+	@if cmp -s requirements/.$(1).lock.tmp requirements/$(1).lock.txt; then \
+	  rm requirements/.$(1).lock.tmp; echo "requirements/$(1).lock.txt: unchanged"; \
+	else mv requirements/.$(1).lock.tmp requirements/$(1).lock.txt; \
+	  echo "requirements/$(1).lock.txt: updated (review: git diff requirements/)"; fi
+endef
+lock: $(STAMP) ## refresh requirements/{cpu,gpu}.lock.txt from pyproject.toml (UPGRADE=1: newest versions)
+	$(call compile_lock,cpu)
+	$(call compile_lock,gpu)
 
 # The tests write nothing into the checkout: outputs go to temporary folders, and no
 # bytecode cache is written.
@@ -116,7 +145,7 @@ $(DEPS): $(NOTEBOOKS) $(shell find src/common -name '*.py')
 	@mkdir -p $(dir $@)
 	@python3 -m common.pipeline.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 
-ifeq ($(filter help setup test test-fast test-dry-run weights lint clean,$(or $(MAKECMDGOALS),help)),)
+ifeq ($(filter help setup lock test test-fast test-dry-run weights lint clean,$(or $(MAKECMDGOALS),help)),)
 -include $(DEPS)
 # PARAMS is kept in a file that changes only when PARAMS does: a new PARAMS re-runs the
 # notebooks. A new output folder starts with an empty one dated 1970 (nothing to re-run).

@@ -136,6 +136,21 @@ if warnings:
                      + "\n\n".join(warnings) + "\n:::"))
 
 # %%
+def lock_line(lock):
+    """The lock of exact versions, and a warning when the installed ones differ from it."""
+    if not lock:
+        return "- **Verrou des versions** : aucun (versions non figées)\n"
+    line = (f"- **Verrou des versions** : `{lock['file']}` ({lock['packages']} paquets, "
+            f"SHA-256 `{lock['sha256'][:12]}`)")
+    if not lock["mismatches"]:
+        return line + ", respecté\n"
+    shown = ", ".join(f"{m['package']} {m['installed'] or 'absent'} au lieu de {m['locked']}"
+                      for m in lock["mismatches"][:5])
+    more = f" et {len(lock['mismatches']) - 5} autres" if len(lock["mismatches"]) > 5 else ""
+    return (line + f".\n  **⚠️ Versions installées différentes du verrou** : {shown}{more}. "
+            "Ces résultats ne viennent pas exactement de l'environnement figé.\n")
+
+
 first = collected[done[0]] if done else None
 if first:
     env = first["environment"]
@@ -155,6 +170,7 @@ if first:
         f"- **Bibliothèques** : Python {env['python']}, Keras {env['keras']}, "
         f"TensorFlow {env['tensorflow']}, PyTorch {env['torch']}, "
         f"Transformers {env['transformers']}\n"
+        + lock_line(env.get("lock"))
         + (f"- **Backend Keras** (par notebook) : {backends}\n" if backends else "")
         + "- **Durée de chaque notebook** : " + ", ".join(
             f"{n[:2]} {p['duration_s'] / 60:.1f} min".replace(".", ",")

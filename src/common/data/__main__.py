@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # paths that are not valid UTF-8 still print
         stream.reconfigure(errors="backslashreplace")
     parser = argparse.ArgumentParser(prog="python -m common.data",
-                                     description="Stanford Cars: summary of a dataset folder, or its download.")
+                                     description="Stanford Cars: a summary, or the download.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("summary", help="print a JSON summary of a dataset folder")
     p.add_argument("dir", nargs="?", type=Path, default=None)

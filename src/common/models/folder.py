@@ -3,8 +3,9 @@
 A model folder holds the model (``model.keras`` for Keras; ``save_pretrained`` files for
 Hugging Face), ``labels.json`` (output index -> official class id and name) and
 ``preprocess.json`` (framework, image size, crop mode, normalisation, ...). Every trainer
-writes these two files through :func:`write_info`; :mod:`common.inference.predictor` reads them through
-:func:`read_labels` and :func:`read_preprocess`, which check them and name what is wrong.
+writes these two files through :func:`write_info`; :mod:`common.inference.predictor` reads
+them through :func:`read_labels` and :func:`read_preprocess`, which check them and name what
+is wrong.
 """
 
 from __future__ import annotations

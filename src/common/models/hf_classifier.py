@@ -6,7 +6,8 @@ by ``save_pretrained``) with a new classification head; loading never runs remot
 (``trust_remote_code=False``) and never unpickles (``use_safetensors=True``). When the
 weights cannot be had, the ``gpu`` profile stops with :class:`PretrainedUnavailable` (what
 failed and how to fix it); the ``smoke`` and ``cpu`` profiles fall back to a small randomly
-initialised ViT and say so in ``Classifier.weights`` (see :func:`common.models.origin.weights_info`).
+initialised ViT and say so in ``Classifier.weights`` (see
+:func:`common.models.origin.weights_info`).
 An unreachable hub is detected in well under a second by one short request
 (:func:`locate`), not by ``from_pretrained``'s retries.
 """
@@ -64,8 +65,8 @@ def locate(checkpoint: str, timeout: float = HUB_TIMEOUT) -> tuple[str, bool, st
 
     Returns ``(source, local_files_only, hub_problem)``: a local folder is used as it is; a
     hub id is taken from ``weights/`` when ``make weights`` put it there
-    (:func:`common.models.weight_files.hf_folder`), else checked on the hub with one request of at most
-    ``timeout`` seconds. When the hub cannot be
+    (:func:`common.models.weight_files.hf_folder`), else checked on the hub with one request
+    of at most ``timeout`` seconds. When the hub cannot be
     reached (or ``HF_HUB_OFFLINE`` is set), loading goes on from the local cache only and
     ``hub_problem`` says why. Raises :class:`PretrainedUnavailable` when the weights surely
     cannot be loaded (a missing or incomplete folder, an unknown repository, a repository

@@ -10,6 +10,7 @@ import sys
 from importlib import metadata
 
 from common.core import paths
+from common.results import lockfile
 
 PACKAGES = ("keras", "tensorflow", "torch", "transformers")
 
@@ -35,11 +36,23 @@ def device_description() -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
+def lock() -> dict | None:
+    """The lock of exact versions nearest to this environment (the CPU or the GPU lock of
+    ``requirements/``, whichever it departs from least): its file, SHA-256, package count and
+    the installed packages that differ from it (:func:`common.results.lockfile.lock_info`).
+    None when the checkout has no lock."""
+    infos = [lockfile.lock_info(path) for path in (lockfile.CPU_LOCK, lockfile.GPU_LOCK)
+             if (paths.ROOT / path).is_file()]
+    return min(infos, key=lambda info: len(info["mismatches"])) if infos else None
+
+
 def environment() -> dict:
-    """Versions, device and, when Keras is loaded, the Keras backend the notebook ran on."""
+    """Versions, the lock they should match, the device and, when Keras is loaded, the Keras
+    backend the notebook ran on."""
     keras = sys.modules.get("keras")
     return {"python": platform.python_version(),
             **{p: _version(p) for p in PACKAGES},
+            "lock": lock(),
             "keras_backend": keras.backend.backend() if keras else None,
             "device": device_description()}
 
