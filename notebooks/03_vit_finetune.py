@@ -84,7 +84,8 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # `gpu`, des poids introuvables arrêtent le notebook ici, avec la marche à suivre. Avec les
 # profils `smoke` et `cpu`, le notebook continue avec un petit ViT initialisé au hasard,
 # pour vérifier que toute la chaîne fonctionne ; il le signale alors clairement, ainsi que
-# les résultats.
+# les résultats. Suit le modèle, module par module : les couches du ViT et sa nouvelle tête
+# de classification, une sortie par classe.
 
 # %%
 opening.show_weights(study)

@@ -68,7 +68,8 @@ pd.DataFrame([{"étiquette": i, "identifiant officiel": cid, "classe": name}
 #
 # Comme pour les 196 classes, nous vérifions d'abord que les poids pré-entraînés sont
 # disponibles. Le profil `gpu` s'arrête ici s'ils ne le sont pas ; les profils `smoke` et
-# `cpu` continuent avec un petit ViT initialisé au hasard, et le disent.
+# `cpu` continuent avec un petit ViT initialisé au hasard, et le disent. Suit le modèle,
+# module par module, avec sa nouvelle tête, une sortie par classe.
 
 # %%
 opening.show_weights(study)

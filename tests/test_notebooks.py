@@ -153,6 +153,9 @@ def test_fine_tuning_falls_back_visibly_without_the_hub(smoke_run, tmp_path, cap
     for suffix in ("_predictions.png", "_attention.png", "_curves.png"):
         assert any(f.endswith(suffix) for f in payload["figures"]), suffix
     assert "Avertissement : poids pré-entraînés indisponibles" in smoke_run["executed"][name]
+    # the model is shown, module by module, with its head for the task's classes
+    assert "ViTForImageClassification(" in smoke_run["executed"][name]
+    assert f"out_features={n_classes}" in smoke_run["executed"][name]
     assert "WARNING" in smoke_run["stderr"][name]
     _predict(_model_dir(smoke_run, payload["runs"][0]), smoke_run["data"], class_ids, tmp_path,
              capsys)

@@ -253,17 +253,19 @@ def load_classifier(checkpoint: str, labels: dict[int, tuple[int, str]], *, prof
 
 
 def weights_status(checkpoint: str, *, profile: str, fallback=None,
-                   timeout: float = HUB_TIMEOUT, stand_in: bool = False) -> dict:
+                   timeout: float = HUB_TIMEOUT, stand_in: bool = False,
+                   labels: dict[int, tuple[int, str]] | None = None) -> dict:
     """Check, before any work, that the weights can be had (loads them once).
 
-    Returns ``{"pretrained": bool, "weights": dict, "reason": str | None, "parameters": int}``
-    for a model with two classes; raises :class:`PretrainedUnavailable` like
-    :func:`load_classifier`.
+    Returns ``{"pretrained": bool, "weights": dict, "reason": str | None, "parameters": int,
+    "model": the loaded model}``, with a head for ``labels`` (two dummy classes by default);
+    raises :class:`PretrainedUnavailable` like :func:`load_classifier`.
     """
-    clf = load_classifier(checkpoint, {0: (1, "a"), 1: (2, "b")}, profile=profile,
+    clf = load_classifier(checkpoint, labels or {0: (1, "a"), 1: (2, "b")}, profile=profile,
                           fallback=fallback, timeout=timeout, stand_in=stand_in)
     return {"pretrained": clf.pretrained, "weights": clf.weights, "reason": clf.reason,
-            "parameters": int(sum(p.numel() for p in clf.model.parameters()))}
+            "parameters": int(sum(p.numel() for p in clf.model.parameters())),
+            "model": clf.model}
 
 
 def make_stand_in(checkpoint: str) -> Path:

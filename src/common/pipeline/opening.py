@@ -109,7 +109,9 @@ def show(study: Study) -> None:
 def show_weights(study: Study) -> None:
     """Check, before any work, that a fine-tuning notebook's pretrained weights can be had,
     and tell the reader which weights it starts from, or warn, visibly, that a small random
-    ViT replaces them (cpu and smoke profiles; the gpu profile stops here)."""
+    ViT replaces them (cpu and smoke profiles; the gpu profile stops here); then show the
+    model that will be fine-tuned, module by module, with its new head for the task's
+    classes."""
     import sys
 
     from IPython.display import Markdown, display
@@ -119,7 +121,8 @@ def show_weights(study: Study) -> None:
 
     p = study.params
     status = weights_status(p.checkpoint, profile=p.profile, fallback=p.fallback,
-                            timeout=p.hub_timeout, stand_in=p.dry_run)
+                            timeout=p.hub_timeout, stand_in=p.dry_run, labels=study.task.labels)
     if not status["pretrained"]:
         print(f"WARNING: {p.checkpoint}: {status['reason']}", file=sys.stderr)
     display(Markdown(weights_markdown(status, p.checkpoint, p.fallback)))
+    print(status["model"])
