@@ -267,12 +267,16 @@ def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_pat
     assert len(record["history"]["loss"]) == 2
     assert record["metrics"]["test_images"] == len(task.parts.test) == 12  # the official test
     assert set(test["table"]["class_id"]) == {1, 2, 3}
-    payload_problems = results.problems({
+    payload = {
         "notebook": "03_vit_finetune", "profile": "smoke", "dry_run": False, "created": "",
         "duration_s": 1, "git_commit": None, "params": {}, "figures": [],
         "runs": [{**record, "model_dir": "models/smoke/03_vit_finetune/balanced"}],
-        "environment": environment(), "dataset": task.record()})
-    assert payload_problems == []
+        "environment": environment(), "dataset": task.record()}
+    assert results.problems(payload) == []
+    # a run scored on other images than the task's test set breaks the contract
+    payload["dataset"] = {**task.record(), "test_set": {"images": 99, "fingerprint": "x"}}
+    assert any("scored on 12 test images, not on the task's 99" in p
+               for p in results.problems(payload))
     rows = Predictor(tmp_path / "model").predict_files(
         list(test["table"]["path"][:3]), top=2)
     assert all(r["class_id"] in (1, 2, 3) and len(r["top"]) == 2 for r in rows)

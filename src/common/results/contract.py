@@ -89,6 +89,10 @@ def problems(payload: dict, root: Path | None = None) -> list[str]:
             if not _is_fraction(run.get("metrics", {}).get(m)):
                 out.append(f"{where} metric {m} must be a fraction 0..1, got "
                            f"{run.get('metrics', {}).get(m)!r}")
+        images = run.get("metrics", {}).get("test_images")
+        if images is not None and images != test_set.get("images"):
+            out.append(f"{where} was scored on {images} test images, not on the task's "
+                       f"{test_set.get('images')}")
         ci = run.get("metrics", {}).get("test_accuracy_ci95")
         if ci is not None and not (isinstance(ci, list) and len(ci) == 2
                                    and all(_is_fraction(v) for v in ci) and ci[0] <= ci[1]):
