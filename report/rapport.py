@@ -218,9 +218,12 @@ if not missing_note("01_vit_scratch"):
         f"Pour ce rapport, le jeu utilisé compte {ds['n_classes']} classes ; entraînement : "
         f"{number(sizes['train'])} images, validation : {number(sizes['val'])}, test : "
         f"{number(sizes['test'])}. Ces trois ensembles sont tirés une seule fois, sur tout le "
-        "jeu : les expériences sur les 196 classes partagent ce test, et celles sur 10 classes "
-        "en partagent la part de leurs classes. L'empreinte des images de test, notée dans "
-        "chaque fichier de résultats, le vérifie."))
+        f"jeu : les expériences sur les {ds['n_classes']} classes partagent ce test"
+        + (f", et celles sur {ten['dataset']['n_classes']} classes en partagent la part de "
+           "leurs classes" if (ten := collected.get("02_vit_scratch_10classes")
+                               or collected.get("04_vit_finetune_10classes")) else "")
+        + ". L'empreinte des images de test, notée dans chaque fichier de résultats, le "
+        "vérifie."))
 
 # %%
 #| label: fig-counts
