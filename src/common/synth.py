@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from common.core.commands import run
 from common.data.synth import synth
 from common.data.table import LOADERS, DataError, summary
 
@@ -27,14 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
+
+    def make():
         synth(args.dir, args.classes, args.per_class, args.layout, args.test_per_class,
               args.size, args.seed)
         print(json.dumps(summary(args.dir, verify=False), indent=2))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run(make, DataError)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.core.commands import run
 from common.models.weight_files import WeightsError, download
 
 
@@ -16,13 +17,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Download the pretrained weights.")
     parser.add_argument("command", choices=["download"])
     parser.parse_args(argv)
-    try:
+
+    def fetch():
         for path in download():
             print(f"downloaded {path}")
-    except WeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run(fetch, WeightsError)
 
 
 if __name__ == "__main__":

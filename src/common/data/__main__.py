@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from common.core.commands import run
 from common.data.download import HF_DATASET, download
 from common.data.table import DataError, summary
 
@@ -27,15 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("download", help=f"download {HF_DATASET} into DIR (devkit layout)")
     p.add_argument("dir", nargs="?", type=Path, default=None)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "summary":
-            print(json.dumps(summary(args.dir, verify=not args.no_verify), indent=2))
-        else:
-            download(args.dir)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    if args.command == "download":
+        return run(lambda: download(args.dir), DataError)
+    return run(lambda: print(json.dumps(summary(args.dir, verify=not args.no_verify),
+                                        indent=2)), DataError)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ class Study:
     params: schema.Notebook
     task: Task
     started: float
-    torch_threads: int | None = None
     processes: int = 1
     figures: list[Path] = field(default_factory=list)
 
@@ -87,14 +86,14 @@ def start(notebook: str, namespace: dict) -> Study:
     params = loading.load(notebook, namespace.get("profile", "cpu"),
                           data_dir=namespace.get("data_dir"),
                           **(namespace.get("overrides") or {}))
-    threads, processes = None, 1
+    processes = 1
     if isinstance(params, schema.KerasSwitches):
         runtime.prepare_keras(params)
     else:
-        threads = runtime.set_torch_threads(params.torch_threads)
+        runtime.set_torch_threads(params.torch_threads)
         processes = runtime.training_processes(params.processes)
     task = load_task(params.study, TASKS[notebook], loading.limits(params))
-    return Study(notebook, params, task, started, threads, processes)
+    return Study(notebook, params, task, started, processes)
 
 
 def show(study: Study) -> None:
