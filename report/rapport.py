@@ -31,6 +31,7 @@ from IPython.display import Image, Markdown, display
 from common.config.study import NOTEBOOKS, REFERENCE_2022
 from common.core import paths
 from common.report import figures, presentation
+from common.report.explorations import explorations_markdown
 from common.report.presentation import number, pct
 from common.results import contract as results
 from common.results.metrics import overlap
@@ -375,6 +376,19 @@ show_figure("02_vit_scratch_10classes", "_curves.png")
 #| label: fig-02-confusion
 #| fig-cap: "Matrice de confusion de la meilleure configuration sur 10 classes."
 show_figure("02_vit_scratch_10classes", "_confusion.png")
+
+# %% [markdown]
+# ### Le journal des explorations
+#
+# Chaque réglage essayé pour les modèles from scratch est consigné, avec son exactitude de
+# validation et sa durée, dans le journal du dépôt (`explorations/`, une ligne par
+# entraînement, écrite par `python -m common.explore`). Les choix des fichiers de paramètres
+# s'y lisent : ils ont été faits sur la validation seule, et le journal ne contient aucun
+# chiffre de test. Sur 10 classes, une image de validation vaut environ deux points : une
+# différence n'y compte que si elle dépasse l'écart entre graines.
+
+# %%
+display(Markdown(explorations_markdown(paths.ROOT / "explorations")))
 
 # %% [markdown]
 # ## Vue d'ensemble

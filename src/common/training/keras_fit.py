@@ -263,7 +263,7 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
 
 def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoint_path,
           label_smoothing=0.0, verbose=1, seed=0, augmentation="none",
-          select_from_epoch=1) -> dict:
+          select_from_epoch=1, callbacks=None) -> dict:
     """Fit a compiled Keras classifier (the ViT, or any model with an 'accuracy' metric),
     keep the best epoch by val_accuracy, return its numbers.
 
@@ -274,7 +274,8 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     Training batches come from :func:`make_dataset`, augmented there with
     ``augmentation`` (the model itself is then built with ``augmentation="none"``).
     ``label_smoothing`` is applied by ``compile_classifier``; here it only recompiles
-    when the model was compiled without it. Returns a dict with "history",
+    when the model was compiled without it. ``callbacks``: more Keras callbacks, called
+    after the checkpoint and the throughput ones. Returns a dict with "history",
     "best_val_accuracy", "best_epoch" (1-based), "train_seconds",
     "train_images_per_second", "model".
     """
@@ -285,7 +286,7 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     if not 1 <= first <= epochs:
         raise ValueError(f"select_from_epoch must be between 1 and epochs ({epochs}), "
                          f"got {select_from_epoch}")
-    callbacks = [BestCheckpoint(checkpoint_path, first), throughput]
+    callbacks = [BestCheckpoint(checkpoint_path, first), throughput, *(callbacks or [])]
     train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed,
                             augmentation=augmentation)
     val_ds = make_dataset(x_val, y_val, batch_size)

@@ -60,10 +60,33 @@ def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, see
     record of the results contract and the test arrays and probabilities.
     """
     size, mode, margin = cfg.image_size, cfg.crop_mode, cfg.crop_margin
+    out, weights, stats = train_config(cfg, splits, labels=labels, model_dir=model_dir,
+                                       seed=seed, verbose=verbose, cache=cache,
+                                       init_from=init_from)
+    x_te, t_te = images.load_images(splits.test, size, mode, margin, cache=cache)
+    probs = keras_probabilities(out["model"], x_te, cfg.batch_size, flip=cfg.test_time_flip)
+    y_te = t_te["label"].to_numpy()
+    model_folder.write_info(Path(model_dir), labels, {
+        "framework": "keras", "model_file": model_folder.KERAS_FILE, "image_size": size,
+        "crop_mode": mode, "crop_margin": margin,
+        "normalisation": f"inside the model: Normalization with the per-channel mean and "
+                         f"variance {stats}; input RGB pixels 0..255"})
+    run = run_record(cfg.name, cfg, weights, y_te, probs, out, Path(model_dir))
+    return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
+
+
+def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
+                 verbose: int = 2, cache=True, init_from: Path | None = None,
+                 callbacks: list | None = None) -> tuple[dict, dict, str]:
+    """Build (or start from ``init_from``) and train one configuration on its share of the
+    training and validation sets; the test set is never read. Returns the output of
+    :func:`common.training.keras_fit.train` (best validation epoch, history, durations,
+    model), the weights' origin, and what the normalisation statistics were taken from.
+    ``callbacks``: more Keras callbacks for ``fit`` (the time-to-accuracy benchmark's)."""
+    size, mode, margin = cfg.image_size, cfg.crop_mode, cfg.crop_margin
     splits = budget(splits, cfg.cap_per_class, seed=seed)
-    arrays = {k: images.load_images(getattr(splits, k), size, mode, margin, cache=cache)
-              for k in ("train", "val", "test")}
-    (x_tr, t_tr), (x_va, t_va), (x_te, t_te) = arrays["train"], arrays["val"], arrays["test"]
+    (x_tr, t_tr), (x_va, t_va) = (images.load_images(part, size, mode, margin, cache=cache)
+                                  for part in (splits.train, splits.val))
     keras.utils.set_random_seed(seed)
     if init_from is not None:
         base = _load_network(Path(init_from), size)
@@ -76,25 +99,16 @@ def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, see
         model = build_from_config(cfg, len(labels), x_tr.reshape(-1, 3).astype("float64"))
         weights = weights_info("random-init", pretrained=False)
         stats = "of the training set"
-    epochs, batch = cfg.epochs, cfg.batch_size
-    compile_classifier(model, _optimizer_for(cfg, -(-len(x_tr) // batch)), cfg.label_smoothing,
-                       cfg.jit_compile)
+    compile_classifier(model, _optimizer_for(cfg, -(-len(x_tr) // cfg.batch_size)),
+                       cfg.label_smoothing, cfg.jit_compile)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     out = train(model, x_tr, t_tr["label"].to_numpy(), x_va, t_va["label"].to_numpy(),
-                epochs=epochs, batch_size=batch, verbose=verbose, seed=seed,
+                epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=verbose, seed=seed,
                 checkpoint_path=model_dir / model_folder.KERAS_FILE,
                 augmentation="none" if cfg.augment_in_model else cfg.augmentation,
-                select_from_epoch=cfg.select_from_epoch)
-    probs = keras_probabilities(out["model"], x_te, batch, flip=cfg.test_time_flip)
-    y_te = t_te["label"].to_numpy()
-    model_folder.write_info(model_dir, labels, {
-        "framework": "keras", "model_file": model_folder.KERAS_FILE, "image_size": size,
-        "crop_mode": mode, "crop_margin": margin,
-        "normalisation": f"inside the model: Normalization with the per-channel mean and "
-                         f"variance {stats}; input RGB pixels 0..255"})
-    run = run_record(cfg.name, cfg, weights, y_te, probs, out, model_dir)
-    return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
+                select_from_epoch=cfg.select_from_epoch, callbacks=callbacks)
+    return out, weights, stats
 
 
 def _load_network(folder: Path, size: int) -> keras.Model:

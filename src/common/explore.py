@@ -1,0 +1,114 @@
+"""The command line of exploration runs: train one run of a from-scratch ViT notebook with
+some settings changed, score it on validation only, and write a row of the exploration
+journal (:mod:`common.results.journal`). The test set is never read.
+
+    python -m common.explore 02_vit_scratch_10classes fast-scratch -p epochs 150 \
+        -p image_size 64 --seeds 0 1 2 --note "64 px, 3 seeds"
+
+``-p KEY VALUE`` changes a key of that run (VALUE read as YAML); the row records exactly
+those changes, against the params file of the commit it names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import yaml
+
+from common.config import loading
+from common.config.study import TASKS
+from common.core import commands, paths, runtime
+from common.results import journal
+
+SCRATCH = ("01_vit_scratch", "02_vit_scratch_10classes")
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.ROOT,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=paths.ROOT, capture_output=True, text=True).stdout.strip()
+        return out + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: str = "cpu",
+            note: str = "", journal_path=None, data_dir=None, verbose: int = 2) -> list[dict]:
+    """Train run ``run`` of ``notebook`` with ``settings`` changed, once per seed; append
+    one journal row per seed and return the rows."""
+    if notebook not in SCRATCH:
+        raise loading.ConfigError(f"exploration runs are for the from-scratch ViT notebooks "
+                                  f"({', '.join(SCRATCH)}), not {notebook!r}")
+    overrides = {f"runs.{run}.{key}": value for key, value in settings.items()}
+    params = loading.load(notebook, profile, data_dir=data_dir, **overrides)
+    cfg = next((r for r in params.runs if r.name == run), None)
+    if cfg is None:
+        raise loading.ConfigError(f"{params.file}: no run named {run!r}; the runs are "
+                                  f"{', '.join(r.name for r in params.runs)}")
+    runtime.prepare_keras(params)
+    from common.data.study import load_task  # after the Keras backend is chosen
+    from common.training import vit_runs
+
+    task = load_task(params.study, TASKS[notebook])
+    init_from = None
+    if cfg.init_from:
+        init_from = paths.models_dir(params.outputs, SCRATCH[0], final=True) / cfg.init_from
+    path = journal_path or journal.journal_file(notebook)
+    rows = []
+    for seed in seeds:
+        load = os.getloadavg()[0]
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="explore-") as folder:
+            out, _, _ = vit_runs.train_config(cfg, task.parts, labels=task.labels,
+                                              model_dir=folder, seed=seed, verbose=verbose,
+                                              init_from=init_from)
+        row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+               "commit": _commit(), "notebook": notebook, "run": run,
+               "settings": journal.settings_text(settings), "seed": seed,
+               "val_accuracy": round(out["best_val_accuracy"], 4),
+               "val_images": len(task.budget(cfg.cap_per_class, seed=seed).val),
+               "best_epoch": out["best_epoch"], "epochs": cfg.epochs,
+               "train_seconds": round(out["train_seconds"], 1),
+               "seconds": round(time.perf_counter() - started, 1),
+               "images_per_second": round(out["train_images_per_second"], 1),
+               "cores": os.cpu_count(), "load_before": round(load, 2), "note": note}
+        journal.append(path, row)
+        print(f"{run} seed {seed}: val {row['val_accuracy']:.1%} (epoch {row['best_epoch']}/"
+              f"{cfg.epochs}), {row['train_seconds']:.0f} s of training -> {path}")
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.explore",
+                                     description="An exploration run, scored on validation "
+                                                 "only, recorded in explorations/.")
+    parser.add_argument("notebook", choices=SCRATCH)
+    parser.add_argument("run", help="the name of a run in the notebook's params file")
+    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="change a key of that run (VALUE read as YAML)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--data-dir", help="the dataset folder (default: the study file's)")
+    parser.add_argument("--journal", help="another journal file (default: "
+                                          "explorations/NOTEBOOK.csv)")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress lines")
+    args = parser.parse_args(argv)
+    settings = {key: yaml.safe_load(value) for key, value in args.p}
+    return commands.run(lambda: explore(args.notebook, args.run, settings, args.seeds,
+                                        args.profile, args.note, args.journal,
+                                        args.data_dir, verbose=0 if args.quiet else 2),
+                        loading.ConfigError, FileNotFoundError, ValueError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The exploration journal (explorations/*.csv) and `python -m common.explore`: rows of
+validation scores only, written whole or not at all, and an exploration run that never
+reads the test set."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from common.core import paths
+from common.data import synth
+from common.results import journal
+
+
+def _row(**changes):
+    row = {"date": "2026-12-02 10:00", "commit": "abc1234", "notebook": "02", "run": "r",
+           "settings": journal.settings_text({"epochs": 3}), "seed": 0,
+           "val_accuracy": 0.5, "train_seconds": 10.0}
+    return {**row, **changes}
+
+
+def test_journal_rows_append_under_one_header(tmp_path):
+    path = tmp_path / "sub" / "j.csv"
+    journal.append(path, _row())
+    journal.append(path, _row(seed=1, val_accuracy=0.7, note="a, quoted \"note\""))
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(journal.COLUMNS) and len(lines) == 3
+    table = journal.read(path)
+    assert table["val_accuracy"].tolist() == [0.5, 0.7]
+    assert table["note"].tolist() == ["", 'a, quoted "note"']
+    assert table["commit"].tolist() == ["abc1234", "abc1234"]
+
+
+def test_journal_refuses_a_test_figure_and_keeps_the_file(tmp_path):
+    path = tmp_path / "j.csv"
+    journal.append(path, _row())
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="test_accuracy.*never a test figure"):
+        journal.append(path, _row(test_accuracy=0.9))
+    assert path.read_bytes() == before
+
+
+def test_journal_summary_groups_seeds_best_mean_first(tmp_path):
+    path = tmp_path / "j.csv"
+    for seed, acc in enumerate([0.4, 0.6, 0.5]):
+        journal.append(path, _row(seed=seed, val_accuracy=acc))
+    journal.append(path, _row(settings=journal.settings_text({"epochs": 9}), val_accuracy=0.9))
+    summary = journal.summary(journal.read(path))
+    assert summary["settings"].tolist() == ['{"epochs":9}', '{"epochs":3}']
+    assert summary.loc[1, ["seeds", "val_min", "val_max"]].tolist() == [3, 0.4, 0.6]
+    assert summary.loc[1, "val_mean"] == pytest.approx(0.5)
+
+
+def test_journal_read_refuses_another_csv(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not an exploration journal"):
+        journal.read(path)
+
+
+def test_committed_journals_hold_validation_figures_only():
+    files = sorted((paths.ROOT / "explorations").glob("*.csv"))
+    for file in files:
+        table = journal.read(file)
+        assert list(table.columns) == journal.COLUMNS, file
+        assert table["val_accuracy"].between(0, 1).all(), file
+
+
+@pytest.mark.slow
+def test_an_exploration_run_writes_one_row_and_never_reads_the_test_set(tmp_path):
+    root = tmp_path / "synth"
+    synth.synth(root, classes=12, per_class=8, test_per_class=2, size=32)
+    out = tmp_path / "j.csv"
+    # a sitecustomize-free probe: the command runs with load_images wrapped to record the
+    # images it loads
+    probe = (
+        "import sys, json; from common.data import images; seen = []\n"
+        "real = images.load_images\n"
+        "def spy(table, *a, **k):\n"
+        "    seen.extend(table['path'].astype(str)); return real(table, *a, **k)\n"
+        "images.load_images = spy\n"
+        "from common import explore\n"
+        "code = explore.main(sys.argv[1:])\n"
+        f"open({str(tmp_path / 'seen.json')!r}, 'w').write(json.dumps(seen))\n"
+        "sys.exit(code)\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "02_vit_scratch_10classes", "24px-patch6", "--profile",
+         "smoke", "--data-dir", str(root), "-p", "epochs", "1", "--seeds", "0", "1",
+         "--journal", str(out), "--quiet", "--note", "probe"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = journal.read(out)
+    assert table["seed"].tolist() == [0, 1]
+    assert table["settings"].tolist() == ['{"epochs":1}'] * 2
+    assert set(table["notebook"]) == {"02_vit_scratch_10classes"}
+    assert table["val_accuracy"].between(0, 1).all() and (table["val_images"] > 0).all()
+    import json
+
+    from conftest import task_of
+
+    task = task_of(root, class_ids=[2, 3, 5, 7, 11], val_fraction=0.2, seed=0)
+    test_paths = set(task.parts.test["path"].astype(str))
+    seen = set(json.loads((tmp_path / "seen.json").read_text()))
+    assert seen and not (seen & test_paths)
+
+
+def test_an_exploration_of_a_missing_run_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "common.explore", "02_vit_scratch_10classes",
+                           "nope", "--profile", "smoke", "--journal", str(tmp_path / "j.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: params/smoke/02_vit_scratch_10classes.yaml: no run named 'nope'; the runs "
+        "are 24px-patch6, 24px-patch8, improved"]
+    assert not (tmp_path / "j.csv").exists()

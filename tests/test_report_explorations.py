@@ -1,0 +1,25 @@
+"""The report's section on the exploration journals: built from the CSV files alone."""
+
+from __future__ import annotations
+
+from common.report.explorations import explorations_markdown
+from common.results import journal
+
+
+def test_the_section_reads_the_journals(tmp_path):
+    assert explorations_markdown(tmp_path) == "Aucun journal d'exploration dans ce dépôt."
+    path = tmp_path / "02_vit_scratch_10classes.csv"
+    base = {"date": "d", "commit": "c", "notebook": "02_vit_scratch_10classes",
+            "run": "fast-scratch", "val_images": 52, "train_seconds": 120.0}
+    for seed, acc in enumerate([0.25, 0.35, 0.3]):
+        journal.append(path, {**base, "settings": "{}", "seed": seed, "val_accuracy": acc})
+    journal.append(path, {**base, "settings": journal.settings_text({"image_size": 64}),
+                          "seed": 0, "val_accuracy": 0.2, "train_seconds": 60.0})
+    text = explorations_markdown(tmp_path)
+    assert "**Notebook `02_vit_scratch_10classes`.** 4 entraînements, 2 réglages essayés" in text
+    assert "notés sur 52 images de validation, jamais sur le test" in text
+    assert ("| fast-scratch : réglages du fichier | 3 | 30,0\u00a0% (25\u00a0%–35\u00a0%) "
+            "| 120 |") in text
+    assert "| fast-scratch : `image_size` 64 | 1 | 20,0\u00a0% | 60 |" in text
+    assert text.endswith("Meilleure moyenne de validation : fast-scratch, réglages du fichier "
+                         "(30,0\u00a0%).")
