@@ -76,7 +76,7 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # %% [markdown]
 # ## Les configurations
 #
-# Les trois premières reprennent 2022. La dernière est la nôtre. Chaque voiture est recadrée
+# Les trois premières reprennent 2022 ; les autres sont les nôtres. Chaque voiture est recadrée
 # sur sa boîte englobante, et, comme le recommandent Steiner et al. pour les petits jeux de
 # données, nous augmentons davantage les images, lissons les étiquettes, renforçons la
 # décroissance des poids, et le taux d'apprentissage monte linéairement puis décroît
@@ -97,6 +97,13 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # centaines d'images ne suffisent pas à lui enseigner. Ce pré-entraînement reste modeste à
 # côté de celui du modèle fine-tuné (ImageNet-21k, des millions d'images) : la comparaison
 # avec le fine-tuning garde son sens.
+#
+# Le profil `cpu` ajoute une recette rapide, `fast-scratch` : le même ViT hybride, mais
+# entraîné sur nos seules 10 classes, sans le réseau du premier notebook. Elle répond à une
+# autre question : en quelques minutes sur un processeur, que peut apprendre un ViT qui ne
+# voit que ces quelques centaines d'images ? Ses réglages ont été choisis sur la validation
+# (le journal `explorations/` garde chaque essai), et `benchmarks/time_to_accuracy.py`
+# mesure le temps qu'il lui faut pour atteindre le meilleur score from scratch de 2022.
 #
 # Le point de contrôle retenu est celui de la meilleure exactitude de validation, une règle
 # fixée d'avance ; le test ne sert qu'à la mesure finale, avec son intervalle de confiance.

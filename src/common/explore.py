@@ -62,6 +62,7 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
     if cfg.init_from:
         init_from = paths.models_dir(params.outputs, SCRATCH[0], final=True) / cfg.init_from
     path = journal_path or journal.journal_file(notebook)
+    commit = _commit()  # the code and params the runs start from
     rows = []
     for seed in seeds:
         load = os.getloadavg()[0]
@@ -71,7 +72,7 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
                                               model_dir=folder, seed=seed, verbose=verbose,
                                               init_from=init_from)
         row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-               "commit": _commit(), "notebook": notebook, "run": run,
+               "commit": commit, "notebook": notebook, "run": run,
                "settings": journal.settings_text(settings), "seed": seed,
                "val_accuracy": round(out["best_val_accuracy"], 4),
                "val_images": len(task.budget(cfg.cap_per_class, seed=seed).val),
