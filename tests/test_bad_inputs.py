@@ -236,7 +236,7 @@ def test_a_diverging_run_says_so():
     probs = np.full((3, 2), np.nan)
     with pytest.raises(ValueError, match="run 'x'.*diverged; lower learning_rate"):
         results.run_record("x", {}, weights_info("random-init", pretrained=False),
-                           [0, 1, 0], probs, {}, "m")
+                           [0, 1, 0], probs, {}, "m", images=["a", "b", "c"])
 
 
 def test_atomic_files_follow_the_umask(tmp_path):
