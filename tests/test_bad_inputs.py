@@ -520,6 +520,7 @@ def test_a_killed_kernel_is_one_line_naming_the_cell(tmp_path):
                     "(import os, signal)", "lack of memory",
                     "earlier outputs left as they were", str(failed))
     assert "DeadKernelError" not in err and "Kernel died while" not in err
+    assert "[IPKernelApp] WARNING" not in err
     assert failed.is_file()
     after = _checksums(out)
     after.pop("runs/smoke/01_vit_scratch.failed.ipynb")

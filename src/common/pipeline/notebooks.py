@@ -118,9 +118,12 @@ def _papermill(notebook: Path, output: Path, params: dict, kernel: str, progress
     quiet = _QuietDeath()
     logging.getLogger("papermill").addFilter(quiet)
     try:
+        # the kernel logs errors only: not its warning, on every start, that it talks to
+        # this process over local TCP without encryption
         papermill.execute_notebook(str(source), str(output), parameters=params,
                                    kernel_name=kernel, cwd=str(paths.ROOT),
-                                   progress_bar=progress, log_output=True)
+                                   progress_bar=progress, log_output=True,
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception as exc:
         if type(exc).__name__ != "DeadKernelError":
             raise
