@@ -59,7 +59,7 @@ from IPython.display import Markdown, display
 
 from common.core import paths
 from common.data import images
-from common.report import figures, presentation
+from common.report import figures, presentation, verdicts
 from common.training import vit_runs
 
 p, parts, labels = study.params, study.task.parts, study.task.labels
@@ -156,21 +156,11 @@ study.figures.append(figures.prediction_grid(test, labels, 10, study.figure("pre
 out = study.write_results(records)
 baseline = records[0]
 display(Markdown(
-    f"La meilleure configuration, **{best['name']}**, atteint "
+    f"La configuration choisie sur la validation, **{best['name']}**, atteint "
     f"**{presentation.pct(best['metrics']['test_accuracy'])}** sur le test (hasard : "
     f"{presentation.pct(1 / len(labels), 0)}), contre "
     f"{presentation.pct(baseline['metrics']['test_accuracy'])} pour la première configuration "
     "de 2022 "
     f"rejouée ici. Résultats écrits dans `{out.name}`."))
 if p.target_accuracy:
-    reached = best["metrics"]["test_accuracy"] >= p.target_accuracy
-    top = max(records, key=lambda r: r["metrics"]["test_accuracy"])
-    display(Markdown(
-        f"Nous visions au moins **{presentation.pct(p.target_accuracy, 0)}** sur le test pour "
-        "la meilleure "
-        f"configuration : objectif **{'atteint' if reached else 'non atteint'}**. "
-        + ("" if reached else
-           "Le meilleur score de test de la série est "
-           f"{presentation.pct(top['metrics']['test_accuracy'])} "
-           f"({top['name']}), avec {len(parts.train)} images d'entraînement de nos 10 "
-           "classes.")))
+    display(Markdown(verdicts.target_markdown(best, p.target_accuracy)))

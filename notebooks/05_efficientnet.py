@@ -54,7 +54,7 @@ opening.show(study)
 # %%
 from IPython.display import Markdown, display
 
-from common.data import images
+from common.data import images, splits
 from common.models import efficientnet
 from common.report import figures, presentation
 from common.training.efficientnet_stages import train_stage
@@ -84,9 +84,10 @@ display(Markdown(f"{len(labels)} classes ; entraînement : {len(x_train)} images
 
 # %%
 arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+test_images = splits.row_ids(t_test)
 frozen_run, best_model, frozen_probs = train_stage(
     model, "efficientnetb0-gele", arrays, p.frozen, p, labels=labels, weights=weights_used,
-    model_dir=study.model_dir("efficientnetb0-gele"), seed=p.seed)
+    model_dir=study.model_dir("efficientnetb0-gele"), test_images=test_images, seed=p.seed)
 
 # %% [markdown]
 # ## Seconde étape : dégeler le haut du réseau
@@ -99,7 +100,7 @@ n_trainable = efficientnet.unfreeze_top(model, p.unfrozen.layers)
 print(f"{n_trainable} couches du réseau deviennent entraînables")
 unfrozen_run, _, unfrozen_probs = train_stage(
     model, "efficientnetb0-degele", arrays, p.unfrozen, p, labels=labels, weights=weights_used,
-    model_dir=study.model_dir("efficientnetb0-degele"), seed=p.seed)
+    model_dir=study.model_dir("efficientnetb0-degele"), test_images=test_images, seed=p.seed)
 
 # %% [markdown]
 # ## Résultats

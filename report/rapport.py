@@ -28,18 +28,18 @@ import datetime
 
 from IPython.display import Image, Markdown, display
 
-from common.config.study import NOTEBOOKS, REFERENCE_2022
+from common.config.study import REFERENCE_2022
 from common.core import paths
-from common.report import figures, presentation
+from common.report import figures, narrative, presentation, verdicts
 from common.report.explorations import explorations_markdown
 from common.report.presentation import number, pct
 from common.results import contract as results
-from common.results.metrics import overlap
+from common.results.comparison import chosen_run
 
 collected = results.collect(profile)
 runs = results.all_runs(collected)
 reference = REFERENCE_2022
-TITLES = NOTEBOOKS
+TITLES = narrative.titles(collected)
 report_figures = paths.results_dir(profile) / "figures"
 
 
@@ -49,6 +49,9 @@ def show_figure(notebook, suffix):
     match = [f for f in (payload or {}).get("figures", []) if f.endswith(suffix)]
     if match:
         display(Image(filename=results.resolve(match[0])))
+    elif payload:
+        display(Markdown(f"*Figure `{suffix}` absente : le notebook `{notebook}` ne l'a pas "
+                         "enregistrée.*"))
     else:
         display(Markdown(f"*Figure `{suffix}` absente : le notebook `{notebook}` n'a pas de "
                          "résultats pour ce profil.*"))
@@ -85,28 +88,10 @@ def best_note(notebook):
         f"hasard à {pct(chance)}."))
 
 
-def checkpoint_note(notebook):
-    """Which weights the fine-tuning runs of a notebook actually started from."""
-    payload = collected[notebook]
-    asked = payload["params"]["checkpoint"]
-    weights = payload["runs"][0]["weights"]
-    if weights["pretrained"]:
-        text = f"Ici, le profil `{profile}` part de `{weights['source']}`."
-        if asked != "google/vit-base-patch16-224-in21k":
-            text += " C'est un point de départ plus petit que celui de 2022, choisi pour ce profil."
-    else:
-        text = (f"Ici, le profil `{profile}` demandait `{asked}`, mais ces poids n'ont pas pu "
-                f"être chargés ({weights.get('reason')}) : les modèles ci-dessous partent de "
-                "**poids aléatoires**.")
-    display(Markdown(text))
-
-
 def best(notebook):
-    """The run of a notebook with the best validation accuracy (None when missing)."""
+    """The run of a notebook chosen on validation (None when missing)."""
     payload = collected[notebook]
-    if payload is None:
-        return None
-    return max(payload["runs"], key=lambda r: r["metrics"]["best_val_accuracy"])
+    return None if payload is None else chosen_run(payload)
 
 
 # %%
@@ -127,11 +112,8 @@ if len(runs) and (~runs["pretrained"] & runs["notebook"].isin(
                     "qui sont partis de **poids aléatoires** (colonne « poids » des tableaux) : "
                     "ils ne mesurent pas l'apprentissage par transfert, et leur comparaison "
                     "avec les chiffres de 2022 ne vaut pas.")
-if any(p.get("dry_run") for p in collected.values() if p):
-    warnings.insert(0, "**Exécution à blanc (dry run)** du profil `gpu` : les mêmes modèles et "
-                    "réglages, mais sur quelques images, une époque par étape et des poids "
-                    "de substitution quand les vrais manquent. Ce rapport vérifie que toute "
-                    "la chaîne tourne ; **aucun de ses chiffres ne mesure quoi que ce soit**.")
+if dry := narrative.dry_run_warning(collected):
+    warnings.insert(0, dry)
 if warnings:
     display(Markdown("::: {.callout-warning}\n## Avertissement {.unnumbered}\n\n"
                      + "\n\n".join(warnings) + "\n:::"))
@@ -202,29 +184,20 @@ if first:
 
 # %% [markdown]
 # ## Le jeu de données
-#
-# Stanford Cars (Krause et al., 2013) compte 16 185 photos de 196 modèles de voitures
-# (marque, modèle, année), séparées officiellement en 8 144 images d'entraînement et 8 041 de
-# test, avec une boîte englobante par voiture. Nous l'avions préféré à Stanford Dogs : les
-# classes y sont plus nombreuses, plus fines (deux années d'un même modèle), et les images
-# d'une même classe partagent une forme rigide, ce qui rend la classification difficile sans
-# la rendre arbitraire. La @fig-counts montre combien d'images compte chaque classe du jeu
-# utilisé ici, et la @fig-samples une image de quelques classes.
 
 # %%
-if not missing_note("01_vit_scratch"):
-    ds = collected["01_vit_scratch"]["dataset"]
-    sizes = ds["split_sizes"]
-    display(Markdown(
-        f"Pour ce rapport, le jeu utilisé compte {ds['n_classes']} classes ; entraînement : "
-        f"{number(sizes['train'])} images, validation : {number(sizes['val'])}, test : "
-        f"{number(sizes['test'])}. Ces trois ensembles sont tirés une seule fois, sur tout le "
-        f"jeu : les expériences sur les {ds['n_classes']} classes partagent ce test"
-        + (f", et celles sur {ten['dataset']['n_classes']} classes en partagent la part de "
-           "leurs classes" if (ten := collected.get("02_vit_scratch_10classes")
-                               or collected.get("04_vit_finetune_10classes")) else "")
-        + ". L'empreinte des images de test, notée dans chaque fichier de résultats, le "
-        "vérifie."))
+display(Markdown(narrative.dataset_markdown(collected)))
+
+# %% [markdown]
+# Nous l'avions préféré à Stanford Dogs : les classes y sont plus nombreuses, plus fines (deux
+# années d'un même modèle), et les images d'une même classe partagent une forme rigide, ce
+# qui rend la classification difficile sans la rendre arbitraire. La @fig-counts montre
+# combien d'images compte chaque classe du jeu utilisé ici, et la @fig-samples une image de
+# quelques classes.
+
+# %%
+if split := narrative.split_markdown(collected):
+    display(Markdown(split))
 
 # %%
 #| label: fig-counts
@@ -252,7 +225,7 @@ show_figure("01_vit_scratch", "_patches.png")
 
 # %%
 #| label: tbl-01
-#| tbl-cap: "ViT from scratch sur les 196 classes : les configurations."
+#| tbl-cap: "ViT from scratch sur toutes les classes : les configurations."
 sweep_table("01_vit_scratch")
 
 # %%
@@ -260,15 +233,18 @@ best_note("01_vit_scratch")
 
 # %%
 #| label: fig-01-curves
-#| fig-cap: "Perte et exactitude par époque du ViT from scratch sur 196 classes (tirets : entraînement ; trait plein : validation)."
+#| fig-cap: "Perte et exactitude par époque du ViT from scratch sur toutes les classes (tirets : entraînement ; trait plein : validation)."
 show_figure("01_vit_scratch", "_curves.png")
 
 # %% [markdown]
 # En 2022, les trois premières configurations affichaient environ 1 % d'exactitude sur le
 # test. Une partie de ce chiffre était un artefact : voir la section sur les bugs corrigés.
-# Ici, elles gardent leurs formes de 2022 mais reçoivent un petit budget sur deux cœurs : leur
-# résultat mesure ce budget. La configuration améliorée, un ViT hybride entraîné sur tout
-# l'ensemble d'entraînement, reçoit l'essentiel du budget.
+
+# %%
+if collected["01_vit_scratch"]:
+    display(Markdown(narrative.budget_markdown(collected["01_vit_scratch"])
+                     + " La configuration améliorée, un ViT hybride entraîné sur tout "
+                     "l'ensemble d'entraînement, reçoit l'essentiel du budget."))
 
 # %% [markdown]
 # ## Le fine-tuning d'un ViT pré-entraîné
@@ -282,11 +258,11 @@ show_figure("01_vit_scratch", "_curves.png")
 
 # %%
 if not missing_note("03_vit_finetune"):
-    checkpoint_note("03_vit_finetune")
+    display(Markdown(narrative.checkpoint_markdown(collected["03_vit_finetune"], profile)))
 
 # %%
 #| label: tbl-03
-#| tbl-cap: "ViT fine-tuné sur les 196 classes."
+#| tbl-cap: "ViT fine-tuné sur toutes les classes."
 sweep_table("03_vit_finetune")
 
 # %%
@@ -294,7 +270,7 @@ best_note("03_vit_finetune")
 
 # %%
 #| label: fig-03-curves
-#| fig-cap: "Perte et exactitude par époque du fine-tuning sur 196 classes."
+#| fig-cap: "Perte et exactitude par époque du fine-tuning sur toutes les classes."
 show_figure("03_vit_finetune", "_curves.png")
 
 # %%
@@ -308,13 +284,14 @@ show_figure("03_vit_finetune", "_predictions.png")
 show_figure("03_vit_finetune", "_attention.png")
 
 # %% [markdown]
-# ### Sur 10 classes
+# ### Sur les classes choisies
 #
-# Le même fine-tuning sur les 10 classes du deuxième notebook (@tbl-04, @fig-04-confusion).
+# Le même fine-tuning sur les classes choisies du deuxième notebook (@tbl-04,
+# @fig-04-confusion).
 
 # %%
 #| label: tbl-04
-#| tbl-cap: "ViT fine-tuné sur les 10 classes."
+#| tbl-cap: "ViT fine-tuné sur les classes choisies."
 sweep_table("04_vit_finetune_10classes")
 
 # %%
@@ -322,7 +299,7 @@ best_note("04_vit_finetune_10classes")
 
 # %%
 #| label: fig-04-confusion
-#| fig-cap: "Matrice de confusion du fine-tuning sur 10 classes (lignes : vraie classe)."
+#| fig-cap: "Matrice de confusion du fine-tuning sur les classes choisies (lignes : vraie classe)."
 show_figure("04_vit_finetune_10classes", "_confusion.png")
 
 # %% [markdown]
@@ -346,22 +323,25 @@ if collected["05_efficientnet"] and len(collected["05_efficientnet"]["runs"]) ==
                      f"({'+' if gain >= 0 else '−'}{presentation.points(gain)} points)."))
 
 # %% [markdown]
-# ## Nouveaux essais du modèle from scratch sur 10 classes
+# ## Nouveaux essais du modèle from scratch sur les classes choisies
 #
-# Sur 196 classes, le ViT from scratch a peu d'images par classe. Nous avions donc repris le
-# même modèle sur 10 classes ; nous y ajoutons ici une configuration améliorée d'après
-# Steiner et al. C'est le même ViT hybride (quelques convolutions au lieu du découpage en
-# patchs, les « R+ViT » de l'article) que la configuration améliorée du premier notebook :
-# entraîné d'abord sur les 196 classes, il reçoit une nouvelle couche de sortie et se
-# spécialise sur nos 10 classes (colonne « poids » du @tbl-02). Aucun poids ne vient
+# Sur toutes les classes, le ViT from scratch a peu d'images par classe. Nous avions donc
+# repris le même modèle sur quelques classes choisies ; nous y ajoutons ici une configuration
+# améliorée d'après Steiner et al. C'est le même ViT hybride (quelques convolutions au lieu du
+# découpage en patchs, les « R+ViT » de l'article) que la configuration améliorée du premier
+# notebook : entraîné d'abord sur toutes les classes, il reçoit une nouvelle couche de sortie
+# et se spécialise sur les nôtres (colonne « poids » du @tbl-02). Aucun poids ne vient
 # d'ailleurs, et les deux expériences partagent un seul découpage : aucune image de ce test
-# n'a servi à l'entraînement du premier notebook. Le point de contrôle retenu est celui de
-# la meilleure validation, une règle fixée d'avance. La @fig-02-curves montre
-# l'apprentissage, la @fig-02-confusion les confusions de la meilleure configuration.
+# n'a servi à l'entraînement du premier notebook. La @fig-02-curves montre l'apprentissage, la
+# @fig-02-confusion les confusions de la configuration choisie sur la validation.
+
+# %%
+if collected["02_vit_scratch_10classes"]:
+    display(Markdown(narrative.checkpoint_rule_markdown(collected["02_vit_scratch_10classes"])))
 
 # %%
 #| label: tbl-02
-#| tbl-cap: "ViT from scratch sur les 10 classes."
+#| tbl-cap: "ViT from scratch sur les classes choisies."
 sweep_table("02_vit_scratch_10classes")
 
 # %%
@@ -369,12 +349,12 @@ best_note("02_vit_scratch_10classes")
 
 # %%
 #| label: fig-02-curves
-#| fig-cap: "Perte et exactitude par époque du ViT from scratch sur 10 classes."
+#| fig-cap: "Perte et exactitude par époque du ViT from scratch sur les classes choisies."
 show_figure("02_vit_scratch_10classes", "_curves.png")
 
 # %%
 #| label: fig-02-confusion
-#| fig-cap: "Matrice de confusion de la meilleure configuration sur 10 classes."
+#| fig-cap: "Matrice de confusion de la configuration choisie sur la validation, sur les classes choisies."
 show_figure("02_vit_scratch_10classes", "_confusion.png")
 
 # %% [markdown]
@@ -384,8 +364,8 @@ show_figure("02_vit_scratch_10classes", "_confusion.png")
 # validation et sa durée, dans le journal du dépôt (`explorations/`, une ligne par
 # entraînement, écrite par `python -m common.explore`). Les choix des fichiers de paramètres
 # s'y lisent : ils ont été faits sur la validation seule, et le journal ne contient aucun
-# chiffre de test. Sur 10 classes, une image de validation vaut environ deux points : une
-# différence n'y compte que si elle dépasse l'écart entre graines.
+# chiffre de test. Sur une petite validation, une différence ne compte que si elle dépasse
+# l'écart entre graines.
 
 # %%
 display(Markdown(explorations_markdown(paths.ROOT / "explorations")))
@@ -439,57 +419,19 @@ if len(runs):
 # ## Conclusions et perspectives
 
 # %%
-SAME_TASK = [("03_vit_finetune", "01_vit_scratch"),  # 196 classes: fine-tuned vs scratch
-             ("03_vit_finetune", "05_efficientnet"),  # 196 classes: ViT vs CNN, transfer
-             ("04_vit_finetune_10classes", "02_vit_scratch_10classes")]  # 10 classes
+# pairs on the same task: (a, b) says how a does against b
+PAIRS = [("03_vit_finetune", "01_vit_scratch"),  # fine-tuned vs from scratch
+         ("05_efficientnet", "01_vit_scratch"),  # CNN with transfer vs ViT from scratch
+         ("05_efficientnet", "03_vit_finetune"),  # CNN vs ViT, both with transfer
+         ("04_vit_finetune_10classes", "02_vit_scratch_10classes")]  # the chosen classes
 if len(runs):
-    best_rows = runs.loc[runs.groupby("notebook")["best_val_accuracy"].idxmax()]
-    best_rows = best_rows.set_index("notebook")
-
-    def with_interval(r):
-        return f"{pct(r.test_accuracy)} (IC 95 % : {presentation.interval([r.ci_low, r.ci_high])})"
-
-    lines = [f"- **{TITLES[n]}** : {with_interval(r)} sur le test (configuration "
-             f"{r.run}{'' if r.pretrained or n in ('01_vit_scratch', '02_vit_scratch_10classes') else ', poids aléatoires'})."
-             for n, r in best_rows.iterrows()]
-    text = ["Meilleur résultat de chaque expérience (configuration choisie sur la validation), "
-            "avec son intervalle de confiance à 95 % (Wilson, sur le nombre d'images de test) :",
-            "", *lines, "",
-            "Nous ne comparons que des expériences de la même tâche (même nombre de classes, "
-            "même test), et nous disons « à égalité » quand les deux intervalles se "
-            "recouvrent :", ""]
-
-    def versus(a, b):
-        """'X fait mieux que Y de N points', or a tie when the 95 % intervals overlap."""
-        ra, rb = best_rows.loc[a], best_rows.loc[b]
-        caveat = "" if ra["pretrained"] else " (poids aléatoires : sans vrai pré-entraînement)"
-        same = (collected[a]["dataset"]["test_set"]["fingerprint"]
-                == collected[b]["dataset"]["test_set"]["fingerprint"])
-        if not same:
-            return (f"**{TITLES[a]}** et **{TITLES[b]}** ont été évalués sur des images de "
-                    "test différentes : nous ne les comparons pas.")
-        if overlap([ra["ci_low"], ra["ci_high"]], [rb["ci_low"], rb["ci_high"]]):
-            return (f"**{TITLES[a]}**{caveat} et **{TITLES[b]}** sont à égalité : leurs "
-                    "intervalles à 95 % se recouvrent.")
-        diff = ra["test_accuracy"] - rb["test_accuracy"]
-        verdict = "mieux" if diff > 0 else "moins bien"
-        points = f"{abs(diff) * 100:.1f}".replace(".", ",")
-        que = "qu'" if TITLES[b][0] in "AEIOUÉ" else "que "
-        return f"**{TITLES[a]}**{caveat} fait {verdict} {que}**{TITLES[b]}** de {points} points."
-
-    for a, b in SAME_TASK:
-        if a in best_rows.index and b in best_rows.index:
-            text.append("- " + versus(a, b))
-    if warnings:
-        text.append("\nCes comparaisons sont à lire avec l'avertissement du début du rapport.")
-    display(Markdown("\n".join(text)))
+    display(Markdown(verdicts.conclusions_markdown(collected, PAIRS, TITLES)
+                     + ("\n\nCes comparaisons sont à lire avec l'avertissement du début du "
+                        "rapport." if warnings else "")))
 
 # %%
 if len(runs):
-    held = all(a in best_rows.index and b in best_rows.index
-               and best_rows.loc[a, "pretrained"]
-               and best_rows.loc[a, "ci_low"] > best_rows.loc[b, "ci_high"]
-               for a, b in SAME_TASK[::2])
+    held = verdicts.lesson_held(collected, [PAIRS[0], PAIRS[-1]])
     display(Markdown(
         ("Comme en 2022, la leçon principale tient : avec un pré-entraînement, le Vision "
          "Transformer apprend ces catégories fines bien mieux qu'à partir de rien."

@@ -111,3 +111,95 @@ def smoke_run(tmp_path_factory):
                 for n in NOTEBOOKS}
     return {"base": base, "out": out, "data": data, "env": env, "results": results,
             "executed": executed, "stderr": {n: p.stderr for n, p in procs.items()}}
+
+
+# --------------------------------------------------------------------------- doctored results
+
+def doctored_results(out: Path, profile: str = "cpu", *, classes: int = 3, cores: int = 3,
+                     dry_run: bool = False, official_test: bool = False,
+                     n_images: int | None = None, other_test: tuple = (),
+                     checkpoint: str = "facebook/deit-tiny-patch16-224",
+                     accuracies: dict | None = None) -> dict:
+    """Results files of the five notebooks, written by hand into ``out/results/<profile>``
+    (the outputs of a dry run: ``<profile>-dry``), each with its predictions file: a setup
+    the report must describe from these files alone. ``classes``: the classes of both tasks;
+    ``other_test``: notebooks scored on other test images (another fingerprint);
+    ``accuracies``: notebook -> the test accuracy of its run chosen on validation."""
+    import hashlib
+
+    import numpy as np
+
+    from common.data.splits import fingerprint_of
+    from common.results import predictions
+    from common.results.metrics import wilson
+
+    accuracies = {"01_vit_scratch": 0.30, "02_vit_scratch_10classes": 0.40,
+                  "03_vit_finetune": 0.80, "04_vit_finetune_10classes": 0.90,
+                  "05_efficientnet": 0.55, **(accuracies or {})}
+    outputs = f"{profile}-dry" if dry_run else profile
+    folder = out / "results" / outputs
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    tests = {"all": [f"cars_test/{i:05d}.jpg" for i in range(120)]}
+    tests["ten"] = tests["all"][:60]
+    labels = {task: rng.integers(0, classes, len(ids)) for task, ids in tests.items()}
+    collected = {}
+    for notebook in NOTEBOOKS:
+        task = "all" if notebook in ("01_vit_scratch", "03_vit_finetune", "05_efficientnet") \
+            else "ten"
+        ids = [i.replace("cars_test", "other") for i in tests[task]] \
+            if notebook in other_test else tests[task]
+        y = labels[task]
+        n = len(ids)
+        right = round(accuracies[notebook] * n)
+        pretrained = notebook in ("03_vit_finetune", "04_vit_finetune_10classes",
+                                  "05_efficientnet")
+        runs, frames = [], {}
+        for k, (name, acc_right, val) in enumerate([("chosen", right, 0.6),
+                                                    ("other", n - right, 0.5)]):
+            predicted = np.where(np.arange(n) < acc_right, y, (y + 1) % classes)
+            probs = np.eye(classes)[predicted] + 0.01
+            frames[name] = predictions.table(ids, y, probs)
+            accuracy = acc_right / n
+            weights = ({"source": checkpoint if notebook.startswith(("03", "04"))
+                        else "imagenet", "pretrained": True, "reason": None}
+                       if pretrained else {"source": "random-init", "pretrained": False,
+                                           "reason": None})
+            runs.append({
+                "name": name, "weights": weights, "model_dir": f"models/{outputs}/{name}",
+                "params": {"model_parameters": 5_500_000} if pretrained else {},
+                "metrics": {"test_accuracy": accuracy, "test_top5_accuracy": 1.0,
+                            "test_macro_f1": accuracy, "best_val_accuracy": val,
+                            "test_images": n,
+                            "test_accuracy_ci95": wilson(acc_right, n)},
+                "history": {h: [0.5] * (4 + k) for h in ("loss", "val_loss", "accuracy",
+                                                         "val_accuracy")},
+                "best_epoch": 3, "checkpoint_rule": {"metric": "val_accuracy",
+                                                     "from_epoch": 2},
+                "train_seconds": 10.0, "train_images_per_second": 5.0})
+        csv = predictions.to_csv(frames)
+        (folder / f"{notebook}.predictions.csv").write_bytes(csv)
+        total = n_images if n_images is not None else 600
+        payload = {
+            "notebook": notebook, "profile": profile, "dry_run": dry_run,
+            "created": "2024-01-01T00:00:00+00:00", "duration_s": 60.0, "git_commit": "abc1234",
+            "environment": {"python": "3.11", "keras": "3", "tensorflow": None, "torch": "2",
+                            "transformers": "4", "lock": None, "keras_backend": None,
+                            "device": f"CPU ({cores} cores, x86_64)", "cores": cores,
+                            "gpus": 0},
+            "params": {"checkpoint": checkpoint} if notebook.startswith(("03", "04")) else {},
+            "dataset": {"root": "/data/cars", "layout": "devkit", "synthetic": False,
+                        "task": task, "n_classes": classes,
+                        "class_ids": list(range(1, classes + 1)), "n_images": total,
+                        "images_per_class": [total // classes, total // classes],
+                        "official_test": official_test,
+                        "split": {"seed": 0, "val_fraction": 0.15,
+                                  "test_fraction": None if official_test else 0.2},
+                        "split_sizes": {"train": total - 2 * n, "val": n, "test": n},
+                        "test_set": {"images": n, "fingerprint": fingerprint_of(ids)}},
+            "runs": runs, "figures": [],
+            "predictions": {"file": f"results/{outputs}/{notebook}.predictions.csv",
+                            "sha256": hashlib.sha256(csv).hexdigest()}}
+        (folder / f"{notebook}.json").write_text(json.dumps(payload), encoding="utf-8")
+        collected[notebook] = payload
+    return collected

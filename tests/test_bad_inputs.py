@@ -29,6 +29,7 @@ from common.data import table as data
 from common.models import folder as model_folder
 from common.models.origin import weights_info
 from common.results import contract as results
+from conftest import doctored_results
 
 CLI_ENV = {**os.environ, "PYTHONPATH": str(paths.ROOT / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -204,19 +205,48 @@ def test_empty_or_truncated_results_file_is_named(tmp_path, monkeypatch, text):
         results.read("smoke", "05_efficientnet")
 
 
-@pytest.mark.slow
-def test_report_stops_on_a_bad_results_file(smoke_run, tmp_path):
+def test_report_stops_on_a_bad_results_file_in_one_line_before_any_kernel(tmp_path):
     out = tmp_path / "out"
-    shutil.copytree(smoke_run["out"] / "results", out / "results")
+    doctored_results(out, "smoke")
     target = out / "results" / "smoke" / "03_vit_finetune.json"
     payload = json.loads(target.read_text())
-    payload["runs"][0]["metrics"]["test_macro_f1"] = math.nan
+    payload["runs"][0]["metrics"]["test_accuracy"] = math.nan
     target.write_text(json.dumps(payload))
-    env = {**smoke_run["env"], "VIT_CARS_OUTPUT": str(out)}
-    code, out_text, err = _cli("common.pipeline.notebooks", "report", "--profile", "smoke", env=env)
+    env = {**CLI_ENV, "VIT_CARS_OUTPUT": str(out)}
+    code, _, err = _cli("common.pipeline.notebooks", "report", "--profile", "smoke", env=env)
     assert code == 1
-    assert "03_vit_finetune.json" in err and "test_macro_f1" in err and "ResultsError" in err
+    _one_line_error(err, "03_vit_finetune.json", "test_accuracy", "nan",
+                    "make run PROFILE=smoke FORCE=1")
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / "runs").exists()  # no kernel started, no executed report
     assert not (out / "report" / "_output" / "smoke" / "rapport.html").exists()
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda csv: csv.replace(b"\n", b"\n", 1) + b"x", ["predictions file", "SHA-256"]),
+    (None, ["predictions of run chosen", "accuracy of"]),
+])
+def test_predictions_that_disagree_with_the_results_are_named(tmp_path, monkeypatch, change,
+                                                              words):
+    out = tmp_path / "out"
+    doctored_results(out, "smoke")
+    monkeypatch.setenv("VIT_CARS_OUTPUT", str(out))
+    folder = out / "results" / "smoke"
+    csv = folder / "01_vit_scratch.predictions.csv"
+    if change:
+        csv.write_bytes(change(csv.read_bytes()))
+    else:  # a right answer turned wrong, the file's hash recorded again
+        lines = csv.read_text().splitlines()
+        run, image, label, predicted, top5 = lines[1].split(",")
+        lines[1] = ",".join([run, image, label, str(int(label) + 1), top5])
+        csv.write_text("\n".join(lines) + "\n")
+        path = folder / "01_vit_scratch.json"
+        payload = json.loads(path.read_text())
+        payload["predictions"]["sha256"] = hashlib.sha256(csv.read_bytes()).hexdigest()
+        path.write_text(json.dumps(payload))
+    with pytest.raises(results.ResultsError) as err:
+        results.read("smoke", "01_vit_scratch")
+    assert all(w in str(err.value) for w in words), str(err.value)
 
 
 @pytest.mark.slow
@@ -236,7 +266,7 @@ def test_a_diverging_run_says_so():
     probs = np.full((3, 2), np.nan)
     with pytest.raises(ValueError, match="run 'x'.*diverged; lower learning_rate"):
         results.run_record("x", {}, weights_info("random-init", pretrained=False),
-                           [0, 1, 0], probs, {}, "m")
+                           [0, 1, 0], probs, {}, "m", images=["a", "b", "c"])
 
 
 def test_atomic_files_follow_the_umask(tmp_path):
@@ -453,4 +483,45 @@ def test_sigterm_stops_the_kernel_and_commits_nothing(smoke_run, tmp_path):
     assert not stage.exists()
     after = _checksums(out)
     after.pop("runs/smoke/02_vit_scratch_10classes.failed.ipynb", None)
+    assert after == before
+
+
+KILLED = """# %% tags=["parameters"]
+profile = "smoke"
+data_dir = None
+overrides = {}
+
+# %%
+x = 1
+
+# %%
+import os, signal
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_kernel_is_one_line_naming_the_cell(tmp_path):
+    """A kernel killed by the system (kill -9, the out-of-memory killer) while it runs a
+    notebook: one line with the notebook, the cell, the likely cause and the executed copy;
+    the earlier outputs stay as they were."""
+    out = tmp_path / "out"
+    doctored_results(out, "smoke")
+    before = _checksums(out)
+    notebook = tmp_path / "notebooks" / "01_vit_scratch.py"
+    notebook.parent.mkdir()
+    notebook.write_text(KILLED)
+    env = {**CLI_ENV, "VIT_CARS_OUTPUT": str(out)}
+    code, _, err = _cli("common.pipeline.notebooks", "run", str(notebook), "--profile",
+                        "smoke", "-p", "data_dir", str(tmp_path / "absent"), env=env)
+    assert code == 1
+    failed = out / "runs" / "smoke" / "01_vit_scratch.failed.ipynb"
+    _one_line_error(err, "01_vit_scratch.py", "kernel died in cell 4",
+                    "(import os, signal)", "lack of memory",
+                    "earlier outputs left as they were", str(failed))
+    assert "DeadKernelError" not in err and "Kernel died while" not in err
+    assert "[IPKernelApp] WARNING" not in err
+    assert failed.is_file()
+    after = _checksums(out)
+    after.pop("runs/smoke/01_vit_scratch.failed.ipynb")
     assert after == before

@@ -252,6 +252,7 @@ def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_pat
     from common.config.loading import load
     from common.inference.predictor import Predictor
     from common.results import contract as results
+    from common.results import predictions
     from common.results.provenance import environment
     from common.training import finetune_runs
     from conftest import task_of
@@ -267,12 +268,14 @@ def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_pat
     assert len(record["history"]["loss"]) == 2
     assert record["metrics"]["test_images"] == len(task.parts.test) == 12  # the official test
     assert set(test["table"]["class_id"]) == {1, 2, 3}
+    csv = predictions.to_csv({"balanced": record.pop("predictions")})
     payload = {
         "notebook": "03_vit_finetune", "profile": "smoke", "dry_run": False, "created": "",
         "duration_s": 1, "git_commit": None, "params": {}, "figures": [],
         "runs": [{**record, "model_dir": "models/smoke/03_vit_finetune/balanced"}],
-        "environment": environment(), "dataset": task.record()}
-    assert results.problems(payload) == []
+        "environment": environment(), "dataset": task.record(),
+        "predictions": {"file": "p.csv", "sha256": predictions.sha256(csv)}}
+    assert results.problems(payload, predictions=csv) == []
     # a run scored on other images than the task's test set breaks the contract
     payload["dataset"] = {**task.record(), "test_set": {"images": 99, "fingerprint": "x"}}
     assert any("scored on 12 test images, not on the task's 99" in p

@@ -54,6 +54,14 @@ def test_report_uses_the_results_and_runs_no_notebook_again(smoke_report):
     flat = " ".join(html.split())  # pandoc wraps long lines
     assert "01 tensorflow, 02 torch" in flat
     assert "quarto is not on the PATH" in smoke_report["log"]
+    # a normal run prints no warning of papermill or of its kernel
+    assert "Unable to parse" not in smoke_report["log"]
+    assert "[IPKernelApp] WARNING" not in smoke_report["log"]
+    # the runs chosen on validation are compared on the same test images, image by image:
+    # 03 with 01, 05 with 01 and with 03, 04 with 02
+    text = re.sub(r"<[^>]+>", "", flat)
+    assert text.count("McNemar exact") == 4, text[text.find("Nous ne comparons"):][:3000]
+    assert "nous ne les comparons pas" not in text
     # the fine-tuning section names the checkpoint that the profile asked for, and that it
     # could not be loaded
     asked = results["03_vit_finetune"]["params"]["checkpoint"]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 PROFILES = ("smoke", "cpu", "gpu")
 
-# notebook -> its title in the report (French)
+# notebook -> its model, as the report names it (French); the report adds the number of
+# classes that the notebook's results record
 NOTEBOOKS = {
-    "01_vit_scratch": "ViT from scratch, 196 classes",
-    "02_vit_scratch_10classes": "ViT from scratch, 10 classes",
-    "03_vit_finetune": "ViT fine-tuné, 196 classes",
-    "04_vit_finetune_10classes": "ViT fine-tuné, 10 classes",
+    "01_vit_scratch": "ViT from scratch",
+    "02_vit_scratch_10classes": "ViT from scratch",
+    "03_vit_finetune": "ViT fine-tuné",
+    "04_vit_finetune_10classes": "ViT fine-tuné",
     "05_efficientnet": "EfficientNetB0",
 }
 
@@ -32,10 +33,17 @@ TASKS = {
 # The 10 classes of the 2022 report (official ids).
 TEN_CLASSES = [56, 79, 98, 119, 144, 161, 167, 171, 182, 191]
 
+# Stanford Cars as published (Krause et al., 2013), quoted beside the copy a run used:
+# images, classes, and the official train / test split.
+STANFORD_CARS = {"images": 16185, "classes": 196, "train": 8144, "test": 8041}
+
+# The checkpoint that the 2022 study fine-tuned (notebooks 03 and 04).
+CHECKPOINT_2022 = "google/vit-base-patch16-224-in21k"
+
 # Numbers reported by the 2022 study (its report and notebooks), shown beside ours and
-# labelled as such. They are the only numbers typed by hand in this project, and only
-# because they are quotations. `split` says what the 2022 number measured; `ours`, the runs
-# of this study that replay it, when their names differ.
+# labelled as such. With STANFORD_CARS, they are the only numbers typed by hand in this
+# project, and only because they are quotations. `split` says what the 2022 number
+# measured; `ours`, the runs of this study that replay it, when their names differ.
 _LABEL_BUG = "artefact : étiquettes de test restées en 1..196"
 REFERENCE_2022 = {
     "01_vit_scratch": [

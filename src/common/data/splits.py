@@ -106,17 +106,28 @@ def budget(parts: Splits, cap_per_class: int | None = None, balance: bool = Fals
     return Splits(cut(parts.train), cut(parts.val), parts.test)
 
 
-def image_ids(part: pd.DataFrame) -> list[str]:
-    """The images of a split as ids that do not depend on where the dataset lies: their
-    paths relative to the dataset folder, sorted."""
+def row_ids(part: pd.DataFrame) -> list[str]:
+    """The id of each image of a split, in its rows' order: its path relative to the dataset
+    folder, which does not depend on where the dataset lies."""
     root = part.attrs.get("root")
-    return sorted(os.path.relpath(p, root) if root else p for p in part["path"])
+    return [os.path.relpath(p, root) if root else p for p in part["path"]]
+
+
+def image_ids(part: pd.DataFrame) -> list[str]:
+    """The image ids of a split (:func:`row_ids`), sorted."""
+    return sorted(row_ids(part))
+
+
+def fingerprint_of(ids) -> str:
+    """A short hash of a set of image ids (sorted here): the same images give the same
+    fingerprint, and only they."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:16]
 
 
 def fingerprint(part: pd.DataFrame) -> str:
-    """A short hash of the sorted image ids of a split: two runs scored on the same test
-    images have the same fingerprint, and only they."""
-    return hashlib.sha256("\n".join(image_ids(part)).encode("utf-8")).hexdigest()[:16]
+    """The fingerprint of a split's images (:func:`fingerprint_of`): two runs scored on the
+    same test images have the same fingerprint, and only they."""
+    return fingerprint_of(row_ids(part))
 
 
 def _min_per_class(part: pd.DataFrame, needed: int, why: str) -> None:

@@ -11,6 +11,10 @@ papermill, which injects three parameters: ``profile`` (``<profile>-dry`` for a 
 (:func:`common.pipeline.opening.start`); every key and value is checked here first, so a bad
 one stops the run before a kernel starts.
 
+Errors read as one line: a bad parameter or a bad results file (for the report) stops the
+run before any kernel starts; a kernel that dies (killed by the system, often for lack of
+memory) is named with its notebook and cell, and where the executed copy is.
+
 A run is a transaction. The kernel writes its models, figures and results into a staging
 folder, ``<output>/.staging/<profile>-<notebook>/``; only when the notebook succeeds are they
 moved into place (models, figures, the executed notebook, and the results file last). A
@@ -38,6 +42,18 @@ from common.config.study import NOTEBOOKS, PROFILES
 from common.core import paths
 
 KERNEL = "vit-cars-poc"
+KERNEL_DIED = "Kernel died while waiting for execute reply."
+
+
+class KernelDied(RuntimeError):
+    """The kernel of a notebook died (killed by the system, often for lack of memory)."""
+
+
+class _QuietDeath(logging.Filter):
+    """Drop papermill's log line of a dead kernel: :class:`KernelDied` says it, once."""
+
+    def filter(self, record):
+        return record.getMessage() != KERNEL_DIED
 REPORT = paths.ROOT / "report" / "rapport.py"
 STAGING = ".staging"
 
@@ -99,14 +115,44 @@ def _papermill(notebook: Path, output: Path, params: dict, kernel: str, progress
     saved = dict(os.environ)
     os.environ.update(env or {})  # the kernel inherits this process' environment
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet = _QuietDeath()
+    logging.getLogger("papermill").addFilter(quiet)
     try:
+        # the kernel logs errors only: not its warning, on every start, that it talks to
+        # this process over local TCP without encryption
         papermill.execute_notebook(str(source), str(output), parameters=params,
                                    kernel_name=kernel, cwd=str(paths.ROOT),
-                                   progress_bar=progress, log_output=True)
+                                   progress_bar=progress, log_output=True,
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except Exception as exc:
+        if type(exc).__name__ != "DeadKernelError":
+            raise
+        raise KernelDied(_dead_cell(output)) from None
     finally:
+        logging.getLogger("papermill").removeFilter(quiet)
         os.environ.clear()
         os.environ.update(saved)
         source.unlink(missing_ok=True)
+
+
+def _dead_cell(executed: Path) -> str:
+    """The cell a dead kernel was running: the last one papermill started, as 'cell N
+    (first line of its code)'."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return "an unknown cell"
+    started = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+               and (c.metadata.get("papermill") or {}).get("start_time")]
+    if not started:
+        return "its first cell"
+    i, cell = started[-1]
+    line = next((s.strip() for s in cell.source.splitlines()
+                 if s.strip() and not s.startswith("#")), "")
+    line = line if len(line) <= 60 else line[:57] + "..."
+    return f"cell {i + 1}" + (f" ({line})" if line else "")
 
 
 def _replace_tree(src: Path, dest: Path) -> None:
@@ -121,7 +167,8 @@ def _replace_tree(src: Path, dest: Path) -> None:
 
 
 def commit(stage: Path, root: Path, profile: str, name: str) -> Path:
-    """Move a successful run's outputs from ``stage`` into ``root``, the results file last."""
+    """Move a successful run's outputs from ``stage`` into ``root``: models, figures, the
+    executed notebook, the predictions, and the results file last."""
     models = stage / "models" / profile / name
     if models.is_dir():
         _replace_tree(models, root / "models" / profile / name)
@@ -138,6 +185,9 @@ def commit(stage: Path, root: Path, profile: str, name: str) -> Path:
     runs.mkdir(parents=True, exist_ok=True)
     os.replace(stage / "runs" / profile / f"{name}.ipynb", runs / f"{name}.ipynb")
     (runs / f"{name}.failed.ipynb").unlink(missing_ok=True)
+    predictions = stage / "results" / profile / f"{name}.predictions.csv"
+    if predictions.is_file():
+        os.replace(predictions, root / "results" / profile / predictions.name)
     results = root / "results" / profile / f"{name}.json"
     os.replace(stage / "results" / profile / f"{name}.json", results)
     shutil.rmtree(stage, ignore_errors=True)
@@ -150,13 +200,19 @@ def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
     return the executed ``.ipynb`` in ``runs/<profile>/``.
 
     Raises papermill's ``PapermillExecutionError`` (notebook, cell and exception) on failure,
-    :class:`common.config.loading.ConfigError` for a bad parameter before anything runs.
+    :class:`KernelDied` (the cell) when the kernel dies,
+    :class:`common.config.loading.ConfigError` for a bad parameter before anything runs, and
+    for the report :class:`common.results.contract.ResultsError` for a bad results file,
+    before its kernel starts.
     """
     notebook = Path(notebook)
     params = parameters(notebook, profile, overrides, dry_run)
     root = paths.output_root()
     profile = outputs(profile, dry_run)  # where the outputs go
     if notebook.resolve() == REPORT:
+        from common.results import contract
+
+        contract.collect(profile)  # a bad results file stops here, before any kernel
         output = paths.runs_dir(profile) / f"{notebook.stem}.ipynb"
         _papermill(notebook, output, params, kernel, progress)
         return output
@@ -213,23 +269,35 @@ def main(argv: list[str] | None = None) -> int:
     # papermill logs the notebook's own output (training progress) at INFO level
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     notebook = REPORT if args.command == "report" else args.notebook
+    from common.results.contract import ResultsError
+
+    kept = "earlier outputs left as they were"
     try:
         overrides = {k: yaml.safe_load(v) for k, v in getattr(args, "p", [])}
         out = execute(notebook, args.profile, overrides, dry_run=args.dry_run)
     except (FileNotFoundError, loading.ConfigError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KernelDied as exc:
+        failed = (paths.runs_dir(outputs(args.profile, args.dry_run))
+                  / f"{notebook.stem}{'' if notebook == REPORT else '.failed'}.ipynb")
+        print(f"error: {notebook}: the kernel died in {exc}; the system may have killed it "
+              f"for lack of memory (out of memory, or kill -9); {kept}; executed copy in "
+              f"{failed}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"error: {notebook.name} interrupted; earlier outputs left as they were",
-              file=sys.stderr)
+        print(f"error: {notebook.name} interrupted; {kept}", file=sys.stderr)
         return 130
     except Exception as exc:  # papermill's error names the notebook, cell and exception
         if type(exc).__name__ != "PapermillExecutionError":
             raise
         failed = (paths.runs_dir(outputs(args.profile, args.dry_run))
                   / f"{notebook.stem}.failed.ipynb")
-        print(f"error: {notebook} failed; earlier outputs left as they were; executed copy in "
-              f"{failed}\n{exc}", file=sys.stderr)
+        print(f"error: {notebook} failed; {kept}; executed copy in {failed}\n{exc}",
+              file=sys.stderr)
         return 1
     print(f"executed {notebook} -> {out}")
     if args.command == "report":

@@ -27,9 +27,11 @@ def journal_markdown(table, top: int = 8) -> str:
     summary = journal.summary(table)
     val_sizes = sorted({int(v) for v in table["val_images"] if str(v) != ""})
     sizes = " ou ".join(number(v) for v in val_sizes) or "?"
+    weight = (f" (une image y vaut {number(100 / val_sizes[0], 1)} point)"
+              if len(val_sizes) == 1 else "")
     text = (f"{number(len(table))} entraînements, {number(len(summary))} réglages essayés "
             f"({number(table['train_seconds'].sum() / 60)} min d'entraînement), notés sur "
-            f"{sizes} images de validation, jamais sur le test.")
+            f"{sizes} images de validation{weight}, jamais sur le test.")
     rows = []
     for _, r in summary.head(top).iterrows():
         spread = "" if r["seeds"] < 2 else f" ({pct(r['val_min'], 0)}–{pct(r['val_max'], 0)})"

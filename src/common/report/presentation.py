@@ -60,7 +60,8 @@ WEIGHT_LEGEND = {
     "aléatoires": "poids initialisés au hasard",
     "aléatoires*": "poids initialisés au hasard, faute des poids pré-entraînés demandés",
     "substitut": "poids aléatoires de même architecture (exécution à blanc)",
-    "pré-entraîné ici": "réseau entraîné d'abord par le premier notebook, sur les 196 classes",
+    "pré-entraîné ici": "réseau entraîné d'abord par le premier notebook, sur toutes les "
+                        "classes",
 }
 
 

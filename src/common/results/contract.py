@@ -1,8 +1,12 @@
-"""The results contract: what every notebook writes to ``results/<profile>/<notebook>.json``.
+"""The results contract: what every notebook writes to ``results/<profile>/<notebook>.json``,
+with its runs' per-image test predictions beside it (``<notebook>.predictions.csv``,
+:mod:`common.results.predictions`).
 
 The report and the checks read these files, never numbers typed by hand. :func:`write`
-validates a payload against the contract (:func:`problems`) and writes it atomically, so a
-failed run never leaves a half-written file and never replaces a good one with a bad one.
+validates a payload against the contract (:func:`problems`) and writes it atomically, the
+predictions first and the results last, so a failed run never leaves a half-written file and
+never replaces a good one with a bad one; a results file whose predictions file was replaced
+by another run's is refused (their SHA-256 is recorded).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from common.config.loading import as_record
 from common.config.study import NOTEBOOKS
 from common.core import atomic, paths
+from common.results import predictions as predictions_file
 from common.results.metrics import classification_metrics, wilson
 from common.results.provenance import PACKAGES, environment, git_commit
 
@@ -26,7 +31,7 @@ HISTORY = ("loss", "val_loss", "accuracy", "val_accuracy")
 RUN_KEYS = ("name", "params", "weights", "metrics", "history", "train_seconds",
             "train_images_per_second", "model_dir")
 TOP_KEYS = ("notebook", "profile", "dry_run", "created", "duration_s", "git_commit",
-            "environment", "params", "dataset", "runs", "figures")
+            "environment", "params", "dataset", "runs", "figures", "predictions")
 DATASET_KEYS = ("root", "layout", "synthetic", "task", "n_classes", "class_ids",
                 "official_test", "split_sizes", "test_set")
 
@@ -58,10 +63,13 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def problems(payload: dict, root: Path | None = None) -> list[str]:
+def problems(payload: dict, root: Path | None = None, predictions: bytes | None = None
+             ) -> list[str]:
     """Every way ``payload`` breaks the results contract (empty when it is valid). Paths
-    (figures, model folders) are relative to the output folder ``root`` (default
-    :func:`common.paths.output_root`)."""
+    (figures, model folders, the predictions file) are relative to the output folder
+    ``root`` (default :func:`common.paths.output_root`); ``predictions``: the predictions
+    CSV's content, read from its file when not given. The predictions are checked last,
+    when everything else holds."""
     root = Path(root) if root is not None else paths.output_root()
     if not isinstance(payload, dict):
         return ["the file must hold a JSON object"]
@@ -118,7 +126,17 @@ def problems(payload: dict, root: Path | None = None) -> list[str]:
             out.append(f"figure {f} must be relative to the output folder")
         elif not (root / f).is_file():
             out.append(f"figure {f} does not exist in {root}")
-    return out
+    if out:
+        return out
+    record = payload["predictions"]
+    if not (isinstance(record, dict) and isinstance(record.get("file"), str)
+            and isinstance(record.get("sha256"), str)):
+        return ["predictions must name the predictions file and its sha256"]
+    if predictions is None:
+        if Path(record["file"]).is_absolute() or not (root / record["file"]).is_file():
+            return [f"predictions file {record['file']} does not exist in {root}"]
+        predictions = (root / record["file"]).read_bytes()
+    return predictions_file.problems(predictions, payload)
 
 
 def resolve(path: str) -> Path:
@@ -145,23 +163,32 @@ def _jsonable(value):
 
 def write(params, notebook: str, *, started: float, dataset: dict, runs: list[dict],
           figures: list) -> Path:
-    """Validate and write ``results/<outputs>/<notebook>.json``; return its path.
+    """Validate and write ``results/<outputs>/<notebook>.json`` and, before it, the runs'
+    predictions (``<notebook>.predictions.csv``); return the results' path.
 
     ``params``: the notebook's parameters (:func:`common.config.load`), recorded whole;
-    ``started`` is the ``time.time()`` at the start of the notebook.
+    ``started`` is the ``time.time()`` at the start of the notebook; ``runs``: records of
+    :func:`run_record`, whose ``predictions`` go to the CSV.
     """
+    folder = paths.results_dir(params.outputs)
+    csv = predictions_file.to_csv({r["name"]: r["predictions"] for r in runs})
+    runs = [{k: v for k, v in r.items() if k != "predictions"} for r in runs]
     payload = {"notebook": notebook, "profile": params.profile, "dry_run": params.dry_run,
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "duration_s": round(time.time() - started, 1), "git_commit": git_commit(),
                "environment": environment(), "params": as_record(params),
                "dataset": dataset,
                "runs": [{**r, "model_dir": _relative(r["model_dir"])} for r in runs],
-               "figures": [_relative(f) for f in figures]}
+               "figures": [_relative(f) for f in figures],
+               "predictions": {"file": _relative(folder / f"{notebook}.predictions.csv"),
+                               "sha256": predictions_file.sha256(csv)}}
     payload = json.loads(json.dumps(payload, default=_jsonable))
-    bad = problems(payload)
+    bad = problems(payload, predictions=csv)
     if bad:
         raise ValueError("results do not match the contract: " + "; ".join(bad))
-    return atomic.write_json(paths.results_dir(params.outputs) / f"{notebook}.json", payload)
+    with atomic.atomic_file(folder / f"{notebook}.predictions.csv", "wb") as f:
+        f.write(csv)
+    return atomic.write_json(folder / f"{notebook}.json", payload)
 
 
 def read(profile: str, notebook: str) -> dict | None:
@@ -184,12 +211,17 @@ def read(profile: str, notebook: str) -> dict | None:
 
 
 def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: dict,
-               model_dir) -> dict:
-    """One entry of ``runs``: test metrics from ``probs`` plus the training numbers.
+               model_dir, *, images) -> dict:
+    """One entry of ``runs``: test metrics from ``probs`` plus the training numbers, and the
+    per-image ``predictions`` (:func:`common.results.predictions.table`), which
+    :func:`write` puts in the predictions file.
 
-    ``trained`` holds ``history`` (per-epoch lists), ``best_val_accuracy``, ``train_seconds``
-    and ``train_images_per_second``, as returned by :func:`common.vit.train`, and optionally
-    ``best_epoch`` (1-based; None when the trainer does not say).
+    ``images``: the test images' ids, in the order of ``y_test`` and ``probs``
+    (:func:`common.data.splits.row_ids`). ``trained`` holds ``history`` (per-epoch lists),
+    ``best_val_accuracy``, ``train_seconds`` and ``train_images_per_second``, as returned by
+    :func:`common.training.keras_fit.train`, and optionally ``best_epoch`` (1-based; None
+    when the trainer does not say) and ``checkpoint_rule`` (how the kept epoch was chosen:
+    ``metric``, ``from_epoch``).
     """
     if not np.isfinite(np.asarray(probs, dtype=float)).all():
         raise ValueError(f"run {name!r}: the model's test probabilities hold NaN or infinity, "
@@ -205,10 +237,12 @@ def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: d
                         "test_accuracy_ci95": wilson(round(metrics["test_accuracy"] * n), n)},
             "history": {k: [float(v) for v in trained["history"][k]] for k in HISTORY},
             "best_epoch": trained.get("best_epoch"),
+            "checkpoint_rule": trained.get("checkpoint_rule"),
             "train_seconds": round(float(trained["train_seconds"]), 2),
             "train_images_per_second": round(float(trained["train_images_per_second"]), 2),
             "epoch_seconds": [round(float(v), 3) for v in trained.get("epoch_seconds", [])],
-            "model_dir": str(model_dir)}
+            "model_dir": str(model_dir),
+            "predictions": predictions_file.table(images, y_test, probs)}
 
 
 def collect(profile: str) -> dict[str, dict | None]:

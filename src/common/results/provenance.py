@@ -36,6 +36,15 @@ def device_description() -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
+def _gpu_count() -> int:
+    """The CUDA devices torch sees (0 without torch or without a GPU)."""
+    torch = sys.modules.get("torch")
+    try:
+        return int(torch.cuda.device_count()) if torch else 0
+    except Exception:  # a broken CUDA setup: no usable GPU
+        return 0
+
+
 def lock() -> dict | None:
     """The lock of exact versions nearest to this environment (the CPU or the GPU lock of
     ``requirements/``, whichever it departs from least): its file, SHA-256, package count and
@@ -47,14 +56,16 @@ def lock() -> dict | None:
 
 
 def environment() -> dict:
-    """Versions, the lock they should match, the device and, when Keras is loaded, the Keras
-    backend the notebook ran on."""
+    """Versions, the lock they should match, the device (its description, the CPU cores and
+    the GPUs torch sees, when torch is loaded) and, when Keras is loaded, the Keras backend
+    the notebook ran on."""
     keras = sys.modules.get("keras")
     return {"python": platform.python_version(),
             **{p: _version(p) for p in PACKAGES},
             "lock": lock(),
             "keras_backend": keras.backend.backend() if keras else None,
-            "device": device_description()}
+            "device": device_description(), "cores": os.cpu_count(),
+            "gpus": _gpu_count()}
 
 
 def git_commit() -> str | None:

@@ -15,11 +15,12 @@ from common.training.keras_fit import train
 
 
 def train_stage(model, name: str, arrays: dict, stage: Stage, p: EfficientNetRun, *,
-                labels: dict, weights: dict, model_dir, seed: int = 0
+                labels: dict, weights: dict, model_dir, test_images: list[str], seed: int = 0
                 ) -> tuple[dict, keras.Model, object]:
     """Compile with Adam, train one ``stage`` (its epochs and learning rate; the batch size of
     ``p``) with the best validation checkpoint kept, evaluate on the test split and save the
-    model folder. ``arrays``: ``train``/``val``/``test`` -> (uint8 x, labels).
+    model folder. ``arrays``: ``train``/``val``/``test`` -> (uint8 x, labels);
+    ``test_images``: the test images' ids, in the order of ``arrays["test"]``.
 
     Returns the run record, the best model and the test probabilities.
     """
@@ -41,5 +42,6 @@ def train_stage(model, name: str, arrays: dict, stage: Stage, p: EfficientNetRun
         "image_size": int(x_te.shape[1]),
         "crop_mode": "squash",
         "normalisation": "inside the model (EfficientNet rescaling); input RGB pixels 0..255"})
-    record = run_record(name, params, weights, y_te, probs, trained, model_dir)
+    record = run_record(name, params, weights, y_te, probs, trained, model_dir,
+                        images=test_images)
     return record, trained["model"], probs

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.config.schema import HfNotebook, HfRun
 from common.data import images
-from common.data.splits import Splits, budget
+from common.data.splits import Splits, budget, row_ids
 from common.inference.probabilities import hf_probabilities
 from common.models import folder, hf_classifier
 from common.results.contract import run_record
@@ -73,6 +73,7 @@ def fit_config(cfg: HfRun, parts: Splits, labels: dict[int, tuple[int, str]], p:
               "best_epoch": fit["best_epoch"], "world_size": fit["world_size"],
               "torch_threads": torch.get_num_threads(),
               "global_batch_size": fit["settings"].batch_size * fit["world_size"]}
-    record = run_record(cfg.name, params, clf.weights, y_test, probs, fit, model_dir)
+    record = run_record(cfg.name, params, clf.weights, y_test, probs, fit, model_dir,
+                        images=row_ids(t_test))
     test = {"x": x_test, "y": y_test, "probs": probs, "table": t_test, "classifier": clf}
     return record, test

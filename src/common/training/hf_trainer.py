@@ -227,7 +227,8 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
     epoch's batches, augmented, dropout on; ``val_loss`` and ``val_accuracy`` on the
     validation set; ``accuracy``, measured at the end of each epoch in evaluation mode, without
     augmentation, on a fixed random subset of ``train_eval_images`` training images, not on
-    the whole training set), ``best_val_accuracy``, ``best_epoch``, ``train_seconds`` (the
+    the whole training set), ``best_val_accuracy``, ``best_epoch``, ``checkpoint_rule`` (the
+    best epoch is the highest ``val_accuracy`` of all), ``train_seconds`` (the
     whole ``train()``, evaluations and checkpoints included), ``train_images_per_second``
     (training images over the training part of the epochs only), ``settings`` (what was
     used) and ``world_size`` (processes that trained together). The weights of the best
@@ -268,6 +269,7 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
     best = int(np.argmax(history["val_accuracy"]))
     return {"history": history, "best_val_accuracy": float(history["val_accuracy"][best]),
             "best_epoch": best + 1, "train_seconds": float(train_seconds),
+            "checkpoint_rule": {"metric": "val_accuracy", "from_epoch": 1},
             "train_images_per_second": float(len(x_train) * len(clock.epoch_seconds)
                                              / max(sum(clock.epoch_seconds), 1e-9)),
             "settings": cfg, "world_size": int(trainer.args.world_size),

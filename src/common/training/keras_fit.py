@@ -276,7 +276,8 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     ``label_smoothing`` is applied by ``compile_classifier``; here it only recompiles
     when the model was compiled without it. ``callbacks``: more Keras callbacks, called
     after the checkpoint and the throughput ones. Returns a dict with "history",
-    "best_val_accuracy", "best_epoch" (1-based), "train_seconds",
+    "best_val_accuracy", "best_epoch" (1-based), "checkpoint_rule" (the rule that chose it:
+    highest val_accuracy from ``select_from_epoch`` on), "train_seconds",
     "train_images_per_second", "model".
     """
     if label_smoothing > 0 and not isinstance(model.loss, SparseSmoothedCrossentropy):
@@ -300,6 +301,7 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
         "history": history,
         "best_val_accuracy": max(history["val_accuracy"][first - 1:]),
         "best_epoch": first + int(np.argmax(history["val_accuracy"][first - 1:])),
+        "checkpoint_rule": {"metric": "val_accuracy", "from_epoch": first},
         "train_seconds": throughput.train_seconds,
         "train_images_per_second": throughput.images_per_second,
         "epoch_seconds": list(throughput.epoch_seconds),

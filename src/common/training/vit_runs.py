@@ -16,7 +16,7 @@ import numpy as np
 
 from common.config.schema import KerasVitRun
 from common.data import images
-from common.data.splits import Splits, budget
+from common.data.splits import Splits, budget, row_ids
 from common.inference.probabilities import keras_probabilities
 from common.models import folder as model_folder
 from common.models.origin import weights_info
@@ -71,7 +71,8 @@ def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, see
         "crop_mode": mode, "crop_margin": margin,
         "normalisation": f"inside the model: Normalization with the per-channel mean and "
                          f"variance {stats}; input RGB pixels 0..255"})
-    run = run_record(cfg.name, cfg, weights, y_te, probs, out, Path(model_dir))
+    run = run_record(cfg.name, cfg, weights, y_te, probs, out, Path(model_dir),
+                     images=row_ids(t_te))
     return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
 
 

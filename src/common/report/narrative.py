@@ -1,0 +1,164 @@
+"""The report's sentences about the setup, each built from the results files it reads.
+
+Every claim here (the profile, a dry run, the cores or GPUs, the number of classes, the
+dataset's counts and whether it has the official test split, the checkpoint a fine-tuning
+started from, the rule that chose each kept epoch) comes from the ``results`` payloads
+(:mod:`common.results.contract`); the only typed facts are quotations, marked as such in
+:mod:`common.config.study`. ``collected``: notebook -> payload, or None when it has not run.
+"""
+
+from __future__ import annotations
+
+import re
+
+from common.config.study import CHECKPOINT_2022, NOTEBOOKS, STANFORD_CARS, TASKS
+from common.report.presentation import number, pct
+
+
+def title(notebook: str, payload: dict | None) -> str:
+    """'ViT from scratch, 196 classes': the model and the classes its results record."""
+    if payload is None:
+        return NOTEBOOKS[notebook] + (" (toutes les classes)" if TASKS[notebook] == "all"
+                                      else " (classes choisies)")
+    return f"{NOTEBOOKS[notebook]}, {payload['dataset']['n_classes']} classes"
+
+
+def titles(collected: dict) -> dict[str, str]:
+    return {n: title(n, p) for n, p in collected.items()}
+
+
+def _first(collected: dict, task: str | None = None) -> dict | None:
+    return next((p for n, p in collected.items()
+                 if p and (task is None or TASKS[n] == task)), None)
+
+
+def cores(environment: dict) -> int | None:
+    """The CPU cores a run had (older files: read from the device description)."""
+    if environment.get("cores"):
+        return int(environment["cores"])
+    m = re.search(r"(\d+) cores", environment.get("device", ""))
+    return int(m.group(1)) if m else None
+
+
+def hardware(environment: dict) -> str:
+    """'2 cœurs de CPU', '1 cœur de CPU' or '4 GPU (NVIDIA H200, …)', from the results."""
+    device = environment.get("device", "")
+    if environment.get("gpus") or device.split(" ", 2)[1:2] == ["GPU:"]:
+        return device.replace("GPU:", "GPU :")
+    n = cores(environment)
+    if n is None:
+        return f"le matériel noté dans les résultats ({device})"
+    return f"{n} cœur{'s' if n > 1 else ''} de CPU"
+
+
+def dry_run_warning(collected: dict) -> str | None:
+    """The warning of a dry run, naming the profile it ran (None when no run was dry)."""
+    dry = [p for p in collected.values() if p and p.get("dry_run")]
+    if not dry:
+        return None
+    profiles = ", ".join(f"`{p}`" for p in sorted({p["profile"] for p in dry}))
+    return (f"**Exécution à blanc (dry run)** du profil {profiles} : les mêmes modèles et "
+            "réglages, mais sur quelques images, une époque par étape et des poids de "
+            "substitution quand les vrais manquent. Ce rapport vérifie que toute la chaîne "
+            "tourne ; **aucun de ses chiffres ne mesure quoi que ce soit**.")
+
+
+def dataset_markdown(collected: dict) -> str:
+    """Stanford Cars as published (a quotation), then the copy this report's runs used: its
+    images and classes, whether it has the official test split, and the shared split."""
+    ref = STANFORD_CARS
+    text = (f"Stanford Cars (Krause et al., 2013) compte, dans sa version publiée, "
+            f"{number(ref['images'])} photos de {ref['classes']} modèles de voitures (marque, "
+            f"modèle, année), séparées officiellement en {number(ref['train'])} images "
+            f"d'entraînement et {number(ref['test'])} de test, avec une boîte englobante par "
+            "voiture.")
+    payload = _first(collected, "all") or _first(collected)
+    if payload is None:
+        return text
+    ds = payload["dataset"]
+    copy = f"{number(ds['n_images'])} images de {ds['n_classes']} classes"
+    if ds["synthetic"]:
+        return (text + f" Les expériences de ce rapport n'ont pas tourné sur Stanford Cars, "
+                f"mais sur des **données générées** : {copy}.")
+    complete = (ds["n_images"] == ref["images"] and ds["n_classes"] == ref["classes"]
+                and ds["official_test"])
+    if complete:
+        return text + f" La copie utilisée ici est complète : {copy}, avec le test officiel."
+    split = ds["split"]
+    test = ("elle a le test officiel" if ds["official_test"] else
+            "elle n'a pas le test officiel : le test y est tiré au hasard, "
+            f"{pct(split['test_fraction'], 0)} de chaque classe")
+    return text + f" La copie utilisée ici compte {copy} ; {test}."
+
+
+def split_markdown(collected: dict) -> str | None:
+    """The shared split: its sizes, and which experiments share which test set."""
+    payload = _first(collected, "all")
+    if payload is None:
+        return None
+    ds = payload["dataset"]
+    sizes = ds["split_sizes"]
+    drawn = ("le test officiel du jeu" if ds["official_test"] else
+             f"{pct(ds['split']['test_fraction'], 0)} de chaque classe, tirés au hasard")
+    ten = _first(collected, "ten")
+    return (f"Pour ce rapport, le jeu utilisé compte {ds['n_classes']} classes ; entraînement : "
+            f"{number(sizes['train'])} images, validation : {number(sizes['val'])}, test : "
+            f"{number(sizes['test'])} ({drawn}). Ces trois ensembles sont tirés une seule "
+            f"fois, sur tout le jeu : les expériences sur les {ds['n_classes']} classes "
+            "partagent ce test"
+            + (f", et celles sur {ten['dataset']['n_classes']} classes en partagent la part de "
+               "leurs classes" if ten else "")
+            + ". L'empreinte des images de test, notée dans chaque fichier de résultats, le "
+            "vérifie.")
+
+
+def budget_markdown(payload: dict) -> str:
+    """What the replayed 2022 configurations of 01 received here: epochs and hardware."""
+    epochs = sorted({len(r["history"]["loss"]) for r in payload["runs"]})
+    shown = (f"{epochs[0]} époque{'s' if epochs[0] > 1 else ''}" if len(epochs) == 1 else
+             f"de {epochs[0]} à {epochs[-1]} époques")
+    return (f"Ici, elles gardent leurs formes de 2022 mais reçoivent le budget du profil "
+            f"`{payload['profile']}` ({shown}{' selon la configuration' if len(epochs) > 1 else ''}"
+            f", sur {hardware(payload['environment'])}) : leur résultat mesure ce budget.")
+
+
+def checkpoint_markdown(payload: dict, outputs: str) -> str:
+    """Which weights the fine-tuning runs of a notebook started from, against 2022's."""
+    asked = payload["params"]["checkpoint"]
+    run = payload["runs"][0]
+    weights = run["weights"]
+    if not weights["pretrained"]:
+        return (f"Ici, le profil `{outputs}` demandait `{asked}`, mais ces poids n'ont pas pu "
+                f"être chargés ({weights.get('reason')}) : les modèles ci-dessous partent de "
+                "**poids aléatoires**.")
+    size = run["params"].get("model_parameters")
+    text = f"Ici, le profil `{outputs}` part de `{weights['source']}`"
+    text += f" ({number(size / 1e6, 1)} millions de paramètres)." if size else "."
+    if weights["source"] != CHECKPOINT_2022:
+        text += f" Ce n'est pas le point de départ de 2022 (`{CHECKPOINT_2022}`)."
+    return text
+
+
+def checkpoint_rule_markdown(payload: dict) -> str:
+    """The rule that chose each run's kept epoch, as the runs record it."""
+    rules = {}
+    for run in payload["runs"]:
+        rule = run.get("checkpoint_rule")
+        key = (rule["metric"], rule["from_epoch"]) if rule else None
+        rules.setdefault(key, []).append(run)
+    parts = []
+    for key, runs in rules.items():
+        names = ", ".join(f"*{r['name']}*" for r in runs)
+        if key is None:
+            parts.append(f"{names} : règle non notée dans les résultats")
+            continue
+        metric, first = key
+        what = ("la meilleure exactitude de validation" if metric == "val_accuracy"
+                else f"le meilleur `{metric}`")
+        since = "" if first <= 1 else f", à partir de l'époque {first}"
+        kept = ", ".join(f"{r['best_epoch']}" for r in runs if r.get("best_epoch"))
+        parts.append(f"{names} : {what}{since}"
+                     + (f" (époque retenue : {kept})" if kept and len(runs) == 1 else
+                        f" (époques retenues : {kept})" if kept else ""))
+    return ("Le point de contrôle retenu, d'après la règle que notent les résultats : "
+            + " ; ".join(parts) + ". Le test ne sert qu'à la mesure finale.")

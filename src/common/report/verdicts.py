@@ -1,0 +1,118 @@
+"""What the report and the notebooks conclude from their numbers, in French: two runs
+compared image by image, and a run against its target (:mod:`common.results.comparison`).
+
+A pair of runs is compared only on the same test images; otherwise the text says that they
+were scored on different images and are not compared. On the same images: the difference in
+points, its paired 95 % interval and McNemar's exact p-value; "à égalité" when the test does
+not separate them at 5 %.
+"""
+
+from __future__ import annotations
+
+from common.report.presentation import interval, number, pct, points
+from common.results.comparison import ALPHA, chosen_run, compare, target_verdict
+
+VERDICTS = {"reached": "atteint", "missed": "non atteint", "undecided": "indécis"}
+
+
+def p_value(p: float) -> str:
+    """A p-value in French: 'p = 0,003', 'p < 0,001', 'p = 1'."""
+    if p < 0.001:
+        return "p < 0,001"
+    return "p = " + (number(p, 3).rstrip("0").rstrip(",") if p < 1 else "1")
+
+
+def signed_interval(ci) -> str:
+    """A paired interval of a difference, in points: '−2,1 à +5,3 points'."""
+    def signed(v):
+        return ("+" if v > 0 else "−" if v < 0 else "") + points(v)
+
+    return f"{signed(ci[0])} à {signed(ci[1])} points"
+
+
+def _que(title: str) -> str:
+    return "qu'" if title[0] in "AEIOUÉ" else "que "
+
+
+def pair_markdown(title_a: str, title_b: str, result: dict | None, caveat: str = "") -> str:
+    """One comparison, or the sentence that says it is not made (``result`` None)."""
+    a, b = f"**{title_a}**", f"**{title_b}**"
+    if result is None:
+        return (f"{a} et {b} ont été évalués sur des images de test différentes : nous ne "
+                "les comparons pas.")
+    stats = (f"différence {'+' if result['difference'] >= 0 else '−'}"
+             f"{points(result['difference'])} points, IC 95 % apparié : "
+             f"{signed_interval(result['ci95'])} ; McNemar exact : "
+             f"{p_value(result['p_value'])} ; sur {number(result['n'])} images, "
+             f"{number(result['only_a'])} bien classées par le premier seul, "
+             f"{number(result['only_b'])} par le second seul")
+    if result["tied"]:
+        return f"{a}{caveat} et {b} sont à égalité ({stats})."
+    verdict = "mieux" if result["difference"] > 0 else "moins bien"
+    return f"{a}{caveat} fait {verdict} {_que(title_b)}{b} ({stats})."
+
+
+def compare_chosen(collected: dict, a: str, b: str) -> dict | None:
+    """The runs of notebooks ``a`` and ``b`` chosen on validation, compared (None when
+    scored on different images)."""
+    return compare(collected[a], chosen_run(collected[a])["name"],
+                   collected[b], chosen_run(collected[b])["name"])
+
+
+def conclusions_markdown(collected: dict, pairs, titles: dict[str, str],
+                         scratch=("01_vit_scratch", "02_vit_scratch_10classes")) -> str:
+    """Each notebook's run chosen on validation with its interval, then each pair of
+    ``pairs`` whose two notebooks have results, compared."""
+    done = {n: p for n, p in collected.items() if p}
+    lines = []
+    for n, payload in done.items():
+        run = chosen_run(payload)
+        m = run["metrics"]
+        random = "" if run["weights"]["pretrained"] or n in scratch else ", poids aléatoires"
+        lines.append(f"- **{titles[n]}** : {pct(m['test_accuracy'])} (IC 95 % : "
+                     f"{interval(m.get('test_accuracy_ci95'))}) sur le test (configuration "
+                     f"{run['name']}{random}).")
+    text = ["Meilleur résultat de chaque expérience (configuration choisie sur la validation), "
+            "avec son intervalle de confiance à 95 % (Wilson, sur le nombre d'images de test) :",
+            "", *lines, "",
+            "Nous ne comparons deux expériences que sur les mêmes images de test (même "
+            "empreinte), image par image : la différence d'exactitude, son intervalle à 95 % "
+            "apparié (Newcombe) et le test exact de McNemar sur les images que seule l'une "
+            f"des deux classe bien ; « à égalité » quand ce test ne les sépare pas au seuil de "
+            f"{pct(ALPHA, 0)} :", ""]
+    for a, b in pairs:
+        if a in done and b in done:
+            pretrained = chosen_run(done[a])["weights"]["pretrained"]
+            caveat = "" if pretrained or a in scratch else \
+                " (poids aléatoires : sans vrai pré-entraînement)"
+            text.append("- " + pair_markdown(titles[a], titles[b],
+                                             compare_chosen(collected, a, b), caveat))
+    return "\n".join(text)
+
+
+def lesson_held(collected: dict, pairs) -> bool:
+    """Whether every pair (pretrained, scratch) has a pretrained run that beats the scratch
+    one on the same images, McNemar p < 5 %."""
+    for a, b in pairs:
+        if not (collected.get(a) and collected.get(b)):
+            return False
+        if not chosen_run(collected[a])["weights"]["pretrained"]:
+            return False
+        result = compare_chosen(collected, a, b)
+        if result is None or result["tied"] or result["difference"] <= 0:
+            return False
+    return True
+
+
+def target_markdown(run: dict, target: float) -> str:
+    """A run chosen on validation against a target test accuracy, verdict from its 95 %
+    interval: reached, missed or undecided."""
+    m = run["metrics"]
+    ci = m["test_accuracy_ci95"]
+    verdict = target_verdict(ci, target)
+    why = {"reached": f"la borne basse de l'intervalle ({pct(ci[0])}) atteint la cible",
+           "missed": f"même la borne haute de l'intervalle ({pct(ci[1])}) reste en dessous",
+           "undecided": "l'intervalle contient la cible : ce test ne suffit pas à trancher"}
+    return (f"Nous visions au moins **{pct(target, 0)}** sur le test pour la configuration "
+            f"choisie sur la validation, **{run['name']}** : {pct(m['test_accuracy'])} (IC "
+            f"95 % : {interval(ci)}). Objectif **{VERDICTS[verdict]}** : {why[verdict]}.")

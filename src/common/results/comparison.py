@@ -1,0 +1,110 @@
+"""Two runs compared image by image, and a run against a target.
+
+Two runs are compared only when they were scored on the same test images (equal test-set
+fingerprints); then, from their per-image predictions (:mod:`common.results.predictions`):
+
+- the difference of their accuracies, in points;
+- its paired 95 % interval: Newcombe's method 10 for paired proportions (Newcombe, 1998,
+  *Statistics in Medicine* 17, 2635-2650), built from the two Wilson intervals that the
+  report shows and the correlation of the two runs' successes (neither scipy nor
+  statsmodels has it for paired data);
+- the exact McNemar test: under "the two runs are as good", the images that only one of
+  them gets right split 50/50; its two-sided p-value is scipy's exact binomial test on
+  those discordant images.
+
+A target is reached when the lower bound of the run's 95 % interval is at or above it, not
+reached when the upper bound is below it, undecided otherwise (:func:`target_verdict`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from common.core import paths
+from common.results import predictions as predictions_file
+from common.results.metrics import wilson
+
+ALPHA = 0.05
+
+
+def run_predictions(payload: dict, run: str) -> pd.DataFrame:
+    """The per-image predictions of one run of a results payload, indexed by image id."""
+    frame = predictions_file.read(paths.output_root() / payload["predictions"]["file"])
+    return predictions_file.of_run(frame, run)
+
+
+def same_test(a: dict, b: dict) -> bool:
+    """Whether two results payloads were scored on the same test images."""
+    return a["dataset"]["test_set"]["fingerprint"] == b["dataset"]["test_set"]["fingerprint"]
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """Run ``a`` against run ``b`` on the same images (predictions indexed by image id):
+    ``n``, both accuracies, ``difference`` (a - b), its paired ``ci95``, ``only_a`` and
+    ``only_b`` (images only that run gets right), McNemar's exact ``p_value`` and ``tied``
+    (p ≥ 5 %)."""
+    from scipy.stats import binomtest
+
+    if set(a.index) != set(b.index):
+        raise ValueError("paired comparison of runs scored on different images")
+    b = b.loc[a.index]
+    if not (a["label"] == b["label"]).all():
+        raise ValueError("paired comparison: the two runs disagree on the true labels")
+    right_a = (a["predicted"] == a["label"]).to_numpy()
+    right_b = (b["predicted"] == b["label"]).to_numpy()
+    n = len(a)
+    both = int((right_a & right_b).sum())
+    only_a = int((right_a & ~right_b).sum())
+    only_b = int((~right_a & right_b).sum())
+    neither = n - both - only_a - only_b
+    discordant = only_a + only_b
+    p_value = float(binomtest(only_a, discordant, 0.5).pvalue) if discordant else 1.0
+    return {"n": n, "accuracy_a": (both + only_a) / n, "accuracy_b": (both + only_b) / n,
+            "difference": (only_a - only_b) / n,
+            "ci95": newcombe_paired(both, only_a, only_b, neither),
+            "only_a": only_a, "only_b": only_b, "p_value": p_value,
+            "tied": p_value >= ALPHA}
+
+
+def newcombe_paired(both: int, only_a: int, only_b: int, neither: int) -> list[float]:
+    """The 95 % interval of p_a - p_b for paired proportions (Newcombe's method 10): the
+    counts of images both runs, only a, only b and neither get right."""
+    n = both + only_a + only_b + neither
+    p_a, p_b = (both + only_a) / n, (both + only_b) / n
+    (l_a, u_a), (l_b, u_b) = wilson(both + only_a, n), wilson(both + only_b, n)
+    denominator = math.sqrt((both + only_a) * (only_b + neither) * (both + only_b)
+                            * (only_a + neither))
+    phi = (both * neither - only_a * only_b) / denominator if denominator else 0.0
+    delta = p_a - p_b
+    low = math.sqrt(max(0.0, (p_a - l_a) ** 2 - 2 * phi * (p_a - l_a) * (u_b - p_b)
+                        + (u_b - p_b) ** 2))
+    high = math.sqrt(max(0.0, (u_a - p_a) ** 2 - 2 * phi * (u_a - p_a) * (p_b - l_b)
+                         + (p_b - l_b) ** 2))
+    return [max(-1.0, delta - low), min(1.0, delta + high)]
+
+
+def compare(a: dict, run_a: str, b: dict, run_b: str) -> dict | None:
+    """Run ``run_a`` of payload ``a`` against ``run_b`` of ``b`` (:func:`paired`), or None
+    when they were scored on different test images."""
+    if not same_test(a, b):
+        return None
+    return paired(run_predictions(a, run_a), run_predictions(b, run_b))
+
+
+def target_verdict(ci95, target: float) -> str:
+    """"reached" (the interval's lower bound is at or above ``target``), "missed" (its
+    upper bound is below it) or "undecided"."""
+    low, high = ci95
+    if low >= target:
+        return "reached"
+    if high < target:
+        return "missed"
+    return "undecided"
+
+
+def chosen_run(payload: dict) -> dict:
+    """The run of a notebook chosen on validation: the highest ``best_val_accuracy`` (the
+    first one on a tie)."""
+    return max(payload["runs"], key=lambda r: r["metrics"]["best_val_accuracy"])

@@ -1,0 +1,203 @@
+"""The report says only what its results files support: every fact about the setup comes
+from them, two runs are compared only on the same test images (paired difference, its
+interval and McNemar's exact test), and a target is judged from the interval.
+
+The report's text is built here from doctored results files (:func:`conftest.doctored_results`)
+by running the code cells of ``report/rapport.py`` in this process, their displays captured:
+no kernel, no rendering, a few seconds."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import jupytext
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from common.core import paths
+from common.report import narrative, verdicts
+from common.results import comparison
+from conftest import doctored_results
+
+
+def report_text(profile: str, monkeypatch) -> str:
+    """The report's prose for ``profile``: its markdown cells and every Markdown its code
+    cells display, in order (figures and tables as placeholders)."""
+    import IPython.display
+
+    shown = []
+
+    def display(*objs, **_):
+        for obj in objs:
+            shown.append(getattr(obj, "data", None) if isinstance(
+                obj, IPython.display.Markdown) else f"[{type(obj).__name__}]")
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    nb = jupytext.read(paths.ROOT / "report" / "rapport.py")
+    namespace = {"profile": profile}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            shown.append(cell.source)
+        elif cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            exec(compile(cell.source, "rapport.py", "exec"), namespace)
+    return "\n\n".join(str(s) for s in shown if s)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.replace("\u00a0", " ").replace("\u202f", " ").split())
+
+
+def test_each_setup_sentence_follows_the_doctored_results(tmp_path, monkeypatch):
+    doctored_results(tmp_path / "out", "cpu", classes=3, cores=3, dry_run=True,
+                     official_test=False)
+    text = flat(report_text("cpu-dry", monkeypatch))
+    # the dry run of the profile it ran, not of "gpu"
+    assert "**Exécution à blanc (dry run)** du profil `cpu`" in text
+    assert "profil `gpu`" not in text
+    # cores and classes from the files
+    assert "sur 3 cœurs de CPU" in text and "deux cœurs" not in text
+    assert "ViT from scratch, 3 classes" in text and "ViT fine-tuné, 3 classes" in text
+    assert "EfficientNetB0, 3 classes" in text
+    assert not re.search(r"\b196 classes\b", text) and "10 classes" not in text
+    assert "le jeu utilisé compte 3 classes" in text
+    # the copy's counts and its missing official test split, beside the quoted dataset
+    assert "dans sa version publiée, 16 185 photos de 196 modèles" in text
+    assert ("La copie utilisée ici compte 600 images de 3 classes ; elle n'a pas le test "
+            "officiel : le test y est tiré au hasard, 20 % de chaque classe.") in text
+    assert "complète" not in text
+    # the checkpoint as the run records it; no claim about its size against 2022's
+    assert "part de `facebook/deit-tiny-patch16-224` (5,5 millions de paramètres)" in text
+    assert "Ce n'est pas le point de départ de 2022 (`google/vit-base-patch16-224-in21k`)" \
+        in text
+    assert "point de départ plus petit" not in text
+    # the checkpoint rule read from the runs
+    assert ("Le point de contrôle retenu, d'après la règle que notent les résultats : "
+            "*chosen*, *other* : la meilleure exactitude de validation, à partir de "
+            "l'époque 2 (époques retenues : 3, 3)") in text
+    assert "une règle fixée d'avance" not in text
+
+
+def test_a_complete_copy_with_the_official_test_and_2022_checkpoint(tmp_path, monkeypatch):
+    doctored_results(tmp_path / "out", "cpu", classes=196, cores=1, official_test=True,
+                     n_images=16185, checkpoint="google/vit-base-patch16-224-in21k")
+    text = flat(report_text("cpu", monkeypatch))
+    assert "La copie utilisée ici est complète : 16 185 images de 196 classes, avec le test " \
+           "officiel." in text
+    assert "sur 1 cœur de CPU" in text and "(test officiel du jeu)" not in text
+    assert "ViT fine-tuné, 196 classes" in text
+    assert "Ce n'est pas le point de départ de 2022" not in text
+    assert "Exécution à blanc" not in text
+
+
+def test_the_report_compares_each_pair_on_the_same_images(tmp_path, monkeypatch):
+    collected = doctored_results(tmp_path / "out", "cpu",
+                                 accuracies={"05_efficientnet": 0.81})
+    text = flat(report_text("cpu", monkeypatch))
+    conclusions = text[text.index("Nous ne comparons deux expériences"):]
+    pairs = re.findall(r"- \*\*(.+?)\*\*.*? (?:fait (?:mieux|moins bien) (?:que |qu')|et )"
+                       r"\*\*(.+?)\*\*.*?McNemar exact : (p [=<] [^ ;]+) ;", conclusions)
+    assert [(a, b) for a, b, _ in pairs] == [
+        ("ViT fine-tuné, 3 classes", "ViT from scratch, 3 classes"),
+        ("EfficientNetB0, 3 classes", "ViT from scratch, 3 classes"),
+        ("EfficientNetB0, 3 classes", "ViT fine-tuné, 3 classes"),
+        ("ViT fine-tuné, 3 classes", "ViT from scratch, 3 classes")]
+    # 03 against 01: 96 right against 36 on 120 images, the same ones
+    assert ("fait mieux que **ViT from scratch, 3 classes** (différence +50,0 points, IC 95 % "
+            "apparié : +") in conclusions
+    # 05 (81 %) and 03 (80 %) differ by one image: tied
+    assert "**EfficientNetB0, 3 classes** et **ViT fine-tuné, 3 classes** sont à égalité " \
+           "(différence +0,8 points" in conclusions
+    assert "à égalité : leurs intervalles à 95 % se recouvrent" not in text
+    # the lesson reads the paired tests
+    assert "Comme en 2022, la leçon principale tient" in text
+    # the run shown for 01 is the one chosen on validation, not the best test score
+    assert "ViT from scratch, 3 classes** : 30,0 %" in text
+    assert collected["01_vit_scratch"]["runs"][1]["metrics"]["test_accuracy"] > 0.3
+
+
+def test_runs_scored_on_different_images_are_not_compared(tmp_path, monkeypatch):
+    doctored_results(tmp_path / "out", "cpu", other_test=("05_efficientnet",))
+    text = flat(report_text("cpu", monkeypatch))
+    assert ("**EfficientNetB0, 3 classes** et **ViT from scratch, 3 classes** ont été évalués "
+            "sur des images de test différentes : nous ne les comparons pas.") in text
+    assert ("**EfficientNetB0, 3 classes** et **ViT fine-tuné, 3 classes** ont été évalués "
+            "sur des images de test différentes") in text
+    assert text.count("McNemar exact") == 2  # 03-01 and 04-02 still compared
+
+
+# --------------------------------------------------------------------------- the statistics
+
+def _frame(right: np.ndarray) -> pd.DataFrame:
+    n = len(right)
+    label = np.zeros(n, dtype=int)
+    return pd.DataFrame({"label": label, "predicted": np.where(right, 0, 1),
+                         "top5": "0 1"}, index=[f"im{i}" for i in range(n)])
+
+
+def test_mcnemar_separates_runs_whose_intervals_overlap():
+    # 200 images: a gets 120 right, b the same 120 but 16 of them: 60 % against 52 %
+    a = np.arange(200) < 120
+    b = a & (np.arange(200) >= 16)
+    result = comparison.paired(_frame(a), _frame(b))
+    assert (result["only_a"], result["only_b"], result["n"]) == (16, 0, 200)
+    assert result["p_value"] == pytest.approx(binomtest(16, 16, 0.5).pvalue)
+    assert result["p_value"] < 0.001 and not result["tied"]
+    assert result["difference"] == pytest.approx(0.08)
+    low, high = result["ci95"]
+    assert 0 < low < 0.08 < high < 0.2
+    from common.results.metrics import overlap, wilson
+
+    assert overlap(wilson(120, 200), wilson(104, 200))  # the old rule said "tied"
+    assert verdicts.p_value(result["p_value"]) == "p < 0,001"
+    assert verdicts.p_value(0.0312) == "p = 0,031" and verdicts.p_value(1.0) == "p = 1"
+
+
+def test_a_tie_and_the_interval_of_equal_runs():
+    a = np.arange(100) < 50
+    b = (np.arange(100) >= 2) & (np.arange(100) < 51)  # 3 discordant images
+    result = comparison.paired(_frame(a), _frame(b))
+    assert (result["only_a"], result["only_b"]) == (2, 1)
+    assert result["tied"] and result["p_value"] == pytest.approx(1.0)
+    same = comparison.paired(_frame(a), _frame(a))
+    assert same["p_value"] == 1.0 and same["difference"] == 0
+    assert same["ci95"][0] <= 0 <= same["ci95"][1]
+
+
+def test_newcombe_interval_agrees_with_the_wald_interval_on_many_images():
+    # many images: the paired Wald interval is then good, and the two agree
+    both, only_a, only_b, neither = 4000, 300, 200, 1500
+    n = both + only_a + only_b + neither
+    diff = (only_a - only_b) / n
+    half = 1.959964 * math.sqrt(only_a + only_b - (only_a - only_b) ** 2 / n) / n
+    low, high = comparison.newcombe_paired(both, only_a, only_b, neither)
+    assert low == pytest.approx(diff - half, abs=1e-3)
+    assert high == pytest.approx(diff + half, abs=1e-3)
+    # and it is narrower than the unpaired one when the two runs succeed together
+    from common.results.metrics import wilson
+
+    (l_a, u_a), (l_b, u_b) = wilson(both + only_a, n), wilson(both + only_b, n)
+    assert high - low < (u_a - l_a) + (u_b - l_b)
+
+
+@pytest.mark.parametrize("ci,verdict", [((0.40, 0.55), "reached"), ((0.30, 0.399), "missed"),
+                                        ((0.328, 0.535), "undecided")])
+def test_target_verdict_reads_the_interval(ci, verdict):
+    assert comparison.target_verdict(ci, 0.40) == verdict
+
+
+def test_the_target_sentence_names_the_run_chosen_on_validation():
+    run = {"name": "improved-hybrid", "metrics": {"test_accuracy": 0.429,
+                                                  "test_accuracy_ci95": [0.328, 0.535]}}
+    text = flat(verdicts.target_markdown(run, 0.40))
+    assert "configuration choisie sur la validation, **improved-hybrid** : 42,9 %" in text
+    assert "Objectif **indécis** : l'intervalle contient la cible" in text
+
+
+def test_narrative_hardware_from_the_environment():
+    assert narrative.hardware({"device": "CPU (2 cores, x86_64)"}) == "2 cœurs de CPU"
+    assert narrative.hardware({"device": "1 GPU: NVIDIA H200", "cores": 16, "gpus": 1}) \
+        == "1 GPU : NVIDIA H200"
+    assert math.isclose(comparison.ALPHA, 0.05)
