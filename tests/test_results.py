@@ -49,6 +49,20 @@ def test_weights_record_is_checked(weights, problem):
     assert any(problem in p for p in results._weights_problems(weights))
 
 
+def test_weights_legend_shows_its_labels_in_italics_in_html_and_typst():
+    """Each label in italics, the asterisk that ends « aléatoires* » shown, not taken for a mark
+    of emphasis (pandoc reads the report's Markdown for both the HTML and the PDF)."""
+    import pypandoc
+
+    legend = presentation.weights_legend(["aléatoires*", "aléatoires", "aléatoires*"])
+    html = pypandoc.convert_text(legend, "html", format="markdown")
+    assert "<em>aléatoires</em> :" in html and "<em>aléatoires*</em> :" in html
+    assert html.count("*") == 1, html
+    typst = pypandoc.convert_text(legend, "typst", format="markdown")
+    assert "#emph[aléatoires]" in typst and "#emph[aléatoires\\*]" in typst
+    assert typst.count("*") == 1, typst
+
+
 def test_numbers_are_french():
     assert presentation.pct(0.337) == "33,7\u00a0%"
     assert presentation.pct(0.1, 0) == "10\u00a0%"

@@ -81,10 +81,16 @@ def short_weights(weights: dict) -> str:
     return "aléatoires*" if weights.get("reason") else "aléatoires"
 
 
+def markdown_escape(text: str) -> str:
+    """Text shown as is in Markdown: its emphasis marks (``*``, ``_``) escaped."""
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_")
+
+
 def weights_legend(labels) -> str:
-    """The legend of the weights column for the labels a table shows."""
-    parts = [f"*{label}* : {WEIGHT_LEGEND[label]}" for label in sorted(set(labels))
-             if label in WEIGHT_LEGEND]
+    """The legend of the weights column for the labels a table shows, each label in italics;
+    the asterisk that ends ``aléatoires*`` is escaped, or it would close the emphasis."""
+    parts = [f"*{markdown_escape(label)}* : {WEIGHT_LEGEND[label]}"
+             for label in sorted(set(labels)) if label in WEIGHT_LEGEND]
     return ("Poids : " + " ; ".join(parts) + ".") if parts else ""
 
 
