@@ -65,7 +65,8 @@ opening.show(study)
 import pandas as pd
 
 from common.data import images
-from common.report import figures
+from common.report import figures, narrative, presentation
+from common.results import provenance
 from common.training import vit_runs
 
 for part in (study.task.parts.train, study.task.parts.val, study.task.parts.test):
@@ -85,11 +86,14 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 #
 # Un ViT ne voit pas des pixels mais une suite de patchs : l'image est découpée en carrés de
 # même taille, chaque carré est aplati puis projeté dans un espace de dimension fixe, et une
-# position apprise lui est ajoutée (`PatchEncoder`). Voici une image de 72 px découpée comme
-# dans la deuxième configuration.
+# position apprise lui est ajoutée (`PatchEncoder`). Voici une image découpée comme dans la
+# deuxième configuration.
 
 # %%
+from IPython.display import Markdown, display
+
 first = p.runs[min(1, len(p.runs) - 1)]
+display(Markdown(presentation.patches_markdown(first)))
 x_patch, _ = images.load_images(parts.train.head(1), first.image_size, "squash",
                                 progress=False)
 study.figures.append(figures.patches(x_patch[0], first.patch_size, study.figure("patches")))
@@ -103,21 +107,19 @@ study.figures.append(figures.patches(x_patch[0], first.patch_size, study.figure(
 # La normalisation des pixels fait partie du modèle, si bien qu'un modèle enregistré prend
 # directement une image RVB. L'augmentation de données (retournements, rotations, zooms) se
 # fait, elle, lot par lot avant le modèle : dans le pipeline `tf.data` sur TensorFlow, dans
-# la boucle d'entraînement sur PyTorch (le backend du profil `cpu`), avec la bibliothèque
+# la boucle d'entraînement sur PyTorch (paramètre `keras_backend`), avec la bibliothèque
 # kornia, qui tire une transformation par image et déforme tout le lot en une seule
 # opération, bien plus vite que les couches de Keras sur ce backend ; sur GPU (paramètre
-# `augment_in_model` du profil `gpu`), elle revient dans le modèle, comme dans l'exemple
-# keras.io. L'optimiseur est `AdamW`. Pour chaque
-# configuration, nous gardons le meilleur point de contrôle sur la validation, puis nous
-# l'évaluons une seule fois sur le test.
+# `augment_in_model`), elle revient dans le modèle, comme dans l'exemple keras.io.
+# L'optimiseur est `AdamW`. Pour chaque configuration, nous gardons le meilleur point de
+# contrôle sur la validation, puis nous l'évaluons une seule fois sur le test.
 #
-# Sur deux cœurs de processeur, les trois configurations de 2022 gardent leurs formes de
-# 2022 mais reçoivent un petit budget (quelques images par classe, une à quelques époques :
-# le tableau ci-dessous le donne). Leur résultat proche du hasard mesure ce budget, pas ce
-# que peut ce modèle.
+# Les trois configurations de 2022 gardent leurs formes de 2022, mais leur budget (images
+# par classe, époques) dépend du profil et de la machine : le tableau ci-dessous le donne.
+# Quand ce budget est petit, un résultat proche du hasard mesure ce budget, pas ce que peut
+# ce modèle.
 #
-# La dernière configuration est la nôtre, et elle reçoit l'essentiel du budget : tout
-# l'ensemble d'entraînement, sans plafond par classe. D'après Steiner et al., un ViT entraîné
+# La dernière configuration est la nôtre. D'après Steiner et al., un ViT entraîné
 # sur peu de données a surtout besoin d'aide : nous recadrons chaque voiture sur sa boîte
 # englobante (le fond ne dit rien de la classe), lissons les étiquettes et, surtout,
 # remplaçons le découpage en patchs par quelques convolutions de pas 2, comme dans les
@@ -128,12 +130,15 @@ study.figures.append(figures.patches(x_patch[0], first.patch_size, study.figure(
 # de ce réseau pour ses 10 classes.
 
 # %%
+display(Markdown(narrative.vit_budget_markdown(p, provenance.hardware()) + " "
+                 + narrative.keras_setup_markdown(p)))
 pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %% [markdown]
-# Voici le ViT de la configuration de 72 px en patchs de 6, couche par couche, tel que Keras
-# le construit : les patchs et leur encodage, puis les blocs de transformer, chacun avec sa
-# normalisation, son attention multi-têtes, son MLP et ses deux additions résiduelles.
+# Voici le ViT de la deuxième configuration, celle des patchs ci-dessus, couche par couche,
+# tel que Keras le construit : les patchs et leur encodage, puis les blocs de transformer,
+# chacun avec sa normalisation, son attention multi-têtes, son MLP et ses deux additions
+# résiduelles.
 
 # %%
 vit_runs.build_from_config(first, len(labels)).summary(line_length=100)
@@ -151,10 +156,6 @@ for cfg in p.runs:
 # ## Résultats
 
 # %%
-from IPython.display import Markdown, display
-
-from common.report import presentation
-
 display(presentation.runs_table(records))
 
 # %%

@@ -59,7 +59,8 @@ from IPython.display import Markdown, display
 
 from common.core import paths
 from common.data import images
-from common.report import figures, presentation, verdicts
+from common.report import figures, narrative, presentation, verdicts
+from common.results import provenance
 from common.training import vit_runs
 
 p, parts, labels = study.params, study.task.parts, study.task.labels
@@ -76,11 +77,11 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # %% [markdown]
 # ## Les configurations
 #
-# Les trois premières reprennent 2022 ; les autres sont les nôtres. Chaque voiture est recadrée
-# sur sa boîte englobante, et, comme le recommandent Steiner et al. pour les petits jeux de
-# données, nous augmentons davantage les images, lissons les étiquettes, renforçons la
-# décroissance des poids, et le taux d'apprentissage monte linéairement puis décroît
-# linéairement jusqu'à zéro à la fin du budget. Surtout, avec si peu d'images, le ViT
+# Les premières reprennent celles de 2022 ; les autres sont les nôtres. Chaque voiture y
+# est recadrée sur sa boîte englobante, et, comme le recommandent Steiner et al. pour les
+# petits jeux de données, nous augmentons davantage les images, lissons les étiquettes,
+# renforçons la décroissance des poids, et le taux d'apprentissage monte linéairement puis
+# décroît linéairement jusqu'à zéro à la fin du budget. Surtout, avec si peu d'images, le ViT
 # « pur » ne trouve pas seul que des pixels voisins vont ensemble : nous remplaçons le
 # découpage en patchs par quelques convolutions de pas 2, comme dans les modèles hybrides
 # (R+ViT) de ce même article. Chaque case de la carte obtenue devient un jeton ; le
@@ -98,22 +99,25 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # côté de celui du modèle fine-tuné (ImageNet-21k, des millions d'images) : la comparaison
 # avec le fine-tuning garde son sens.
 #
-# Le profil `cpu` ajoute une recette rapide, `fast-scratch` : le même ViT hybride, mais
-# entraîné sur nos seules 10 classes, sans le réseau du premier notebook. Elle répond à une
-# autre question : en quelques minutes sur un processeur, que peut apprendre un ViT qui ne
-# voit que ces quelques centaines d'images ? Ses réglages ont été choisis sur la validation
-# (le journal `explorations/` garde chaque essai), et `benchmarks/time_to_accuracy.py`
-# mesure le temps qu'il lui faut pour atteindre le meilleur score from scratch de 2022.
+# Un profil peut ajouter une recette rapide, `fast-scratch` (le tableau des configurations
+# dit si c'est le cas ici) : le même ViT hybride, mais entraîné sur nos seules 10 classes,
+# sans le réseau du premier notebook. Elle répond à une autre question : en quelques
+# minutes sur un processeur, que peut apprendre un ViT qui ne voit que ces quelques
+# centaines d'images ? Ses réglages ont été choisis sur la validation (le journal
+# `explorations/` garde chaque essai), et `benchmarks/time_to_accuracy.py` mesure le temps
+# qu'il lui faut pour atteindre le meilleur score from scratch de 2022.
 #
 # Le point de contrôle retenu est celui de la meilleure exactitude de validation, une règle
 # fixée d'avance ; le test ne sert qu'à la mesure finale, avec son intervalle de confiance.
 #
 # Enfin, le même modèle Keras tourne sur TensorFlow ou sur PyTorch (paramètre
-# `keras_backend`). Le profil `cpu` utilise PyTorch, dont les époques gardent une durée
-# régulière ; les images y sont augmentées lot par lot, dans la boucle d'entraînement, avec
-# kornia. Sur GPU, l'augmentation se fait dans le modèle.
+# `keras_backend`). Sur PyTorch, dont les époques gardent une durée régulière, les images
+# sont augmentées lot par lot, dans la boucle d'entraînement, avec kornia ; sur GPU
+# (paramètre `augment_in_model`), l'augmentation se fait dans le modèle.
 
 # %%
+display(Markdown(narrative.vit_budget_markdown(p, provenance.hardware()) + " "
+                 + narrative.keras_setup_markdown(p)))
 pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %%

@@ -156,8 +156,9 @@ display(Markdown(
 # ## Classe par classe
 #
 # Le rapport de classification du meilleur essai : précision, rappel et F1 des classes sur
-# le test. Avec 196 classes, le tableau n'en montre que les 10 au meilleur F1 et les 10 au
-# plus faible (il le dit), puis les moyennes sur toutes les classes.
+# le test. Quand les classes sont trop nombreuses pour un tableau, comme les 196 du jeu
+# complet, il n'en montre que les 10 au meilleur F1 et les 10 au plus faible (il le dit),
+# puis les moyennes sur toutes les classes.
 
 # %%
 report = presentation.per_class_report(test["y"], test["probs"], labels)

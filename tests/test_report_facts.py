@@ -201,3 +201,47 @@ def test_narrative_hardware_from_the_environment():
     assert narrative.hardware({"device": "1 GPU: NVIDIA H200", "cores": 16, "gpus": 1}) \
         == "1 GPU : NVIDIA H200"
     assert math.isclose(comparison.ALPHA, 0.05)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "gpu-dry"])
+@pytest.mark.parametrize("notebook", ["01_vit_scratch", "02_vit_scratch_10classes"])
+def test_a_scratch_notebook_tells_its_budget_from_its_parameters(notebook, profile):
+    """What the ViT-from-scratch notebooks say of their budget, backend and hardware comes
+    from their parameters and the machine, whatever the profile."""
+    from common.config import loading
+
+    p = loading.load(notebook, profile)
+    machine = {"device": "CPU (3 cores, x86_64)", "cores": 3, "gpus": 0}
+    text = flat(narrative.vit_budget_markdown(p, machine))
+    assert text.startswith(f"Ici (profil `{p.outputs}`, 3 cœurs de CPU), ")
+    for run in p.runs:
+        assert f"*{run.name}*" in text
+    epochs = sorted({r.epochs for r in p.runs})
+    assert f"{epochs[-1]} époque" in text
+    caps = {r.cap_per_class for r in p.runs} - {None}
+    assert all(f"au plus {c} image" in text for c in caps)
+    setup = flat(narrative.keras_setup_markdown(p))
+    backend = {"torch": "PyTorch", "tensorflow": "TensorFlow"}[p.keras_backend]
+    assert f"Keras tourne ici sur {backend}" in setup
+    assert ("dans le modèle" in setup) == any(r.augment_in_model for r in p.runs)
+
+
+def test_the_budget_sentence_follows_overrides_and_gpus():
+    from common.config import loading
+
+    p = loading.load("01_vit_scratch", "cpu", **{"runs.*.epochs": 3, "runs.*.cap_per_class": 5})
+    text = flat(narrative.vit_budget_markdown(p, {"device": "1 GPU: A100", "gpus": 1}))
+    assert "(profil `cpu`, 1 GPU : A100)" in text
+    assert text.count("au plus 5 images par classe") == 2 and text.count("3 époques") == 2
+    assert "notre ViT hybride (*improved-hybrid*) reçoit" in text
+
+
+def test_notebook_prose_types_no_machine_fact():
+    """The notebooks' Markdown cells state no core count nor a profile's budget by hand:
+    those come from the parameters and the machine, in computed sentences."""
+    for path in sorted((paths.ROOT / "notebooks").glob("[0-9]*.py")):
+        prose = " ".join(c.source for c in jupytext.read(path).cells
+                         if c.cell_type == "markdown")
+        prose = re.sub(r"\s+", " ", prose)
+        assert not re.search(r"cœurs?\b", prose), path.name
+        assert not re.search(r"[Ll]e profil `cpu` (ajoute|utilise)", prose), path.name

@@ -91,3 +91,12 @@ def test_per_class_table_shows_the_extremes_and_says_so():
     text = presentation.per_class_table(report, extremes=10).data
     assert "Les 10 classes au meilleur F1, puis les 10 au plus faible, sur 30" in text
     assert text.count("\n|") == 1 + 10 + 1 + 10 + 2  # separator, best, …, worst, averages
+
+
+def test_patches_caption_follows_the_configuration():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(name="72px-patch6", image_size=72, patch_size=6)
+    assert presentation.patches_markdown(run) == (
+        "Image de 72\u00a0px, patchs de 6\u00a0px (configuration *72px-patch6*) : "
+        "12 × 12 = 144 patchs.")

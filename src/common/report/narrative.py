@@ -1,10 +1,13 @@
-"""The report's sentences about the setup, each built from the results files it reads.
+"""The sentences about the setup, each built from what it reads: the report's from the results
+files, a notebook's (before its runs) from its parameters and the machine.
 
 Every claim here (the profile, a dry run, the cores or GPUs, the number of classes, the
 dataset's counts and whether it has the official test split, the checkpoint a fine-tuning
 started from, the rule that chose each kept epoch) comes from the ``results`` payloads
 (:mod:`common.results.contract`); the only typed facts are quotations, marked as such in
 :mod:`common.config.study`. ``collected``: notebook -> payload, or None when it has not run.
+A notebook's budgets, Keras backend and hardware come from its parameters
+(:mod:`common.config.schema`) and :func:`common.results.provenance.hardware`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import re
 
 from common.config.study import CHECKPOINT_2022, NOTEBOOKS, STANFORD_CARS, TASKS
-from common.report.presentation import number, pct
+from common.report.presentation import NBSP, number, pct
 
 
 def title(notebook: str, payload: dict | None) -> str:
@@ -162,3 +165,72 @@ def checkpoint_rule_markdown(payload: dict) -> str:
                         f" (époques retenues : {kept})" if kept else ""))
     return ("Le point de contrôle retenu, d'après la règle que notent les résultats : "
             + " ; ".join(parts) + ". Le test ne sert qu'à la mesure finale.")
+
+
+# --------------------------------------------------------------------------- notebooks
+
+_BACKENDS = {"torch": "PyTorch", "tensorflow": "TensorFlow"}
+
+
+def _names(runs) -> str:
+    return ", ".join(f"*{r.name}*" for r in runs)
+
+
+def _epochs(runs) -> str:
+    epochs = sorted({r.epochs for r in runs})
+    if len(epochs) == 1:
+        return f"{epochs[0]} époque{'s' if epochs[0] > 1 else ''}"
+    return f"de {epochs[0]} à {epochs[-1]} époques selon la configuration"
+
+
+def _images(runs) -> str:
+    caps = sorted({r.cap_per_class for r in runs}, key=lambda c: c or 0)
+    if caps == [None]:
+        return "toutes les images d'entraînement et de validation"
+    if len(caps) == 1:
+        return (f"au plus {caps[0]} image{'s' if caps[0] > 1 else ''} par classe pour "
+                "l'entraînement comme pour la validation")
+    return "selon la configuration, " + ", ".join(
+        f"au plus {r.cap_per_class} images par classe pour *{r.name}*" if r.cap_per_class
+        else f"toutes les images pour *{r.name}*" for r in runs)
+
+
+def vit_budget_markdown(params, machine: dict) -> str:
+    """What each configuration of a ViT-from-scratch notebook (01, 02) receives here: the
+    profile, the hardware, then the images per class and the epochs of the pure ViTs (those of
+    2022) and of our hybrid ones (with a convolutional stem). ``params``: the notebook's
+    (:class:`common.config.schema.KerasVitNotebook`); ``machine``:
+    :func:`common.results.provenance.hardware`."""
+    pure = [r for r in params.runs if not r.stem_channels]
+    hybrid = [r for r in params.runs if r.stem_channels]
+    parts = []
+    if pure:
+        parts.append(f"les ViT «{NBSP}purs{NBSP}», comme ceux de 2022 ({_names(pure)}), "
+                     f"{'reçoit' if len(pure) == 1 else 'reçoivent'} {_images(pure)}, et "
+                     f"{_epochs(pure)}")
+    if hybrid:
+        parts.append((f"notre ViT hybride ({_names(hybrid)}) reçoit " if len(hybrid) == 1 else
+                      f"nos ViT hybrides ({_names(hybrid)}) reçoivent ")
+                     + f"{_images(hybrid)}, et {_epochs(hybrid)}")
+    return (f"Ici (profil `{params.outputs}`, {hardware(machine)}), " + " ; ".join(parts)
+            + ".")
+
+
+def keras_setup_markdown(params) -> str:
+    """Where a Keras notebook runs (its backend, torch's threads) and where its images are
+    augmented: in the training loop or the ``tf.data`` pipeline, or in the model for the
+    configurations that set ``augment_in_model``."""
+    backend = _BACKENDS.get(params.keras_backend, params.keras_backend)
+    threads = params.torch_threads if params.keras_backend == "torch" else None
+    outside = ("dans la boucle d'entraînement (kornia)" if params.keras_backend == "torch"
+               else "dans le pipeline `tf.data`")
+    in_model = [r for r in params.runs if r.augment_in_model]
+    if not in_model:
+        where = outside
+    elif len(in_model) == len(params.runs):
+        where = "dans le modèle"
+    else:
+        where = f"{outside}, sauf pour {_names(in_model)} : dans le modèle"
+    return (f"Keras tourne ici sur {backend}"
+            + (f" ({threads} fil{'s' if threads > 1 else ''} de calcul)" if threads else "")
+            + f", et les images sont augmentées {where}.")

@@ -53,6 +53,14 @@ def breakable(name: str) -> str:
     return name.replace("-", "-" + ZWSP)
 
 
+def patches_markdown(run) -> str:
+    """The caption of the patches figure: the image size, the patch size and the grid of
+    patches of one configuration (its ``image_size`` and ``patch_size``)."""
+    side = run.image_size // run.patch_size
+    return (f"Image de {run.image_size}{NBSP}px, patchs de {run.patch_size}{NBSP}px "
+            f"(configuration *{run.name}*) : {side} × {side} = {number(side * side)} patchs.")
+
+
 # --------------------------------------------------------------------------- weights
 
 # short label -> what it means, for the legend under a table

@@ -55,6 +55,12 @@ def lock() -> dict | None:
     return min(infos, key=lambda info: len(info["mismatches"])) if infos else None
 
 
+def hardware() -> dict:
+    """The device a notebook runs on: its description, the CPU cores and the GPUs torch sees
+    (when torch is loaded)."""
+    return {"device": device_description(), "cores": os.cpu_count(), "gpus": _gpu_count()}
+
+
 def environment() -> dict:
     """Versions, the lock they should match, the device (its description, the CPU cores and
     the GPUs torch sees, when torch is loaded) and, when Keras is loaded, the Keras backend
@@ -64,8 +70,7 @@ def environment() -> dict:
             **{p: _version(p) for p in PACKAGES},
             "lock": lock(),
             "keras_backend": keras.backend.backend() if keras else None,
-            "device": device_description(), "cores": os.cpu_count(),
-            "gpus": _gpu_count()}
+            **hardware()}
 
 
 def git_commit() -> str | None:
