@@ -242,9 +242,7 @@ show_figure("01_vit_scratch", "_curves.png")
 
 # %%
 if collected["01_vit_scratch"]:
-    display(Markdown(narrative.budget_markdown(collected["01_vit_scratch"])
-                     + " La configuration améliorée, un ViT hybride entraîné sur tout "
-                     "l'ensemble d'entraînement, reçoit l'essentiel du budget."))
+    display(Markdown(narrative.budget_markdown(collected["01_vit_scratch"])))
 
 # %% [markdown]
 # ## Le fine-tuning d'un ViT pré-entraîné

@@ -58,7 +58,11 @@ def test_each_setup_sentence_follows_the_doctored_results(tmp_path, monkeypatch)
     assert "**Exécution à blanc (dry run)** du profil `cpu`" in text
     assert "profil `gpu`" not in text
     # cores and classes from the files
-    assert "sur 3 cœurs de CPU" in text and "deux cœurs" not in text
+    assert "3 cœurs de CPU" in text and "deux cœurs" not in text
+    # the budget of 01 as its runs record it (a dry run: no claim on the images per class)
+    assert ("Ici (profil `cpu`, 3 cœurs de CPU), les ViT « purs », comme ceux de 2022 "
+            "(*chosen*, *other*), ont reçu de 4 à 5 époques selon la configuration.") in text
+    assert "l'essentiel du budget" not in text
     assert "ViT from scratch, 3 classes" in text and "ViT fine-tuné, 3 classes" in text
     assert "EfficientNetB0, 3 classes" in text
     assert not re.search(r"\b196 classes\b", text) and "10 classes" not in text
@@ -86,7 +90,7 @@ def test_a_complete_copy_with_the_official_test_and_2022_checkpoint(tmp_path, mo
     text = flat(report_text("cpu", monkeypatch))
     assert "La copie utilisée ici est complète : 16 185 images de 196 classes, avec le test " \
            "officiel." in text
-    assert "sur 1 cœur de CPU" in text and "(test officiel du jeu)" not in text
+    assert "(profil `cpu`, 1 cœur de CPU)" in text and "(test officiel du jeu)" not in text
     assert "ViT fine-tuné, 196 classes" in text
     assert "Ce n'est pas le point de départ de 2022" not in text
     assert "Exécution à blanc" not in text
@@ -245,3 +249,19 @@ def test_notebook_prose_types_no_machine_fact():
         prose = re.sub(r"\s+", " ", prose)
         assert not re.search(r"cœurs?\b", prose), path.name
         assert not re.search(r"[Ll]e profil `cpu` (ajoute|utilise)", prose), path.name
+
+
+def test_the_report_budget_of_01_separates_our_hybrid_from_the_pure_vits():
+    def run(name, epochs, cap, stem=None):
+        return {"name": name, "params": {"cap_per_class": cap, "stem_channels": stem},
+                "history": {"loss": [1.0] * epochs}}
+
+    payload = {"profile": "cpu", "dry_run": False,
+               "environment": {"device": "CPU (2 cores, x86_64)", "cores": 2},
+               "runs": [run("a", 6, 8), run("b", 1, 8), run("hybrid", 70, None, [16, 32])]}
+    assert flat(narrative.budget_markdown(payload)) == (
+        "Ici (profil `cpu`, 2 cœurs de CPU), les ViT « purs », comme ceux de 2022 (*a*, *b*), "
+        "ont reçu au plus 8 images par classe pour l'entraînement comme pour la validation, "
+        "et de 1 à 6 époques selon la configuration ; notre ViT hybride (*hybrid*) a reçu "
+        "toutes les images d'entraînement et de validation, et 70 époques. Le résultat des "
+        "ViT « purs » mesure ce budget.")

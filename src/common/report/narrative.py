@@ -116,13 +116,16 @@ def split_markdown(collected: dict) -> str | None:
 
 
 def budget_markdown(payload: dict) -> str:
-    """What the replayed 2022 configurations of 01 received here: epochs and hardware."""
-    epochs = sorted({len(r["history"]["loss"]) for r in payload["runs"]})
-    shown = (f"{epochs[0]} époque{'s' if epochs[0] > 1 else ''}" if len(epochs) == 1 else
-             f"de {epochs[0]} à {epochs[-1]} époques")
-    return (f"Ici, elles gardent leurs formes de 2022 mais reçoivent le budget du profil "
-            f"`{payload['profile']}` ({shown}{' selon la configuration' if len(epochs) > 1 else ''}"
-            f", sur {hardware(payload['environment'])}) : leur résultat mesure ce budget.")
+    """What the configurations of 01 received here, as its results record them: the
+    hardware, then the epochs each ran and the images per class of the pure ViTs (those of
+    2022) and of our hybrid ones (not in a dry run, whose images its warning gives)."""
+    configs = [{"name": r["name"], "hybrid": bool(r["params"].get("stem_channels")),
+                "epochs": len(r["history"]["loss"]),
+                **({"cap": r["params"]["cap_per_class"]}
+                   if "cap_per_class" in r["params"] and not payload.get("dry_run") else {})}
+               for r in payload["runs"]]
+    return (_budget(payload["profile"], payload["environment"], configs, "ont reçu")
+            + f" Le résultat des ViT «{NBSP}purs{NBSP}» mesure ce budget.")
 
 
 def checkpoint_markdown(payload: dict, outputs: str) -> str:
@@ -173,47 +176,60 @@ _BACKENDS = {"torch": "PyTorch", "tensorflow": "TensorFlow"}
 
 
 def _names(runs) -> str:
-    return ", ".join(f"*{r.name}*" for r in runs)
+    return ", ".join(f"*{r['name'] if isinstance(r, dict) else r.name}*" for r in runs)
 
 
-def _epochs(runs) -> str:
-    epochs = sorted({r.epochs for r in runs})
+def _epochs(configs) -> str:
+    epochs = sorted({c["epochs"] for c in configs})
     if len(epochs) == 1:
         return f"{epochs[0]} époque{'s' if epochs[0] > 1 else ''}"
     return f"de {epochs[0]} à {epochs[-1]} époques selon la configuration"
 
 
-def _images(runs) -> str:
-    caps = sorted({r.cap_per_class for r in runs}, key=lambda c: c or 0)
+def _images(configs) -> str | None:
+    """The images per class a group of configurations received (None: not recorded)."""
+    if any("cap" not in c for c in configs):
+        return None
+    caps = sorted({c["cap"] for c in configs}, key=lambda c: c or 0)
     if caps == [None]:
         return "toutes les images d'entraînement et de validation"
     if len(caps) == 1:
         return (f"au plus {caps[0]} image{'s' if caps[0] > 1 else ''} par classe pour "
                 "l'entraînement comme pour la validation")
     return "selon la configuration, " + ", ".join(
-        f"au plus {r.cap_per_class} images par classe pour *{r.name}*" if r.cap_per_class
-        else f"toutes les images pour *{r.name}*" for r in runs)
+        f"au plus {c['cap']} images par classe pour *{c['name']}*" if c["cap"]
+        else f"toutes les images pour *{c['name']}*" for c in configs)
+
+
+def _budget(profile: str, machine: dict, configs: list[dict], verb: str) -> str:
+    """'Ici (profil `cpu`, 2 cœurs de CPU), les ViT « purs » ... ; notre ViT hybride ...':
+    ``configs``: name, hybrid (a convolutional stem), epochs and, when known, cap (images
+    per class, None: all); ``verb``: 'reçoivent' or 'ont reçu' (the singular follows)."""
+    singular = {"reçoivent": "reçoit", "ont reçu": "a reçu"}[verb]
+    pure = [c for c in configs if not c["hybrid"]]
+    hybrid = [c for c in configs if c["hybrid"]]
+    parts = []
+    for group, head in ((pure, f"les ViT «{NBSP}purs{NBSP}», comme ceux de 2022 "
+                               f"({_names(pure)}),"),
+                        (hybrid, f"notre ViT hybride ({_names(hybrid)})" if len(hybrid) == 1
+                         else f"nos ViT hybrides ({_names(hybrid)})")):
+        if group:
+            images = _images(group)
+            parts.append(f"{head} {verb if len(group) > 1 else singular} "
+                         + (f"{images}, et " if images else "") + _epochs(group))
+    return f"Ici (profil `{profile}`, {hardware(machine)}), " + " ; ".join(parts) + "."
 
 
 def vit_budget_markdown(params, machine: dict) -> str:
     """What each configuration of a ViT-from-scratch notebook (01, 02) receives here: the
     profile, the hardware, then the images per class and the epochs of the pure ViTs (those of
-    2022) and of our hybrid ones (with a convolutional stem). ``params``: the notebook's
+    2022) and of our hybrid ones (with a convolutional stem; the images per class not in a
+    dry run, which cuts them). ``params``: the notebook's
     (:class:`common.config.schema.KerasVitNotebook`); ``machine``:
     :func:`common.results.provenance.hardware`."""
-    pure = [r for r in params.runs if not r.stem_channels]
-    hybrid = [r for r in params.runs if r.stem_channels]
-    parts = []
-    if pure:
-        parts.append(f"les ViT «{NBSP}purs{NBSP}», comme ceux de 2022 ({_names(pure)}), "
-                     f"{'reçoit' if len(pure) == 1 else 'reçoivent'} {_images(pure)}, et "
-                     f"{_epochs(pure)}")
-    if hybrid:
-        parts.append((f"notre ViT hybride ({_names(hybrid)}) reçoit " if len(hybrid) == 1 else
-                      f"nos ViT hybrides ({_names(hybrid)}) reçoivent ")
-                     + f"{_images(hybrid)}, et {_epochs(hybrid)}")
-    return (f"Ici (profil `{params.outputs}`, {hardware(machine)}), " + " ; ".join(parts)
-            + ".")
+    configs = [{"name": r.name, "hybrid": bool(r.stem_channels), "epochs": r.epochs,
+                **({} if params.dry_run else {"cap": r.cap_per_class})} for r in params.runs]
+    return _budget(params.outputs, machine, configs, "reçoivent")
 
 
 def keras_setup_markdown(params) -> str:
