@@ -250,9 +250,9 @@ if collected["01_vit_scratch"]:
 # En 2022, nous partions de `google/vit-base-patch16-224-in21k` (ViT-Base, pré-entraîné sur
 # ImageNet-21k), que nous affinions avec la bibliothèque Transformers de Hugging Face, et nous
 # comparions deux façons de préparer les données : équilibrer toutes les classes sur la plus
-# petite, ou garder jusqu'à 64 images par classe. Le @tbl-03 donne les résultats ; les
-# @fig-03-curves, @fig-03-predictions et @fig-03-attention montrent l'apprentissage, quelques
-# prédictions et où regarde le modèle.
+# petite, ou garder jusqu'à 64 images par classe. Le @tbl-03 donne les résultats, la
+# @fig-03-curves l'apprentissage, la @fig-03-predictions quelques prédictions et la
+# @fig-03-attention où regarde le modèle.
 
 # %%
 if not missing_note("03_vit_finetune"):

@@ -16,7 +16,8 @@ def test_the_section_reads_the_journals(tmp_path):
     journal.append(path, {**base, "settings": journal.settings_text({"image_size": 64}),
                           "seed": 0, "val_accuracy": 0.2, "train_seconds": 60.0})
     text = explorations_markdown(tmp_path)
-    assert "**Notebook `02_vit_scratch_10classes`.** 4 entraînements, 2 réglages essayés" in text
+    assert ("**Notebook `02_vit_scratch_10classes`.** Le journal compte 4 entraînements, 2 "
+            "réglages essayés") in text
     assert ("notés sur 52 images de validation (une image y vaut 1,9 point), jamais sur le "
             "test") in text
     assert ("| fast-scratch : réglages du fichier | 3 | 30,0\u00a0% (25\u00a0%–35\u00a0%) "

@@ -100,3 +100,20 @@ def test_patches_caption_follows_the_configuration():
     assert presentation.patches_markdown(run) == (
         "Image de 72\u00a0px, patchs de 6\u00a0px (configuration *72px-patch6*) : "
         "12 × 12 = 144 patchs.")
+
+
+def test_class_counts_of_equal_classes_has_whole_number_ticks(tmp_path, monkeypatch):
+    """Classes of the same size (the generated data): one bar, whole-number ticks, not a
+    fraction of an image."""
+    import matplotlib.pyplot as plt
+
+    from common.report import figures
+
+    shown = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: shown.setdefault("fig", fig))
+    figures.class_counts(np.full(12, 20), tmp_path / "c.png")
+    ax = shown["fig"].axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert [p.get_height() for p in ax.patches if p.get_height()] == [12]
+    plt.close(shown["fig"])

@@ -29,8 +29,9 @@ def journal_markdown(table, top: int = 8) -> str:
     sizes = " ou ".join(number(v) for v in val_sizes) or "?"
     weight = (f" (une image y vaut {number(100 / val_sizes[0], 1)} point)"
               if len(val_sizes) == 1 else "")
-    text = (f"{number(len(table))} entraînements, {number(len(summary))} réglages essayés "
-            f"({number(table['train_seconds'].sum() / 60)} min d'entraînement), notés sur "
+    text = (f"Le journal compte {number(len(table))} entraînements, {number(len(summary))} "
+            f"réglages essayés ({number(table['train_seconds'].sum() / 60)} min "
+            "d'entraînement), notés sur "
             f"{sizes} images de validation{weight}, jamais sur le test.")
     rows = []
     for _, r in summary.head(top).iterrows():

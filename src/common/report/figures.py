@@ -112,9 +112,18 @@ def predictions(x, true_names: list[str], pred_names: list[str], probs, path,
 
 
 def class_counts(counts, path) -> Path:
-    """Histogram of the number of images per class."""
+    """Histogram of the number of images per class: one bar per count when they span
+    few values (every class of the same size: one bar), else 20 bins; whole-number ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    counts = np.asarray(counts)
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.histplot(np.asarray(counts), bins=20, ax=ax)
+    few = counts.max() - counts.min() < 20
+    sns.histplot(counts, discrete=True, ax=ax) if few else sns.histplot(counts, bins=20, ax=ax)
+    if few:
+        ax.set_xlim(counts.min() - 5, counts.max() + 5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="images par classe", ylabel="nombre de classes")
     return _save(fig, path)
 
