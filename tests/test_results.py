@@ -68,7 +68,7 @@ def test_numbers_are_french():
     assert presentation.pct(0.1, 0) == "10\u00a0%"
     assert presentation.number(4880) == "4\u202f880"
     assert presentation.number(1234567.891, 2) == "1\u202f234\u202f567,89"
-    assert presentation.interval([0.246, 0.442]) == "24,6–44,2\u00a0%"
+    assert presentation.interval([0.246, 0.442]) == "24,6–\u206044,2\u00a0%"
     assert presentation.points(-0.012) == "1,2"
 
 
@@ -117,3 +117,15 @@ def test_class_counts_of_equal_classes_has_whole_number_ticks(tmp_path, monkeypa
     assert ticks and all(float(t).is_integer() for t in ticks)
     assert [p.get_height() for p in ax.patches if p.get_height()] == [12]
     plt.close(shown["fig"])
+
+
+def test_task_sentence_of_classes_of_one_size():
+    dataset = {"split_sizes": {"train": 154, "val": 38, "test": 48},
+               "split": {"seed": 0, "test_fraction": None},
+               "test_set": {"fingerprint": "abc"}, "synthetic": True, "layout": "devkit",
+               "task": "all", "class_ids": list(range(1, 13)), "images_per_class": [20, 20],
+               "official_test": True, "n_images": 240, "n_classes": 12}
+    text = presentation.task_markdown(dataset, "smoke")
+    assert "(données générées), 20 images par classe. Un seul découpage" in text
+    dataset["images_per_class"] = [24, 68]
+    assert "de 24 à 68 images par classe" in presentation.task_markdown(dataset, "smoke")

@@ -16,6 +16,7 @@ import numpy as np
 NBSP = "\u00a0"  # before % and : in French
 NNBSP = "\u202f"  # thousands separator
 ZWSP = "\u200b"  # a line may break here (after a hyphen of a long run name)
+WJ = "\u2060"  # no line break here (after the dash of an interval)
 
 
 def number(x: float, digits: int = 0) -> str:
@@ -35,10 +36,11 @@ def points(x: float, digits: int = 1) -> str:
 
 
 def interval(ci) -> str:
-    """A 95 % interval as French percentages: [0.246, 0.442] -> '24,6–44,2 %'."""
+    """A 95 % interval as French percentages: [0.246, 0.442] -> '24,6–44,2 %', on one line
+    (a word joiner after the dash: a narrow table column would break the range there)."""
     if not ci or ci[0] is None:
         return "—"
-    return number(ci[0] * 100, 1) + "–" + pct(ci[1])
+    return number(ci[0] * 100, 1) + "–" + WJ + pct(ci[1])
 
 
 def percent_axis(axis) -> None:
@@ -236,8 +238,10 @@ def task_markdown(dataset: dict, outputs: str) -> str:
     dry = (f" Exécution à blanc (profil `{outputs}`) : quelques images par ensemble seulement."
            if outputs.endswith("-dry") else "")
     return (f"Jeu de données : **{number(dataset['n_images'])} images**, "
-            f"**{dataset['n_classes']} classes**{ids} ({kind}), de {number(low)} à "
-            f"{number(high)} images par classe. Un seul découpage pour toute l'étude (graine "
+            f"**{dataset['n_classes']} classes**{ids} ({kind}), "
+            + (f"{number(low)} images par classe" if low == high else
+               f"de {number(low)} à {number(high)} images par classe")
+            + f". Un seul découpage pour toute l'étude (graine "
             f"{split['seed']}) : entraînement {number(sizes['train'])}, validation "
             f"{number(sizes['val'])}, test **{number(sizes['test'])} images**, {drawn} "
             f"(empreinte `{test['fingerprint']}`, la même pour tous les notebooks de cette "
