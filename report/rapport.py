@@ -31,7 +31,7 @@ from IPython.display import Image, Markdown, display
 from common.config.study import REFERENCE_2022
 from common.core import paths
 from common.report import figures, narrative, presentation, verdicts
-from common.report.explorations import explorations_markdown
+from common.report.explorations import explorations_markdown, explorations_table
 from common.report.presentation import number, pct
 from common.results import contract as results
 from common.results.comparison import chosen_run
@@ -367,6 +367,12 @@ show_figure("02_vit_scratch_10classes", "_confusion.png")
 
 # %%
 display(Markdown(explorations_markdown(paths.ROOT / "explorations")))
+
+# %%
+#| label: tbl-explorations
+#| tbl-cap: "Les réglages explorés, classés par exactitude moyenne de validation (écart entre graines entre parenthèses)."
+if explorations_table(paths.ROOT / "explorations"):
+    display(Markdown(explorations_table(paths.ROOT / "explorations")))
 
 # %% [markdown]
 # ## Vue d'ensemble

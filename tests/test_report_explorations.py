@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from common.report.explorations import explorations_markdown
+from common.report.explorations import explorations_markdown, explorations_table
 from common.results import journal
 
 
 def test_the_section_reads_the_journals(tmp_path):
     assert explorations_markdown(tmp_path) == "Aucun journal d'exploration dans ce dépôt."
+    assert explorations_table(tmp_path) == ""
     path = tmp_path / "02_vit_scratch_10classes.csv"
     base = {"date": "d", "commit": "c", "notebook": "02_vit_scratch_10classes",
             "run": "fast-scratch", "val_images": 52, "train_seconds": 120.0}
@@ -20,8 +21,9 @@ def test_the_section_reads_the_journals(tmp_path):
             "réglages essayés") in text
     assert ("notés sur 52 images de validation (une image y vaut 1,9 point), jamais sur le "
             "test") in text
-    assert ("| fast-scratch : réglages du fichier | 3 | 30,0\u00a0% (25\u00a0%–35\u00a0%) "
-            "| 120 |") in text
-    assert "| fast-scratch : `image_size` 64 | 1 | 20,0\u00a0% | 60 |" in text
     assert text.endswith("Meilleure moyenne de validation : fast-scratch, réglages du fichier "
                          "(30,0\u00a0%).")
+    table = explorations_table(tmp_path)
+    assert ("| 02 | fast-scratch : réglages du fichier | 3 | 30,0\u00a0% (25\u00a0%–35\u00a0%) "
+            "| 120 |") in table
+    assert "| 02 | fast-scratch : `image_size` 64 | 1 | 20,0\u00a0% | 60 |" in table

@@ -19,9 +19,9 @@ def _settings(text: str) -> str:
     return ", ".join(f"`{k}` {v}" for k, v in values.items())
 
 
-def journal_markdown(table, top: int = 8) -> str:
-    """One journal: a sentence on what it holds, and its best settings by mean validation
-    accuracy (seeds, mean, range, training seconds)."""
+def journal_markdown(table) -> str:
+    """One journal in a sentence: how many trainings and settings, on which validation set,
+    and which settings have the best mean validation accuracy."""
     if table.empty:
         return "Aucune exploration enregistrée."
     summary = journal.summary(table)
@@ -29,29 +29,43 @@ def journal_markdown(table, top: int = 8) -> str:
     sizes = " ou ".join(number(v) for v in val_sizes) or "?"
     weight = (f" (une image y vaut {number(100 / val_sizes[0], 1)} point)"
               if len(val_sizes) == 1 else "")
-    text = (f"Le journal compte {number(len(table))} entraînements, {number(len(summary))} "
-            f"réglages essayés ({number(table['train_seconds'].sum() / 60)} min "
-            "d'entraînement), notés sur "
-            f"{sizes} images de validation{weight}, jamais sur le test.")
-    rows = []
-    for _, r in summary.head(top).iterrows():
-        spread = "" if r["seeds"] < 2 else f" ({pct(r['val_min'], 0)}–{pct(r['val_max'], 0)})"
-        rows.append([f"{r['run']} : {_settings(r['settings'])}", number(r["seeds"]),
-                     pct(r["val_mean"]) + spread, number(r["train_seconds"])])
-    table_md = markdown_table(["Réglages (écart au fichier de paramètres)", "Graines",
-                               "Validation (min–max)", "Secondes"], rows, [12, 2, 5, 3])
     best = summary.iloc[0]
-    winner = (f"Meilleure moyenne de validation : {best['run']}, "
-              f"{_settings(best['settings'])} ({pct(best['val_mean'])}).")
-    return text + "\n\n" + table_md + "\n\n" + winner
+    return (f"Le journal compte {number(len(table))} entraînements, {number(len(summary))} "
+            f"réglages essayés ({number(table['train_seconds'].sum() / 60)} min "
+            f"d'entraînement), notés sur {sizes} images de validation{weight}, jamais sur le "
+            f"test. Meilleure moyenne de validation : {best['run']}, "
+            f"{_settings(best['settings'])} ({pct(best['val_mean'])}).")
+
+
+def _journals(folder: Path | str) -> list[Path]:
+    return sorted(Path(folder).glob("*.csv"))
 
 
 def explorations_markdown(folder: Path | str) -> str:
-    """The section's body for every journal in ``folder``."""
-    files = sorted(Path(folder).glob("*.csv"))
+    """The section's sentences, one per journal in ``folder``."""
+    files = _journals(folder)
     if not files:
         return "Aucun journal d'exploration dans ce dépôt."
-    parts = []
-    for file in files:
-        parts.append(f"**Notebook `{file.stem}`.** " + journal_markdown(journal.read(file)))
-    return "\n\n".join(parts)
+    return "\n\n".join(f"**Notebook `{file.stem}`.** " + journal_markdown(journal.read(file))
+                        for file in files)
+
+
+def explorations_table(folder: Path | str, top: int = 8) -> str:
+    """The best settings of every journal in ``folder`` as one table (by mean validation
+    accuracy: seeds, mean and range, training seconds); empty when there is no journal."""
+    rows = []
+    for file in _journals(folder):
+        table = journal.read(file)
+        if table.empty:
+            continue
+        for _, r in journal.summary(table).head(top).iterrows():
+            spread = ("" if r["seeds"] < 2
+                      else f" ({pct(r['val_min'], 0)}–{pct(r['val_max'], 0)})")
+            rows.append([file.stem.split("_")[0], f"{r['run']} : {_settings(r['settings'])}",
+                         number(r["seeds"]), pct(r["val_mean"]) + spread,
+                         number(r["train_seconds"])])
+    if not rows:
+        return ""
+    return markdown_table(["Notebook", "Réglages (écart au fichier de paramètres)", "Graines",
+                           "Validation (min–max)", "Secondes"], rows, [2, 12, 2, 5, 3],
+                          "llrrr")
