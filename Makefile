@@ -24,7 +24,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
 PAIRED := $(strip $(NOTEBOOKS) $(wildcard report/rapport.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test test-fast test-dry-run data run report weights bench lint clean
+.PHONY: help setup lock test test-fast test-dry-run data run report weights bench lint clean gpu-bundle
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -188,6 +188,13 @@ bench: setup ## image loading and ViT training throughput on the shared dataset
 	  KERAS_BACKEND=$${run%%:*} $(PY) benchmarks/bench_vit.py --image-size 96 --patch-size 16 \
 	    --stem-channels 16,32,64,64 --only nojit_aug_pipeline $${run#*:} $$busy; \
 	done; done
+
+# What travels to a rented GPU box for benchmarks/gpu_check.sh (Python 3.12, no Keras, no
+# network): .whl/ (the locked wheels it lacks, installed there with --no-deps) and
+# .gl/cars10/ (the 10 classes, official ids and boxes, from CARS_DATA_DIR or the shared copy);
+# fails when they and the checkout exceed the 64 MiB that can travel.
+gpu-bundle: $(STAMP) ## build .whl/ and .gl/cars10/ for benchmarks/gpu_check.sh on a rented box (<= 64 MiB)
+	$(PY) benchmarks/gpu_bundle.py
 
 lint: setup ## ruff on the code and notebooks
 	$(VENV)/bin/ruff check src tests benchmarks notebooks

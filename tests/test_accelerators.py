@@ -117,7 +117,7 @@ def _ops_without_gpu_kernel(graph) -> list[str]:
 
     out = []
     for op in graph.get_operations():
-        def fits(kernel):
+        def fits(kernel, op=op):
             for constraint in kernel.constraint:
                 try:
                     value = op.get_attr(constraint.name)

@@ -183,3 +183,9 @@ def test_gpu_check_runs_on_cpu(tmp_path):
         loading.load("02_vit_scratch_10classes", "gpu").runs)
     assert report["efficientnetb0"]["images_per_second"] > 0
     assert report["notebooks"]["04_balanced"]["weights"] == "stand-in"
+    # no TensorFlow that sees a GPU here: the check says which figures are not the profile's
+    assert any("TensorFlow" in line for line in report["not_measured"])
+    assert report["skipped"] == []
+    assert report["vit_b16_finetune"]["batch_size"] == 8  # --cpu; the profile's 32 on a GPU
+    assert len(report["vit_b16_finetune"]["epoch_seconds"]) == 3
+    assert report["efficientnetb0"]["trained_on"] == {"torch": "cpu"}
