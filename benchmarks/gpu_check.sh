@@ -40,13 +40,12 @@ if ! "$PYTHON" -c "import keras, pydantic" 2>/dev/null; then
 fi
 if [ -z "$data" ] && [ -d .gl/cars10 ]; then data=.gl/cars10; fi
 if [ -n "$data" ]; then args+=(--data "$data"); fi
-if [ -z "${KERAS_BACKEND:-}" ]; then
-  if TF_CPP_MIN_LOG_LEVEL=3 "$PYTHON" -c \
-      "import sys, tensorflow as tf; sys.exit(not tf.config.list_physical_devices('GPU'))" \
-      2>/dev/null; then
-    export KERAS_BACKEND=tensorflow TF_FORCE_GPU_ALLOW_GROWTH=true
-  else
-    export KERAS_BACKEND=torch
-  fi
+# the backend is chosen here, whatever KERAS_BACKEND the shell had
+if TF_CPP_MIN_LOG_LEVEL=3 "$PYTHON" -c \
+    "import sys, tensorflow as tf; sys.exit(not tf.config.list_physical_devices('GPU'))" \
+    2>/dev/null; then
+  export KERAS_BACKEND=tensorflow TF_FORCE_GPU_ALLOW_GROWTH=true
+else
+  export KERAS_BACKEND=torch
 fi
 exec timeout 540 "$PYTHON" benchmarks/gpu_check.py "${args[@]}"

@@ -308,7 +308,7 @@ def fine_tune_processes(clf: Classifier, x_train, y_train, x_val, y_val, cfg: Hf
     with tempfile.TemporaryDirectory(prefix="fine-tune-") as tmp:
         out = Path(tmp) / "main.pt"
         notebook_launcher(_fine_tune_and_save, args=(clf, x_train, y_train, x_val, y_val, cfg,
-                                                     seed, progress, str(out)),
+                                                     seed, progress, str(out), processes),
                           num_processes=int(processes))
         if not out.is_file():
             raise RuntimeError(f"the {processes} fine-tuning processes ended without a result")
@@ -322,13 +322,14 @@ def fine_tune_processes(clf: Classifier, x_train, y_train, x_val, y_val, cfg: Hf
     return saved["fit"]
 
 
-def _fine_tune_and_save(clf, x_train, y_train, x_val, y_val, cfg, seed, progress, out):
+def _fine_tune_and_save(clf, x_train, y_train, x_val, y_val, cfg, seed, progress, out,
+                        processes):
     """One process of :func:`fine_tune_processes`; the main one saves what it got."""
     import torch
     from accelerate import PartialState
 
     fit = fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress,
-                    processes=PartialState().num_processes)
+                    processes=processes)
     if PartialState().is_main_process:
         torch.save({"fit": fit, "state_dict": {k: v.detach().cpu() for k, v in
                                                clf.model.state_dict().items()}}, out)
