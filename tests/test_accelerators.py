@@ -53,6 +53,15 @@ def test_each_framework_is_asked_separately(monkeypatch):
     assert "make setup VENV=$CONDA_PREFIX" in line and "DRY_RUN=1" in line
 
 
+def test_the_check_is_skipped_only_when_asked(monkeypatch):
+    _fake_torch(monkeypatch, [])
+    monkeypatch.delenv("VIT_CARS_SKIP_GPU_CHECK", raising=False)
+    with pytest.raises(accelerators.NoGpu):
+        accelerators.require_gpus({"torch": "notebook 03"})
+    monkeypatch.setenv("VIT_CARS_SKIP_GPU_CHECK", "1")
+    assert accelerators.require_gpus({"torch": "notebook 03"}) == {}
+
+
 def test_tensorflow_gpus_by_name(monkeypatch):
     _fake_tensorflow(monkeypatch, ["NVIDIA H200"])
     assert accelerators.gpus("tensorflow") == ["NVIDIA H200"]

@@ -16,6 +16,7 @@ import os
 import sys
 
 FRAMEWORKS = ("tensorflow", "torch")
+SKIP = "VIT_CARS_SKIP_GPU_CHECK"  # tests only: reach what comes after the check without a GPU
 
 # the command that gives a CUDA box both frameworks with their CUDA libraries (README)
 INSTALL = ("conda create -y -n vit-cars-poc python=3.11 pip && conda activate vit-cars-poc "
@@ -84,7 +85,11 @@ def require_gpus(uses: dict[str, str], quiet: bool = False) -> dict[str, list[st
     """Check that every framework of ``uses`` (framework -> the notebooks that train with
     it, in words) sees a GPU; return the GPUs of each. Raises :class:`NoGpu`, one line
     naming the notebooks, the framework and the Python that lacks it, and what to install or
-    set. ``quiet``: TensorFlow's start-up logs are not shown."""
+    set. ``quiet``: TensorFlow's start-up logs are not shown. ``VIT_CARS_SKIP_GPU_CHECK=1``
+    skips the check (returns {}): only for the tests that reach the gpu profile's other
+    refusals (missing weights) on a machine without GPU."""
+    if os.environ.get(SKIP) == "1":
+        return {}
     seen = {}
     for framework, notebooks in uses.items():
         with _quiet_stderr(quiet):
