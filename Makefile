@@ -24,7 +24,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
 PAIRED := $(strip $(NOTEBOOKS) $(wildcard report/rapport.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test test-fast test-dry-run data run report weights bench lint clean
+.PHONY: help setup lock test test-fast test-dry-run data run report weights bench lint clean gpu-bundle
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -108,7 +108,17 @@ else
 DATA_DIR ?= $(or $(CARS_DATA_DIR),data/stanford_cars)
 endif
 
-data: $(STAMP) ## check the dataset (downloads it into data/stanford_cars when CARS_DATA_DIR is unset)
+# A real gpu run (PROFILE=gpu without DRY_RUN) first checks that each framework the
+# notebooks train with (TensorFlow for 01, 02, 05; torch for 03, 04) sees a GPU; otherwise it
+# stops at once, on one line that says what to install.
+ifeq ($(PROFILE):$(DRY_RUN),gpu:)
+GPU_CHECK := gpu-devices
+endif
+.PHONY: gpu-devices
+gpu-devices: $(STAMP)
+	@$(PY) -m common.pipeline.notebooks check --profile $(PROFILE) $(NOTEBOOKS) $(PARAMS)
+
+data: $(STAMP) $(GPU_CHECK) ## check the dataset (downloads it into data/stanford_cars when CARS_DATA_DIR is unset)
 ifeq ($(PROFILE),smoke)
 	@test -d "$(DATA_DIR)" || $(PY) -m common.synth "$(DATA_DIR)" --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
 else ifeq ($(DATA_DIR),data/synth-196)
@@ -123,15 +133,17 @@ endif
 # modules are read from the import statements (python3 -m common.pipeline.dependencies) into
 # $(DEPS). A failing notebook stops the run and keeps its previous results; its executed
 # copy stays in runs/$(PROFILE)/.
-# On a box with several GPUs, `make -j5 run PROFILE=gpu GPUS="0 1 2 3 4"` gives notebook NN
-# the NN-th GPU of GPUS.
+# On a box with several GPUs, `make -j5 run PROFILE=gpu GPUS="0 1 2 3 4"` gives each
+# notebook exactly one GPU: notebook NN the NN-th of GPUS, round-robin when there are fewer
+# GPUs than notebooks (GPUS="0 1": 01, 03, 05 on GPU 0, 02 and 04 on GPU 1).
 RESULTS := $(patsubst notebooks/%.py,$(OUTPUT)/results/$(OUTPROFILE)/%.json,$(NOTEBOOKS))
 DEPS := $(OUTPUT)/runs/deps.mk
 PARAMS_STAMP := $(OUTPUT)/runs/$(OUTPROFILE)/params.txt
 # PARAMS adds papermill parameters to every notebook, e.g. PARAMS="-p seed 7".
 GPUS ?=
 PARAMS ?=
-gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(GPUS))
+# word NN of GPUS repeated once per notebook: GPUS[(NN - 1) mod len(GPUS)]
+gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(foreach n,$(NOTEBOOKS),$(GPUS)))
 
 run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
 
@@ -145,7 +157,7 @@ $(DEPS): $(NOTEBOOKS) $(shell find src/common -name '*.py')
 	@mkdir -p $(dir $@)
 	@python3 -m common.pipeline.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 
-ifeq ($(filter help setup lock test test-fast test-dry-run weights lint clean,$(or $(MAKECMDGOALS),help)),)
+ifeq ($(filter help setup lock test test-fast test-dry-run weights lint clean gpu-bundle,$(or $(MAKECMDGOALS),help)),)
 -include $(DEPS)
 # PARAMS is kept in a file that changes only when PARAMS does: a new PARAMS re-runs the
 # notebooks. A new output folder starts with an empty one dated 1970 (nothing to re-run).
@@ -179,6 +191,13 @@ bench: setup ## image loading and ViT training throughput, the fast recipe's tim
 	@# the fast 10-class recipe from scratch (params/cpu/02, run fast-scratch): its test top-1
 	@# every 30 s of training and its time to 24.5 %, the best 10-class figure of 2022
 	$(PY) benchmarks/time_to_accuracy.py
+
+# What travels to a rented GPU box for benchmarks/gpu_check.sh (Python 3.12, no Keras, no
+# network): .whl/ (the locked wheels it lacks, installed there with --no-deps) and
+# .gl/cars10/ (the 10 classes, official ids and boxes, from CARS_DATA_DIR or the shared copy);
+# fails when they and the checkout exceed the 64 MiB that can travel.
+gpu-bundle: $(STAMP) ## build .whl/ and .gl/cars10/ for benchmarks/gpu_check.sh on a rented box (<= 64 MiB)
+	$(PY) benchmarks/gpu_bundle.py
 
 lint: setup ## ruff on the code and notebooks
 	$(VENV)/bin/ruff check src tests benchmarks notebooks

@@ -84,6 +84,10 @@ def test_the_dry_run_runs_every_gpu_notebook_with_the_gpu_settings(dry_run):
                 assert run["weights"]["reason"].startswith("dry run:")
         if name == "03_vit_finetune":
             assert payload["runs"][0]["params"]["model_parameters"] > 80_000_000  # ViT-Base
+        # the device each framework trained on, read from the framework (a CPU here)
+        framework = "torch" if name[:2] in ("03", "04") else "tensorflow"
+        assert payload["environment"]["trained_on"] == {framework: "cpu"}, name
+        assert all(run["trained_on"] == {framework: "cpu"} for run in payload["runs"])
     # one test set per task, in a dry run too
     assert tests["01_vit_scratch"] == tests["03_vit_finetune"] == tests["05_efficientnet"]
     assert tests["02_vit_scratch_10classes"] == tests["04_vit_finetune_10classes"]
@@ -144,7 +148,10 @@ def test_fine_tuning_in_two_processes(tmp_path, monkeypatch):
                           / "04_vit_finetune_10classes.json").read_text())
     run = payload["runs"][0]
     assert run["params"]["world_size"] == 2
-    assert run["params"]["global_batch_size"] == 2 * run["params"]["batch_size"]
+    # the global batch of the parameters, each process taking half of it
+    assert run["params"]["global_batch_size"] == run["params"]["batch_size"]
+    assert run["params"]["per_process_batch_size"] == run["params"]["batch_size"] // 2
+    assert run["trained_on"] == {"torch": "cpu"}
     assert payload["params"]["processes"] == 2
     # the saved model gives back the recorded test accuracy on the same test images
     table = splits.select_classes(data.load_table(root), class_ids=[2, 3, 5, 7, 11])
@@ -176,3 +183,9 @@ def test_gpu_check_runs_on_cpu(tmp_path):
         loading.load("02_vit_scratch_10classes", "gpu").runs)
     assert report["efficientnetb0"]["images_per_second"] > 0
     assert report["notebooks"]["04_balanced"]["weights"] == "stand-in"
+    # no TensorFlow that sees a GPU here: the check says which figures are not the profile's
+    assert any("TensorFlow" in line for line in report["not_measured"])
+    assert report["skipped"] == []
+    assert report["vit_b16_finetune"]["batch_size"] == 8  # --cpu; the profile's 32 on a GPU
+    assert len(report["vit_b16_finetune"]["epoch_seconds"]) == 3
+    assert report["efficientnetb0"]["trained_on"] == {"torch": "cpu"}

@@ -153,3 +153,28 @@ def test_project_venv_is_the_cpu_lock():
     assert info["mismatches"] == [], (
         f"{len(info['mismatches'])} packages depart from {info['file']} "
         f"(run make setup): {info['mismatches'][:10]}")
+
+
+# What the code calls that older versions lack, and the first version that has it: the
+# declared lower bounds must be at least these (else an allowed install breaks a notebook).
+NEEDED = {
+    "transformers": ("4.54", "PreTrainedModel.set_attn_implementation (hf_trainer.use_settings, "
+                             "inference.attention)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEEDED))
+def test_declared_minimum_versions_have_what_the_code_calls(name):
+    least, why = NEEDED[name]
+    declared = {"pyproject.toml": _project_requirements()[name].specifier,
+                "environment.yml": _conda_specifiers()[name]}
+    for source, spec in declared.items():
+        floors = [Version(s.version) for s in spec if s.operator in (">=", "==", "~=")]
+        assert floors and min(floors) >= Version(least), (
+            f"{source} allows {name}{spec}, but the code needs >= {least}: {why}")
+
+
+def test_the_installed_transformers_has_set_attn_implementation():
+    from transformers import PreTrainedModel
+
+    assert callable(getattr(PreTrainedModel, "set_attn_implementation", None))

@@ -196,6 +196,7 @@ def _execute(smoke_run, monkeypatch, tmp_path, name, profile, **overrides):
 
 
 def test_gpu_profile_stops_without_pretrained_weights(smoke_run, monkeypatch, tmp_path):
+    monkeypatch.setenv("VIT_CARS_SKIP_GPU_CHECK", "1")  # no GPU here: reach the weights
     with pytest.raises(Exception) as err:
         _execute(smoke_run, monkeypatch, tmp_path, "03_vit_finetune", "gpu")
     assert type(err.value).__name__ == "PapermillExecutionError"
@@ -209,6 +210,7 @@ def test_gpu_profile_stops_without_pretrained_weights(smoke_run, monkeypatch, tm
 def test_05_gpu_profile_refuses_random_weights(smoke_run, monkeypatch, tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
+    monkeypatch.setenv("VIT_CARS_SKIP_GPU_CHECK", "1")  # no GPU here: reach the weights
     with pytest.raises(PapermillExecutionError, match="WeightsUnavailable"):
         _execute(smoke_run, monkeypatch, tmp_path, "05_efficientnet", "gpu", image_size=32,
                  weights=str(tmp_path / "absent.h5"), data_dir=str(smoke_run["data"]))

@@ -143,7 +143,7 @@ class HfTraining(Strict):
     epochs: Positive = 3
     """Training epochs."""
     batch_size: Positive = 32
-    """Images per training step and per process."""
+    """Images per training step, all processes together (each takes an equal share)."""
     eval_batch_size: Positive = 64
     """Images per evaluation step."""
     learning_rate: Annotated[float, Field(gt=0)] = 2e-5
@@ -280,6 +280,11 @@ class KerasSwitches(Strict):
     mixed_precision: bool = False
     """Keras' mixed_bfloat16 policy."""
 
+    @property
+    def framework(self) -> str:
+        """The framework that trains: the Keras backend."""
+        return self.keras_backend
+
 
 class KerasVitNotebook(Notebook, KerasSwitches):
     """Notebook 01: from-scratch ViTs on the 196 classes."""
@@ -325,6 +330,11 @@ class HfNotebook(Notebook):
     """Test photos shown with their predicted class."""
     n_attention: Positive = 8
     """Test photos shown with their attention map."""
+
+    @property
+    def framework(self) -> str:
+        """The framework that trains: torch (the Hugging Face Trainer)."""
+        return "torch"
 
     _unique = field_validator("runs")(KerasVitNotebook._unique.__func__)
 

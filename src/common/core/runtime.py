@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from common.core import accelerators
+
 # torch's OpenMP threads spin while they wait for each other; on a small CPU shared with
 # other processes, that made training 5-40 times slower (measured on 2 shared cores).
 # Passive waiting costs little otherwise. It only takes effect if set before torch starts.
@@ -65,23 +67,37 @@ def set_keras_precision(mixed: bool) -> str:
     return keras.mixed_precision.global_policy().name
 
 
-def training_processes(processes: int | None) -> int:
+def training_processes(processes: int | None, batch_sizes=(), gpus: int | None = None) -> int:
     """How many data-parallel processes fine-tune: ``processes`` when given, else one per
-    visible GPU (``CUDA_VISIBLE_DEVICES`` narrows them), else 1."""
+    visible GPU (``gpus``, default torch's count; ``CUDA_VISIBLE_DEVICES`` narrows them),
+    else 1. Each process takes an equal share of every global batch of ``batch_sizes``: by
+    default, the most GPUs that divide them all (6 of 8 GPUs for batches of 48); a
+    ``processes`` that does not divide one is refused (ValueError)."""
+    batch_sizes = [int(b) for b in batch_sizes]
     if processes is not None:
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ValueError(f"processes must be a positive integer or null, got {processes!r}")
+        uneven = [b for b in batch_sizes if b % processes]
+        if uneven:
+            raise ValueError(f"processes {processes} does not divide batch_size {uneven[0]}: "
+                             f"each process takes an equal share of the global batch; use a "
+                             f"divisor of it")
         return processes
-    import torch
+    if gpus is None:
+        import torch
 
-    return max(1, torch.cuda.device_count())
+        gpus = torch.cuda.device_count()
+    return next(n for n in range(max(1, gpus), 0, -1)
+                if all(b % n == 0 for b in batch_sizes))
 
 
 def prepare_keras(params) -> str:
     """A Keras notebook's switches from its parameters (:func:`common.config.load`): the
-    backend (call this before importing Keras), torch threads and precision. Returns the
-    backend."""
+    backend (call this before importing Keras), TensorFlow's GPU memory grown as needed,
+    torch threads and precision. Returns the backend."""
     backend = use_keras_backend(params.keras_backend)
+    if backend == "tensorflow":
+        accelerators.grow_tensorflow_memory()
     set_torch_threads(params.torch_threads)
     set_keras_precision(params.mixed_precision)
     return backend

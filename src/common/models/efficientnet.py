@@ -17,6 +17,7 @@ import keras
 from keras import layers
 
 from common.models import weight_files
+from common.models.augmentation import AUGMENT_DTYPE
 from common.models.origin import weights_info
 
 IMAGENET = "imagenet"
@@ -27,9 +28,12 @@ class WeightsUnavailable(RuntimeError):
 
 
 def augmentation() -> keras.Sequential:
-    """The 2022 notebook's augmentation (keras.io EfficientNet example)."""
-    return keras.Sequential([layers.RandomRotation(0.15), layers.RandomTranslation(0.1, 0.1),
-                             layers.RandomFlip(), layers.RandomContrast(0.1)],
+    """The 2022 notebook's augmentation (keras.io EfficientNet example), computed in float32
+    whatever the precision policy (:data:`common.models.augmentation.AUGMENT_DTYPE`)."""
+    return keras.Sequential([layers.RandomRotation(0.15, dtype=AUGMENT_DTYPE),
+                             layers.RandomTranslation(0.1, 0.1, dtype=AUGMENT_DTYPE),
+                             layers.RandomFlip(dtype=AUGMENT_DTYPE),
+                             layers.RandomContrast(0.1, dtype=AUGMENT_DTYPE)],
                             name="augmentation")
 
 

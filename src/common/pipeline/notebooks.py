@@ -40,6 +40,7 @@ import yaml
 from common.config import loading
 from common.config.study import NOTEBOOKS, PROFILES
 from common.core import paths
+from common.core.accelerators import NoGpu
 
 KERNEL = "vit-cars-poc"
 KERNEL_DIED = "Kernel died while waiting for execute reply."
@@ -99,6 +100,22 @@ def for_notebook(notebook: str, overrides: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def require_gpus(notebooks: list[Path], profile: str, overrides: dict | None = None) -> dict:
+    """Before a real gpu-profile run: check that each framework these notebooks train with
+    (their parameters, ``overrides`` included) sees a GPU; return the GPUs of each. Raises
+    :class:`common.core.accelerators.NoGpu`, one line (TensorFlow's start-up logs silenced)."""
+    from common.core import accelerators
+
+    uses: dict[str, list[str]] = {}
+    for notebook in notebooks:
+        params = loading.load(Path(notebook).stem, profile,
+                              **for_notebook(Path(notebook).stem, overrides or {}))
+        uses.setdefault(params.framework, []).append(Path(notebook).stem[:2])
+    return accelerators.require_gpus({fw: "notebook" + ("s " if len(nbs) > 1 else " ")
+                                      + ", ".join(nbs) for fw, nbs in uses.items()},
+                                     quiet=True)
 
 
 def _papermill(notebook: Path, output: Path, params: dict, kernel: str, progress: bool,
@@ -207,6 +224,8 @@ def execute(notebook: Path | str, profile: str, overrides: dict | None = None,
     """
     notebook = Path(notebook)
     params = parameters(notebook, profile, overrides, dry_run)
+    if profile == "gpu" and not dry_run and notebook.resolve() != REPORT:
+        require_gpus([notebook], profile, overrides)
     root = paths.output_root()
     profile = outputs(profile, dry_run)  # where the outputs go
     if notebook.resolve() == REPORT:
@@ -248,6 +267,17 @@ def _watch_parent(parent: int) -> None:
             return
 
 
+def _check(args) -> int:
+    try:
+        overrides = {k: yaml.safe_load(v) for k, v in args.p}
+        seen = require_gpus(args.notebooks, args.profile, overrides)
+    except (NoGpu, loading.ConfigError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("GPUs: " + "; ".join(f"{fw}: {', '.join(names)}" for fw, names in seen.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.pipeline.notebooks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,7 +293,14 @@ def main(argv: list[str] | None = None) -> int:
                        help="the profile's models and settings with tiny amounts; outputs "
                             "go to <profile>-dry")
     rep.add_argument("--no-quarto", action="store_true", help="use the fallback renderer")
+    chk = sub.add_parser("check", help="check, before a real gpu run, that each framework the "
+                                       "notebooks train with sees a GPU")
+    chk.add_argument("notebooks", type=Path, nargs="+")
+    chk.add_argument("--profile", required=True, choices=PROFILES)
+    chk.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args)
     signal.signal(signal.SIGTERM, _interrupt)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     # papermill logs the notebook's own output (training progress) at INFO level
@@ -275,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {k: yaml.safe_load(v) for k, v in getattr(args, "p", [])}
         out = execute(notebook, args.profile, overrides, dry_run=args.dry_run)
-    except (FileNotFoundError, loading.ConfigError, yaml.YAMLError) as exc:
+    except (FileNotFoundError, loading.ConfigError, yaml.YAMLError, NoGpu) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ResultsError as exc:

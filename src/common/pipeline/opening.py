@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common.config import loading, schema
 from common.config.study import TASKS
-from common.core import paths, runtime
+from common.core import accelerators, paths, runtime
 from common.data.study import Task, load_task
 
 # what a kernel's namespace holds before the notebook's first cell, besides its parameters
@@ -73,8 +73,10 @@ def injected_unknown(namespace: dict) -> list[str]:
 def start(notebook: str, namespace: dict) -> Study:
     """Open ``notebook``: check what papermill injected, load the parameters (profile, data
     folder and overrides from ``namespace``, the notebook's globals), set up the process
-    (Keras backend before Keras is imported, torch threads, precision, processes) and load
-    the task's data and split. Raises :class:`common.config.loading.ConfigError`, one line."""
+    (Keras backend before Keras is imported, torch threads, precision, processes), check
+    that a real gpu-profile run has its GPU (:func:`common.core.accelerators.require_gpus`)
+    and load the task's data and split. Raises :class:`common.config.loading.ConfigError`
+    or :class:`common.core.accelerators.NoGpu`, one line."""
     started = time.time()
     unknown = injected_unknown(namespace)
     if unknown:
@@ -91,7 +93,10 @@ def start(notebook: str, namespace: dict) -> Study:
         runtime.prepare_keras(params)
     else:
         runtime.set_torch_threads(params.torch_threads)
-        processes = runtime.training_processes(params.processes)
+        processes = runtime.training_processes(params.processes,
+                                               [run.batch_size for run in params.runs])
+    if params.profile == "gpu" and not params.dry_run:
+        accelerators.require_gpus({params.framework: notebook})
     task = load_task(params.study, TASKS[notebook], loading.limits(params))
     return Study(notebook, params, task, started, processes)
 

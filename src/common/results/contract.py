@@ -161,6 +161,17 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def trained_on(runs: list[dict]) -> dict[str, str]:
+    """Each framework that trained the runs and the device it trained on (the devices of
+    its runs, joined when they differ), read from the frameworks, not from nvidia-smi."""
+    seen: dict[str, list[str]] = {}
+    for run in runs:
+        for framework, device in (run.get("trained_on") or {}).items():
+            if device not in seen.setdefault(framework, []):
+                seen[framework].append(device)
+    return {framework: ", ".join(devices) for framework, devices in seen.items()}
+
+
 def write(params, notebook: str, *, started: float, dataset: dict, runs: list[dict],
           figures: list) -> Path:
     """Validate and write ``results/<outputs>/<notebook>.json`` and, before it, the runs'
@@ -176,7 +187,8 @@ def write(params, notebook: str, *, started: float, dataset: dict, runs: list[di
     payload = {"notebook": notebook, "profile": params.profile, "dry_run": params.dry_run,
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "duration_s": round(time.time() - started, 1), "git_commit": git_commit(),
-               "environment": environment(), "params": as_record(params),
+               "environment": {**environment(), "trained_on": trained_on(runs)},
+               "params": as_record(params),
                "dataset": dataset,
                "runs": [{**r, "model_dir": _relative(r["model_dir"])} for r in runs],
                "figures": [_relative(f) for f in figures],
@@ -220,8 +232,8 @@ def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: d
     (:func:`common.data.splits.row_ids`). ``trained`` holds ``history`` (per-epoch lists),
     ``best_val_accuracy``, ``train_seconds`` and ``train_images_per_second``, as returned by
     :func:`common.training.keras_fit.train`, and optionally ``best_epoch`` (1-based; None
-    when the trainer does not say) and ``checkpoint_rule`` (how the kept epoch was chosen:
-    ``metric``, ``from_epoch``).
+    when the trainer does not say), ``checkpoint_rule`` (how the kept epoch was chosen:
+    ``metric``, ``from_epoch``) and ``trained_on`` (framework -> the device it trained on).
     """
     if not np.isfinite(np.asarray(probs, dtype=float)).all():
         raise ValueError(f"run {name!r}: the model's test probabilities hold NaN or infinity, "
@@ -241,6 +253,7 @@ def run_record(name: str, params: dict, weights: dict, y_test, probs, trained: d
             "train_seconds": round(float(trained["train_seconds"]), 2),
             "train_images_per_second": round(float(trained["train_images_per_second"]), 2),
             "epoch_seconds": [round(float(v), 3) for v in trained.get("epoch_seconds", [])],
+            "trained_on": dict(trained.get("trained_on") or {}),
             "model_dir": str(model_dir),
             "predictions": predictions_file.table(images, y_test, probs)}
 

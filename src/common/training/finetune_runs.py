@@ -72,7 +72,8 @@ def fit_config(cfg: HfRun, parts: Splits, labels: dict[int, tuple[int, str]], p:
               "split_sizes": {"train": len(x_train), "val": len(x_val), "test": len(x_test)},
               "best_epoch": fit["best_epoch"], "world_size": fit["world_size"],
               "torch_threads": torch.get_num_threads(),
-              "global_batch_size": fit["settings"].batch_size * fit["world_size"]}
+              "global_batch_size": fit["settings"].batch_size,
+              "per_process_batch_size": fit["per_process_batch_size"]}
     record = run_record(cfg.name, params, clf.weights, y_test, probs, fit, model_dir,
                         images=row_ids(t_test))
     test = {"x": x_test, "y": y_test, "probs": probs, "table": t_test, "classifier": clf}

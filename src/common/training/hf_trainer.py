@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config.schema import HfTraining
+from common.core.accelerators import describe
 from common.models.hf_classifier import Classifier
 
 
@@ -111,7 +112,18 @@ def _precision(mixed: bool) -> dict:
     return {"bf16": True}
 
 
-def _training_arguments(cfg: HfTraining, output_dir: Path, seed: int, progress: bool):
+def per_process_batch(batch_size: int, processes: int) -> int:
+    """The images per step of each of ``processes`` data-parallel processes, so that the
+    global batch (and with it the number of steps, the warmup and the schedule) stays the
+    parameter file's ``batch_size``. Raises ValueError when it does not divide evenly."""
+    if processes < 1 or batch_size % processes:
+        raise ValueError(f"batch_size {batch_size} does not split over {processes} processes: "
+                         f"set processes to a divisor of it")
+    return batch_size // processes
+
+
+def _training_arguments(cfg: HfTraining, output_dir: Path, seed: int, progress: bool,
+                        processes: int = 1):
     import dataclasses
 
     from transformers import TrainingArguments
@@ -132,8 +144,8 @@ def _training_arguments(cfg: HfTraining, output_dir: Path, seed: int, progress: 
         save_strategy="no", load_best_model_at_end=False,
         metric_for_best_model="val_accuracy", greater_is_better=True,
         num_train_epochs=float(cfg.epochs),
-        per_device_train_batch_size=int(cfg.batch_size),
-        per_device_eval_batch_size=int(cfg.eval_batch_size),
+        per_device_train_batch_size=per_process_batch(int(cfg.batch_size), processes),
+        per_device_eval_batch_size=max(1, int(cfg.eval_batch_size) // processes),
         learning_rate=float(cfg.learning_rate), weight_decay=float(cfg.weight_decay),
         lr_scheduler_type=cfg.scheduler, label_smoothing_factor=float(cfg.label_smoothing),
         dataloader_num_workers=workers, dataloader_persistent_workers=workers > 0,
@@ -218,7 +230,7 @@ def history_from_logs(log_history: list[dict]) -> dict:
 
 
 def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, *,
-              seed: int = 0,
+              seed: int = 0, processes: int = 1,
               work_dir: Path | None = None, progress: bool = False) -> dict:
     """Fine-tune ``clf.model`` with the ``Trainer``; keep the best epoch on validation.
 
@@ -230,8 +242,11 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
     the whole training set), ``best_val_accuracy``, ``best_epoch``, ``checkpoint_rule`` (the
     best epoch is the highest ``val_accuracy`` of all), ``train_seconds`` (the
     whole ``train()``, evaluations and checkpoints included), ``train_images_per_second``
-    (training images over the training part of the epochs only), ``settings`` (what was
-    used) and ``world_size`` (processes that trained together). The weights of the best
+    (training images over the training part of the epochs only, the first epoch, the
+    warm-up, left out when there are several, as Keras' rate does), ``settings`` (what was
+    used), ``world_size`` (processes that trained together) and ``trained_on`` (the device
+    of the weights while training). ``cfg.batch_size`` is the global batch: each of the
+    ``processes`` takes its share (:func:`per_process_batch`). The weights of the best
     epoch are loaded back into ``clf.model``; the Trainer's output folder (``work_dir``,
     temporary by default) is deleted.
     """
@@ -252,12 +267,14 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="hf-trainer-"))
     try:
         trainer = Trainer(model=clf.model,
-                          args=_training_arguments(cfg, work_dir, seed, progress),
+                          args=_training_arguments(cfg, work_dir, seed, progress,
+                                                   processes),
                           data_collator=Collator(clf.processor), train_dataset=train_ds,
                           eval_dataset=evals, compute_metrics=_accuracy,
                           callbacks=[clock, keep])
         t0 = time.perf_counter()
         trainer.train()
+        device = describe(next(trainer.model.parameters()).device)
         if keep.state_dict is not None:
             trainer.model.load_state_dict(keep.state_dict)
         train_seconds = time.perf_counter() - t0
@@ -267,13 +284,15 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
             shutil.rmtree(work_dir, ignore_errors=True)
     clf.model = trainer.model.eval()
     best = int(np.argmax(history["val_accuracy"]))
+    timed = clock.epoch_seconds[1:] if len(clock.epoch_seconds) > 1 else clock.epoch_seconds
     return {"history": history, "best_val_accuracy": float(history["val_accuracy"][best]),
             "best_epoch": best + 1, "train_seconds": float(train_seconds),
             "checkpoint_rule": {"metric": "val_accuracy", "from_epoch": 1},
-            "train_images_per_second": float(len(x_train) * len(clock.epoch_seconds)
-                                             / max(sum(clock.epoch_seconds), 1e-9)),
+            "train_images_per_second": float(len(x_train) * len(timed)
+                                             / max(sum(timed), 1e-9)),
             "settings": cfg, "world_size": int(trainer.args.world_size),
-            "epoch_seconds": list(clock.epoch_seconds)}
+            "per_process_batch_size": int(trainer.args.per_device_train_batch_size),
+            "epoch_seconds": list(clock.epoch_seconds), "trained_on": {"torch": device}}
 
 
 def fine_tune_processes(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, *,
@@ -287,25 +306,32 @@ def fine_tune_processes(clf: Classifier, x_train, y_train, x_val, y_val, cfg: Hf
 
     if processes < 2:
         return fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress)
+    per_process_batch(int(cfg.batch_size), processes)  # before starting any process
     with tempfile.TemporaryDirectory(prefix="fine-tune-") as tmp:
         out = Path(tmp) / "main.pt"
         notebook_launcher(_fine_tune_and_save, args=(clf, x_train, y_train, x_val, y_val, cfg,
-                                                     seed, progress, str(out)),
+                                                     seed, progress, str(out), processes),
                           num_processes=int(processes))
         if not out.is_file():
             raise RuntimeError(f"the {processes} fine-tuning processes ended without a result")
         saved = torch.load(out, map_location="cpu", weights_only=False)
     clf.model.load_state_dict(saved["state_dict"])
+    # the evaluation, predictions and attention maps that follow run on the GPU, as after a
+    # single-process fine-tuning (the Trainer leaves the model there)
+    if torch.cuda.is_available():
+        clf.model.to("cuda")
     clf.model.eval()
     return saved["fit"]
 
 
-def _fine_tune_and_save(clf, x_train, y_train, x_val, y_val, cfg, seed, progress, out):
+def _fine_tune_and_save(clf, x_train, y_train, x_val, y_val, cfg, seed, progress, out,
+                        processes):
     """One process of :func:`fine_tune_processes`; the main one saves what it got."""
     import torch
     from accelerate import PartialState
 
-    fit = fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress)
+    fit = fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress,
+                    processes=processes)
     if PartialState().is_main_process:
         torch.save({"fit": fit, "state_dict": {k: v.detach().cpu() for k, v in
                                                clf.model.state_dict().items()}}, out)

@@ -19,7 +19,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from common.core.accelerators import describe
 from common.models.augmentation import PACKAGE, augmentation_layers
+
 
 def augmentation_kornia(augmentation: str = "standard"):
     """The transformations of :func:`augmentation_layers` for torch, drawn per image:
@@ -278,7 +280,8 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     after the checkpoint and the throughput ones. Returns a dict with "history",
     "best_val_accuracy", "best_epoch" (1-based), "checkpoint_rule" (the rule that chose it:
     highest val_accuracy from ``select_from_epoch`` on), "train_seconds",
-    "train_images_per_second", "model".
+    "train_images_per_second", "trained_on" (the Keras backend and the device its weights
+    were on while training, e.g. ``{"tensorflow": "GPU:0 (NVIDIA H200)"}``), "model".
     """
     if label_smoothing > 0 and not isinstance(model.loss, SparseSmoothedCrossentropy):
         compile_classifier(model, model.optimizer, label_smoothing, jit_compile=model.jit_compile)
@@ -296,6 +299,7 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     keys = ("loss", "val_loss", "accuracy", "val_accuracy", "top5_accuracy",
             "val_top5_accuracy")
     history = {k: [float(v) for v in hist.history[k]] for k in keys if k in hist.history}
+    device = describe(getattr(model.weights[0].value, "device", "cpu"))
     best = keras.saving.load_model(checkpoint_path, safe_mode=True)
     return {
         "history": history,
@@ -305,5 +309,6 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
         "train_seconds": throughput.train_seconds,
         "train_images_per_second": throughput.images_per_second,
         "epoch_seconds": list(throughput.epoch_seconds),
+        "trained_on": {keras.backend.backend(): device},
         "model": best,
     }
