@@ -68,6 +68,22 @@ def test_committed_journals_hold_validation_figures_only():
         assert table["val_accuracy"].between(0, 1).all(), file
 
 
+def test_committed_journal_settings_are_relative_to_the_params_file_as_it_is():
+    """A row's settings, applied to today's params file, give the epochs it trained: when a
+    params file adopts a setting from the journal, its rows are restated."""
+    import json
+
+    from common.config import loading
+
+    for file in sorted((paths.ROOT / "explorations").glob("*.csv")):
+        for _, row in journal.read(file).iterrows():
+            overrides = {f"runs.{row['run']}.{k}": v
+                         for k, v in json.loads(row["settings"]).items()}
+            params = loading.load(row["notebook"], "cpu", **overrides)
+            run = next(r for r in params.runs if r.name == row["run"])
+            assert run.epochs == row["epochs"], (file.name, row["date"], row["settings"])
+
+
 @pytest.mark.slow
 def test_an_exploration_run_writes_one_row_and_never_reads_the_test_set(tmp_path):
     root = tmp_path / "synth"

@@ -27,3 +27,17 @@ def test_the_section_reads_the_journals(tmp_path):
     assert ("| 02 | fast-scratch : réglages du fichier | 3 | 30,0\u00a0% (25\u00a0%–35\u00a0%) "
             "| 120 |") in table
     assert "| 02 | fast-scratch : `image_size` 64 | 1 | 20,0\u00a0% | 60 |" in table
+
+
+def test_the_section_says_what_the_params_file_keeps_when_it_is_not_the_best(tmp_path):
+    path = tmp_path / "02_vit_scratch_10classes.csv"
+    base = {"date": "d", "commit": "c", "notebook": "02_vit_scratch_10classes",
+            "run": "fast-scratch", "val_images": 52, "seed": 0}
+    journal.append(path, {**base, "settings": journal.settings_text({"epochs": 150}),
+                          "val_accuracy": 0.385, "train_seconds": 523.0})
+    journal.append(path, {**base, "settings": "{}", "val_accuracy": 0.365,
+                          "train_seconds": 254.0})
+    text = explorations_markdown(tmp_path)
+    assert ("Meilleure moyenne de validation : fast-scratch, `epochs` 150 (38,5\u00a0%). Le "
+            "fichier de paramètres en retient d'autres : 36,5\u00a0% de validation en moyenne, "
+            "en 254 s d'entraînement contre 523 s.") in text

@@ -12,7 +12,7 @@ from common.results import journal
 
 def _settings(text: str) -> str:
     """``{"epochs":150,"image_size":64}`` -> ``epochs 150, image_size 64``; ``{}``: the
-    params file's run as it is."""
+    params file's run as it is today."""
     values = json.loads(text) if text else {}
     if not values:
         return "réglages du fichier"
@@ -30,11 +30,18 @@ def journal_markdown(table) -> str:
     weight = (f" (une image y vaut {number(100 / val_sizes[0], 1)} point)"
               if len(val_sizes) == 1 else "")
     best = summary.iloc[0]
-    return (f"Le journal compte {number(len(table))} entraînements, {number(len(summary))} "
+    text = (f"Le journal compte {number(len(table))} entraînements, {number(len(summary))} "
             f"réglages essayés ({number(table['train_seconds'].sum() / 60)} min "
             f"d'entraînement), notés sur {sizes} images de validation{weight}, jamais sur le "
             f"test. Meilleure moyenne de validation : {best['run']}, "
             f"{_settings(best['settings'])} ({pct(best['val_mean'])}).")
+    kept = summary[(summary["run"] == best["run"]) & (summary["settings"] == "{}")]
+    if best["settings"] != "{}" and not kept.empty:
+        kept = kept.iloc[0]
+        text += (f" Le fichier de paramètres en retient d'autres : {pct(kept['val_mean'])} "
+                 f"de validation en moyenne, en {number(kept['train_seconds'])} s "
+                 f"d'entraînement contre {number(best['train_seconds'])} s.")
+    return text
 
 
 def _journals(folder: Path | str) -> list[Path]:
