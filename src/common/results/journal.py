@@ -22,8 +22,9 @@ COLUMNS = ["date", "commit", "notebook", "run", "settings", "seed", "val_accurac
 """The journal's columns: ``settings`` is a JSON object of the keys that differ from the
 run's parameters in today's params file (when a params file adopts a setting, its journal's
 rows are restated: a test applies them to the file and checks their epochs);
-``train_seconds`` the training loop alone, ``seconds`` the whole run (images loaded, model built, trained); ``load_before`` the
-machine's one-minute load average when the run started (other work slows a run down)."""
+``train_seconds`` the training loop alone, ``seconds`` the whole run (images loaded, model
+built, trained); ``load_before`` the machine's one-minute load average when the run started
+(other work slows a run down)."""
 
 def journal_file(notebook: str) -> Path:
     """explorations/<notebook>.csv at the project's root."""
