@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from common.data.table import DataError
 
@@ -141,6 +140,10 @@ def _min_per_class(part: pd.DataFrame, needed: int, why: str) -> None:
 
 
 def _stratified(part: pd.DataFrame, fraction: float, seed: int):
+    # imported here: the command line and the results contract import this module for its
+    # fingerprints, and scikit-learn alone takes a second to import
+    from sklearn.model_selection import train_test_split
+
     n_classes = part["label"].nunique()
     n_held = max(n_classes, round(len(part) * fraction))
     return train_test_split(part, test_size=n_held, random_state=seed, stratify=part["label"])
