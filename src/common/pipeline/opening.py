@@ -72,11 +72,12 @@ def injected_unknown(namespace: dict) -> list[str]:
 
 def start(notebook: str, namespace: dict) -> Study:
     """Open ``notebook``: check what papermill injected, load the parameters (profile, data
-    folder and overrides from ``namespace``, the notebook's globals), set up the process
-    (Keras backend before Keras is imported, torch threads, precision, processes), check
-    that a real gpu-profile run has its GPU (:func:`common.core.accelerators.require_gpus`)
-    and load the task's data and split. Raises :class:`common.config.loading.ConfigError`
-    or :class:`common.core.accelerators.NoGpu`, one line."""
+    folder and overrides from ``namespace``, the notebook's globals), load the task's data
+    and split, set up the process (Keras backend before Keras is imported, torch threads,
+    precision, processes) and check that a real gpu-profile run has its GPU
+    (:func:`common.core.accelerators.require_gpus`). Raises
+    :class:`common.config.loading.ConfigError`, :class:`common.data.table.DataError` or
+    :class:`common.core.accelerators.NoGpu`, one line."""
     started = time.time()
     unknown = injected_unknown(namespace)
     if unknown:
@@ -88,6 +89,8 @@ def start(notebook: str, namespace: dict) -> Study:
     params = loading.load(notebook, namespace.get("profile", "cpu"),
                           data_dir=namespace.get("data_dir"),
                           **(namespace.get("overrides") or {}))
+    # the data first: a bad data folder stops before Keras, TensorFlow or torch is imported
+    task = load_task(params.study, TASKS[notebook], loading.limits(params))
     processes = 1
     if isinstance(params, schema.KerasSwitches):
         runtime.prepare_keras(params)
@@ -97,7 +100,6 @@ def start(notebook: str, namespace: dict) -> Study:
                                                [run.batch_size for run in params.runs])
     if params.profile == "gpu" and not params.dry_run:
         accelerators.require_gpus({params.framework: notebook})
-    task = load_task(params.study, TASKS[notebook], loading.limits(params))
     return Study(notebook, params, task, started, processes)
 
 
