@@ -119,51 +119,35 @@ def test_make_optimizer_linear_decay_to_zero_at_the_budget():
         keras_training.make_optimizer(schedule="step")
 
 
-def test_train_on_separable_problem(tmp_path):
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    n = 64
-    y = rng.integers(0, 2, n).astype("int64")
-    x = np.where(y[:, None, None, None] == 1, 200, 40) + rng.integers(-30, 30, (n, 32, 32, 3))
-    x = x.clip(0, 255).astype("uint8")
-    model = vit.build_vit(2, 32, 8, augmentation="none", **SMALL)
-    keras_training.compile_classifier(model, keras_training.make_optimizer(1e-3))
-    ckpt = tmp_path / "best.keras"
-    out = keras_training.train(model, x[:48], y[:48], x[48:], y[48:], epochs=2, batch_size=16,
-                        checkpoint_path=str(ckpt), label_smoothing=0.1, verbose=0)
-    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
-        assert len(out["history"][key]) == 2
-        assert all(isinstance(v, float) for v in out["history"][key])
-    assert 0.0 <= out["best_val_accuracy"] <= 1.0
-    assert out["best_val_accuracy"] == max(out["history"]["val_accuracy"])
-    assert out["history"]["val_accuracy"][out["best_epoch"] - 1] == out["best_val_accuracy"]
-    assert out["train_seconds"] > 0 and out["train_images_per_second"] > 0
-    assert ckpt.exists()
-    best = out["model"]
-    assert best.predict(x[:2].astype("float32"), verbose=0).shape == (2, 2)
-    # the returned model is the best checkpoint: its val accuracy is the best one
-    _, acc, _ = best.evaluate(x[48:].astype("float32"), y[48:], verbose=0)
-    assert acc == pytest.approx(out["best_val_accuracy"])
-
-
-def test_train_selects_the_best_epoch_from_select_from_epoch_on(tmp_path):
+def test_train_keeps_the_best_epoch_from_select_from_epoch_on(tmp_path):
+    """One training: a full history of floats, and the model returned (and saved) is the
+    best validation epoch from ``select_from_epoch`` on."""
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 60).astype("int64")
     x = rng.integers(0, 256, (60, 16, 16, 3)).astype("uint8")  # noise: val accuracy wanders
     keras.utils.set_random_seed(1)
     model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
     keras_training.compile_classifier(model, keras_training.make_optimizer(3e-3))
+    ckpt = tmp_path / "best.keras"
     out = keras_training.train(model, x[:40], y[:40], x[40:], y[40:], epochs=4, batch_size=8,
-                    checkpoint_path=str(tmp_path / "best.keras"), verbose=0,
-                    select_from_epoch=3)
+                               checkpoint_path=str(ckpt), label_smoothing=0.1, verbose=0,
+                               select_from_epoch=3)
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert len(out["history"][key]) == 4
+        assert all(isinstance(v, float) for v in out["history"][key])
+    assert out["train_seconds"] > 0 and out["train_images_per_second"] > 0
     val = out["history"]["val_accuracy"]
-    assert len(val) == 4 and out["best_epoch"] in (3, 4)
+    assert out["best_epoch"] in (3, 4)
     assert out["best_val_accuracy"] == max(val[2:]) == val[out["best_epoch"] - 1]
-    _, acc, _ = out["model"].evaluate(x[40:].astype("float32"), y[40:], verbose=0)
+    assert ckpt.exists()
+    best = out["model"]
+    assert best.predict(x[:2].astype("float32"), verbose=0).shape == (2, 3)
+    _, acc, _ = best.evaluate(x[40:].astype("float32"), y[40:], verbose=0)
     assert acc == pytest.approx(out["best_val_accuracy"])  # the saved model is that epoch
     with pytest.raises(ValueError, match="select_from_epoch"):
         keras_training.train(model, x[:40], y[:40], x[40:], y[40:], epochs=2, batch_size=8,
-                  checkpoint_path=str(tmp_path / "other.keras"), verbose=0, select_from_epoch=3)
+                             checkpoint_path=str(tmp_path / "other.keras"), verbose=0,
+                             select_from_epoch=3)
 
 
 def test_configure_precision_keeps_float32_logits():
@@ -250,37 +234,24 @@ def test_with_new_head_shares_every_other_layer(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_fit_config_starts_from_another_runs_network(tmp_path):
-    """01 trains on every class; 02 starts from that network with a new head (init_from)."""
-    from common.data import synth
+@pytest.mark.slow
+def test_fit_config_refuses_a_network_it_cannot_start_from(smoke_run, tmp_path):
+    """02 starts from a network of 01 (init_from): the smoke run's 02 does it and its test
+    checks the weights it records. Here, the refusals, before any training: a network of
+    another image size, and one that was never trained."""
     from conftest import task_of
 
-    root = synth.synth(tmp_path / "cars", classes=6, per_class=8, test_per_class=2,
-                       layout="devkit", size=32)
-    cfg = KerasVitRun(name="hybrid", image_size=16, patch_size=4, stem_channels=[8, 8],
-                      epochs=2, batch_size=8, augmentation="none", **SMALL)
-    task = task_of(root)
-    vit_training.fit_config(cfg, task.parts, labels=task.labels,
-                            model_dir=tmp_path / "01" / "hybrid", verbose=0)
-    ten = task_of(root, [2, 5])
-    sub_parts, sub_labels = ten.parts, ten.labels
-    run, test = vit_training.fit_config(cfg.model_copy(update={"name": "subset"}), sub_parts,
-                                        labels=sub_labels, model_dir=tmp_path / "02",
-                                        verbose=0, init_from=tmp_path / "01" / "hybrid")
-    assert run["weights"] == {"source": "pretrained-here", "pretrained": False, "reason": None,
-                              "from": "01/hybrid", "classes": 6}
-    assert test["probs"].shape == (len(sub_parts.test), 2)
-    reloaded = keras.saving.load_model(tmp_path / "02" / "model.keras", safe_mode=True)
-    assert reloaded.output_shape == (None, 2)
-    with pytest.raises(ValueError, match="takes 16 px images but this configuration says"):
-        vit_training.fit_config(KerasVitRun(**{**cfg.model_dump(), "image_size": 32,
-                                               "patch_size": 8, "stem_channels": [8, 8, 8]}),
-                                sub_parts,
-                                labels=sub_labels, model_dir=tmp_path / "m2",
-                                init_from=tmp_path / "01" / "hybrid")
+    network = smoke_run["out"] / "models" / "smoke" / "01_vit_scratch" / "improved-hybrid"
+    ten = task_of(smoke_run["data"], [2, 5])
+    cfg = KerasVitRun(name="subset", image_size=32, patch_size=8, stem_channels=[8, 8, 8],
+                      epochs=1, batch_size=8, augmentation="none", **SMALL)
+    with pytest.raises(ValueError, match="takes 24 px images but this configuration says"):
+        vit_training.fit_config(cfg, ten.parts, labels=ten.labels, model_dir=tmp_path / "m2",
+                                init_from=network)
     with pytest.raises(FileNotFoundError, match="run the notebook that trains it first"):
-        vit_training.fit_config(cfg, sub_parts, labels=sub_labels, model_dir=tmp_path / "m3",
+        vit_training.fit_config(cfg, ten.parts, labels=ten.labels, model_dir=tmp_path / "m3",
                                 init_from=tmp_path / "absent")
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
 
 
 def test_run_cap_keeps_the_test_set_whole(synth_root):
