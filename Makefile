@@ -75,12 +75,15 @@ lock: $(STAMP) ## refresh requirements/{cpu,gpu}.lock.txt from pyproject.toml (U
 	$(call compile_lock,gpu)
 
 # The tests write nothing into the checkout: outputs go to temporary folders, and no
-# bytecode cache is written.
+# bytecode cache is written. `make test` runs them in TEST_WORKERS pytest-xdist processes
+# (one per core here); the smoke run of the notebooks is made once and shared, and the
+# report's tests keep to one process (--dist loadgroup). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) ## run the test suite (unit tests, smoke notebooks and report; not the dry run)
-	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest
+	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP) ## run the unit tests only (no notebook, no report)
-	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -m "not slow and not dryrun"
+	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow and not dryrun"
 
 test-dry-run: $(STAMP) ## the gpu profile's dry run, and Keras on torch without TensorFlow
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -m dryrun

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,10 +56,11 @@ def shared_data() -> Path:
     return root
 
 
-def smoke_environment(base: Path) -> dict:
-    """The environment of a smoke run: its own output and cache folders, and a Hugging Face
-    hub that refuses connections (a closed loopback port) with an empty cache."""
-    env = {**os.environ, "VIT_CARS_OUTPUT": str(base / "out"),
+def smoke_environment(base: Path, environ: dict | None = None) -> dict:
+    """The environment of a smoke run (``environ``, by default this process's, with these
+    changes): its own output and cache folders, and a Hugging Face hub that refuses
+    connections (a closed loopback port) with an empty cache."""
+    env = {**(os.environ if environ is None else environ), "VIT_CARS_OUTPUT": str(base / "out"),
            "VIT_CARS_CACHE": str(base / "cache"), "HF_ENDPOINT": "http://127.0.0.1:9",
            "HF_HOME": str(base / "hf-home"), "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": str(paths.ROOT / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
@@ -83,34 +85,89 @@ def _papermill(name: str, base: Path, data: Path, env: dict) -> subprocess.Compl
          "--no-progress-bar"], env=env, capture_output=True, text=True, timeout=900)
 
 
+SMOKE_CHAINS = [["05_efficientnet", "03_vit_finetune"],
+                ["01_vit_scratch", "02_vit_scratch_10classes", "04_vit_finetune_10classes"]]
+"""The smoke run's notebooks, two chains at a time; 02 starts from 01's network, so they run
+one after the other."""
+
+
+def _uses_smoke_run(item) -> bool:
+    return "smoke_run" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that read the smoke run go last: the others run while it is under way."""
+    items[:] = sorted(items, key=_uses_smoke_run)
+
+
+def _smoke_folder(tmp_path_factory) -> Path:
+    """The folder of the session's one smoke run, shared by pytest-xdist's workers (each has
+    its own basetemp, below the session's)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _produce_smoke_run(folder: Path, environ: dict) -> Path:
+    """Run the five notebooks into ``folder / "smoke-run"`` unless a worker or an earlier call
+    did. Under a file lock the first caller runs them and writes ``smoke-run.json`` (with the
+    failure, when a notebook fails); the others wait for that file and read it."""
+    from filelock import FileLock
+
+    record = folder / "smoke-run.json"
+    with FileLock(folder / "smoke-run.lock"):
+        if record.exists():
+            return record
+        base = folder / "smoke-run"
+        payload = {"base": str(base), "data": str(base / "synth"), "failed": "", "stderr": {}}
+        try:
+            base.mkdir()
+            synth.synth(base / "synth", classes=12, per_class=16, test_per_class=4, size=48)
+            env = smoke_environment(base, environ)
+
+            def run_chain(names):
+                return {n: _papermill(n, base, base / "synth", env) for n in names}
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                procs = {n: p for done in pool.map(run_chain, SMOKE_CHAINS)
+                         for n, p in done.items()}
+            payload["failed"] = "\n\n".join(f"{n} failed:\n{p.stderr[-3000:]}"
+                                             for n, p in procs.items() if p.returncode != 0)
+            payload["stderr"] = {n: p.stderr for n, p in procs.items()}
+        except Exception as exc:  # recorded, so that no other test starts it again
+            payload["failed"] = f"the smoke run stopped: {type(exc).__name__}: {exc}"
+        partial = record.with_suffix(".partial")
+        partial.write_text(json.dumps(payload), encoding="utf-8")
+        partial.replace(record)
+    return record
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _smoke_run_in_background(request, tmp_path_factory):
+    """When a selected test reads the smoke run, start the run at once in a thread: the tests
+    that do not read it run meanwhile (they come first)."""
+    if any(_uses_smoke_run(item) for item in request.session.items):
+        threading.Thread(target=_produce_smoke_run, daemon=True,
+                         args=(_smoke_folder(tmp_path_factory), dict(os.environ))).start()
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The five notebooks, run once per test session on generated data (the smoke profile's
-    data), two at a time. Returns the folders, the environment, each notebook's results and
-    its executed copy."""
-    base = tmp_path_factory.mktemp("smoke-run")
-    data = synth.synth(base / "synth", classes=12, per_class=16, test_per_class=4, size=48)
-    env = smoke_environment(base)
-    # two at a time; 02 starts from 01's network, so they run one after the other
-    chains = [["05_efficientnet", "03_vit_finetune"],
-              ["01_vit_scratch", "02_vit_scratch_10classes", "04_vit_finetune_10classes"]]
-
-    def run_chain(names):
-        return {n: _papermill(n, base, data, env) for n in names}
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        procs = {n: p for done in pool.map(run_chain, chains) for n, p in done.items()}
-    failed = {n: p for n, p in procs.items() if p.returncode != 0}
-    if failed:
-        raise AssertionError("\n\n".join(f"{n} failed:\n{p.stderr[-3000:]}"
-                                         for n, p in failed.items()))
+    data) by papermill's command line, two at a time. Returns the folders, the environment,
+    each notebook's results and its executed copy."""
+    record = _produce_smoke_run(_smoke_folder(tmp_path_factory), dict(os.environ))
+    payload = json.loads(record.read_text(encoding="utf-8"))
+    if payload["failed"]:
+        raise AssertionError(payload["failed"])
+    base = Path(payload["base"])
     out = base / "out"
     results = {n: json.loads((out / "results" / "smoke" / f"{n}.json").read_text())
                for n in NOTEBOOKS}
     executed = {n: (out / "runs" / "smoke" / f"{n}.ipynb").read_text(encoding="utf-8")
                 for n in NOTEBOOKS}
-    return {"base": base, "out": out, "data": data, "env": env, "results": results,
-            "executed": executed, "stderr": {n: p.stderr for n, p in procs.items()}}
+    return {"base": base, "out": out, "data": Path(payload["data"]),
+            "env": smoke_environment(base), "results": results, "executed": executed,
+            "stderr": payload["stderr"]}
 
 
 # --------------------------------------------------------------------------- doctored results

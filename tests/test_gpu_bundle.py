@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from common.config.study import TEN_CLASSES
 from common.core import paths
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu-bundle")]  # one bundle, one worker
 sys.path.insert(0, str(paths.ROOT / "benchmarks"))
 import gpu_bundle  # noqa: E402
 

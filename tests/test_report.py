@@ -13,7 +13,9 @@ import pytest
 from common.core import paths
 from common.report import presentation
 
-pytestmark = pytest.mark.slow
+# one worker runs this module: its tests share one rendered report (`make test` runs them
+# in two pytest-xdist workers)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]
 
 
 def _make(*args, env, check=True):
@@ -26,13 +28,17 @@ def _make(*args, env, check=True):
 
 
 @pytest.fixture(scope="module")
-def smoke_report(smoke_run):
-    """`make report` over the smoke run's outputs: its results are up to date, so make only
-    executes and renders the report."""
+def smoke_report(smoke_run, tmp_path_factory):
+    """`make report` over a copy of the smoke run's outputs (the tests here change them; the
+    smoke run is shared by other tests, which may run meanwhile in another worker): its
+    results are up to date, so make only executes and renders the report."""
+    out = tmp_path_factory.mktemp("smoke-report") / "out"
+    shutil.copytree(smoke_run["out"], out)
     env = {k: v for k, v in smoke_run["env"].items() if k != "VIT_CARS_OUTPUT"}
-    args = ["PROFILE=smoke", f"OUTPUT={smoke_run['out']}", f"DATA_DIR={smoke_run['data']}"]
+    args = ["PROFILE=smoke", f"OUTPUT={out}", f"DATA_DIR={smoke_run['data']}"]
     proc = _make("report", *args, env=env)
-    return {**smoke_run, "env": env, "args": args, "log": proc.stdout + proc.stderr}
+    return {**smoke_run, "out": out, "env": env, "args": args,
+            "log": proc.stdout + proc.stderr}
 
 
 def test_report_uses_the_results_and_runs_no_notebook_again(smoke_report):
