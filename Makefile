@@ -36,6 +36,7 @@ help: ## list the targets
 	@echo "      -p '03.runs.*.epochs' 1            that key in every run of notebook 03"
 	@echo "      -p 05.frozen.epochs 1              one key of a block of notebook 05 (NN.BLOCK.KEY)"
 	@echo "    VENV=\$$CONDA_PREFIX on a CUDA box (installs requirements/gpu.lock.txt there)"
+	@echo "    TEST_WORKERS=2 (make test, test-fast: pytest-xdist processes; 0: one process)"
 
 setup: $(STAMP) ## create .venv, install the lock's exact versions, the Jupyter kernel, the notebook pairs
 	@$(if $(PAIRED),$(VENV)/bin/jupytext --sync --quiet $(PAIRED))
