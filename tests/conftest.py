@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from common.config.study import NOTEBOOKS
-from common.core import paths
+from common.core import atomic, paths
 from common.data import synth
 
 HUB_ID = "google/vit-base-patch16-224-in21k"
@@ -135,9 +135,8 @@ def _produce_smoke_run(folder: Path, environ: dict) -> Path:
             payload["stderr"] = {n: p.stderr for n, p in procs.items()}
         except Exception as exc:  # recorded, so that no other test starts it again
             payload["failed"] = f"the smoke run stopped: {type(exc).__name__}: {exc}"
-        partial = record.with_suffix(".partial")
-        partial.write_text(json.dumps(payload), encoding="utf-8")
-        partial.replace(record)
+        with atomic.atomic_file(record) as f:
+            json.dump(payload, f)
     return record
 
 
