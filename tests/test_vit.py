@@ -234,6 +234,26 @@ def test_with_new_head_shares_every_other_layer(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_key_dim_sets_the_width_of_each_head():
+    narrow = vit.build_vit(6, 32, 8, augmentation="none", key_dim=4, **SMALL)
+    usual = vit.build_vit(6, 32, 8, augmentation="none", **SMALL)  # keras.io: projection_dim
+    assert narrow.get_layer("block0_attention").get_config()["key_dim"] == 4
+    assert usual.get_layer("block0_attention").get_config()["key_dim"] == SMALL["projection_dim"]
+    assert narrow.count_params() < usual.count_params()
+
+
+def test_a_new_head_from_rows_keeps_those_classes_scores():
+    base = vit.build_vit(6, 32, 8, augmentation="none", **SMALL)
+    model = vit.with_new_head(base, 2, rows=[4, 1])
+    x = np.random.default_rng(5).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), base.predict(x, verbose=0)[:, [4, 1]],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="rows gives 1 output units for 2 classes"):
+        vit.with_new_head(base, 2, rows=[4])
+    with pytest.raises(ValueError, match="head_from_init needs init_from"):
+        KerasVitRun(name="x", image_size=32, patch_size=8, head_from_init=True)
+
+
 @pytest.mark.slow
 def test_fit_config_refuses_a_network_it_cannot_start_from(smoke_run, tmp_path):
     """02 starts from a network of 01 (init_from): the smoke run's 02 does it and its test
@@ -252,6 +272,12 @@ def test_fit_config_refuses_a_network_it_cannot_start_from(smoke_run, tmp_path):
         vit_training.fit_config(cfg, ten.parts, labels=ten.labels, model_dir=tmp_path / "m3",
                                 init_from=tmp_path / "absent")
     assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
+    # head_from_init: each class's output unit of 01's network, found by class id
+    rows = vit_training._same_classes(network, ten.labels)
+    units = vit_training.model_folder.read_labels(network)
+    assert [units[r][0] for r in rows] == [cid for _, (cid, _) in sorted(ten.labels.items())]
+    with pytest.raises(ValueError, match=r"no output for class ids \[999\]"):
+        vit_training._same_classes(network, {0: (999, "absent")})
 
 
 def test_run_cap_keeps_the_test_set_whole(synth_root):

@@ -75,6 +75,8 @@ class KerasVitRun(Budget):
     """Width of the tokens."""
     num_heads: Positive = 4
     """Attention heads per block."""
+    key_dim: Positive | None = None
+    """Width of each head's queries and keys; null: projection_dim (the keras.io model)."""
     transformer_layers: Positive = 8
     """Transformer blocks."""
     mlp_head_units: list[Positive] = [2048, 1024]
@@ -111,6 +113,8 @@ class KerasVitRun(Budget):
     """XLA (torch.compile on torch); auto: Keras' rule."""
     init_from: Name | None = None
     """Start from the network of this run of notebook 01 (a new output layer)."""
+    head_from_init: bool = False
+    """With init_from: the new output layer starts from that network's for the same classes."""
     test_time_flip: bool = False
     """Average test probabilities over each image and its mirror image."""
 
@@ -134,6 +138,9 @@ class KerasVitRun(Budget):
         if self.select_from_epoch > self.epochs:
             raise ValueError(f"select_from_epoch {self.select_from_epoch} is after the last "
                              f"epoch ({self.epochs})")
+        if self.head_from_init and not self.init_from:
+            raise ValueError("head_from_init needs init_from: the run whose output layer "
+                             "it starts from")
         return self
 
 

@@ -135,7 +135,7 @@ def conv_stem(x, channels, name="stem"):
 
 
 def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=4,
-              transformer_layers=8, mlp_head_units=(2048, 1024), dropout=0.1,
+              key_dim=None, transformer_layers=8, mlp_head_units=(2048, 1024), dropout=0.1,
               head_dropout=0.5, stochastic_depth_rate=0.0, augmentation="standard",
               mean=None, variance=None, stem_channels=None, name="vit") -> keras.Model:
     """keras.io ViT. Input: float images (image_size, image_size, 3), values 0..255.
@@ -146,7 +146,9 @@ def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=
     uses ``rate * i / (transformer_layers - 1)`` (linear, first block 0).
     ``stem_channels`` (a list of ints) makes it a hybrid: :func:`conv_stem` instead of
     :class:`Patches`; each token then covers ``2 ** len(stem_channels)`` pixels a side,
-    which must equal ``patch_size`` and divide ``image_size``.
+    which must equal ``patch_size`` and divide ``image_size``. ``key_dim``: the width of each
+    attention head's queries and keys; by default ``projection_dim`` per head, as the
+    keras.io example (``projection_dim // num_heads`` is the usual ViT's, cheaper).
     """
     if stem_channels:
         if 2 ** len(stem_channels) != patch_size or image_size % patch_size:
@@ -171,7 +173,7 @@ def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=
         rate = stochastic_depth_rate * i / max(transformer_layers - 1, 1)
         drop = StochasticDepth(rate, name=f"block{i}_droppath") if rate > 0 else (lambda t: t)
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
-        h = layers.MultiHeadAttention(num_heads, projection_dim, dropout=dropout,
+        h = layers.MultiHeadAttention(num_heads, key_dim or projection_dim, dropout=dropout,
                                       name=f"block{i}_attention")(h, h)
         x = layers.Add(name=f"block{i}_add1")([drop(h), x])
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln2")(x)
@@ -186,9 +188,18 @@ def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=
     return keras.Model(inputs, outputs, name=name)
 
 
-def with_new_head(model: keras.Model, num_classes: int, name: str | None = None) -> keras.Model:
+def with_new_head(model: keras.Model, num_classes: int, name: str | None = None,
+                  rows: list[int] | None = None) -> keras.Model:
     """The same network with a fresh ``logits`` layer for ``num_classes`` classes: every
-    other layer (and its weights) is shared with ``model``."""
+    other layer (and its weights) is shared with ``model``. ``rows``: the new layer starts
+    from ``model``'s output units ``rows`` (one per new class, in order) instead of random
+    weights: the same classes keep the scores they had."""
     features = model.get_layer("logits").input
-    outputs = layers.Dense(num_classes, dtype="float32", name="logits")(features)
+    head = layers.Dense(num_classes, dtype="float32", name="logits")
+    outputs = head(features)
+    if rows is not None:
+        if len(rows) != num_classes:
+            raise ValueError(f"rows gives {len(rows)} output units for {num_classes} classes")
+        kernel, bias = model.get_layer("logits").get_weights()
+        head.set_weights([kernel[:, list(rows)], bias[list(rows)]])
     return keras.Model(model.input, outputs, name=name or model.name)

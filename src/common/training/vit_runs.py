@@ -32,6 +32,7 @@ def build_from_config(cfg: KerasVitRun, num_classes: int, pixels: np.ndarray | N
     configuration says ``augment_in_model``."""
     return build_vit(num_classes, cfg.image_size, cfg.patch_size,
                      projection_dim=cfg.projection_dim, num_heads=cfg.num_heads,
+                     key_dim=cfg.key_dim,
                      transformer_layers=cfg.transformer_layers,
                      mlp_head_units=tuple(cfg.mlp_head_units), dropout=cfg.dropout,
                      head_dropout=cfg.head_dropout,
@@ -91,9 +92,11 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
     keras.utils.set_random_seed(seed)
     if init_from is not None:
         base = _load_network(Path(init_from), size)
-        model = with_new_head(base, len(labels), name=cfg.name)
+        rows = _same_classes(Path(init_from), labels) if cfg.head_from_init else None
+        model = with_new_head(base, len(labels), name=cfg.name, rows=rows)
         weights = weights_info(
             "pretrained-here", pretrained=False, classes=int(base.output_shape[-1]),
+            head="the same classes' output units" if rows else "random-init",
             **{"from": f"{Path(init_from).parent.name}/{Path(init_from).name}"})
         stats = f"of the training set of {Path(init_from).parent.name}"
     else:
@@ -110,6 +113,17 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
                 augmentation="none" if cfg.augment_in_model else cfg.augmentation,
                 select_from_epoch=cfg.select_from_epoch, callbacks=callbacks)
     return out, weights, stats
+
+
+def _same_classes(folder: Path, labels: dict) -> list[int]:
+    """For each of ``labels`` (in order), the output unit of the network in ``folder`` that
+    scores the same class id."""
+    unit_of = {cid: unit for unit, (cid, _) in model_folder.read_labels(folder).items()}
+    missing = [cid for _, (cid, _) in sorted(labels.items()) if cid not in unit_of]
+    if missing:
+        raise ValueError(f"head_from_init: the network in {folder} has no output for class "
+                         f"ids {missing}: set head_from_init: false")
+    return [unit_of[cid] for _, (cid, _) in sorted(labels.items())]
 
 
 def _load_network(folder: Path, size: int) -> keras.Model:
