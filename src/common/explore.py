@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import yaml
 
@@ -41,9 +43,13 @@ def _commit() -> str:
 
 
 def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: str = "cpu",
-            note: str = "", journal_path=None, data_dir=None, verbose: int = 2) -> list[dict]:
+            note: str = "", journal_path=None, data_dir=None, verbose: int = 2,
+            torch_threads: int | None = None, keep=None) -> list[dict]:
     """Train run ``run`` of ``notebook`` with ``settings`` changed, once per seed; append
-    one journal row per seed and return the rows."""
+    one journal row per seed and return the rows. ``torch_threads``: instead of the params
+    file's (one each lets two explorations share a 2-core machine). ``keep``: a folder where
+    the last seed's network is kept as a model folder (its checkpoint and labels), for a
+    later exploration that starts from it (``init_from``, with ``VIT_CARS_OUTPUT``)."""
     if notebook not in SCRATCH:
         raise loading.ConfigError(f"exploration runs are for the from-scratch ViT notebooks "
                                   f"({', '.join(SCRATCH)}), not {notebook!r}")
@@ -53,8 +59,11 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
     if cfg is None:
         raise loading.ConfigError(f"{params.file}: no run named {run!r}; the runs are "
                                   f"{', '.join(r.name for r in params.runs)}")
+    if torch_threads is not None:
+        params = params.model_copy(update={"torch_threads": torch_threads})
     runtime.prepare_keras(params)
     from common.data.study import load_task  # after the Keras backend is chosen
+    from common.models import folder as model_folder
     from common.training import vit_runs
 
     task = load_task(params.study, TASKS[notebook])
@@ -71,6 +80,15 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
             out, _, _ = vit_runs.train_config(cfg, task.parts, labels=task.labels,
                                               model_dir=folder, seed=seed, verbose=verbose,
                                               init_from=init_from)
+            if keep is not None:
+                kept = Path(keep)
+                kept.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(folder) / model_folder.KERAS_FILE,
+                                kept / model_folder.KERAS_FILE)
+                model_folder.write_info(kept, task.labels, {
+                    "framework": "keras", "model_file": model_folder.KERAS_FILE,
+                    "image_size": cfg.image_size, "crop_mode": cfg.crop_mode,
+                    "crop_margin": cfg.crop_margin, "explored": note})
         row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                "commit": commit, "notebook": notebook, "run": run,
                "settings": journal.settings_text(settings), "seed": seed,
@@ -102,12 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="the dataset folder (default: the study file's)")
     parser.add_argument("--journal", help="another journal file (default: "
                                           "explorations/NOTEBOOK.csv)")
+    parser.add_argument("--torch-threads", type=int, help="torch threads, instead of the "
+                                                              "params file's")
+    parser.add_argument("--keep", help="keep the last seed's network as a model folder here")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress lines")
     args = parser.parse_args(argv)
     settings = {key: yaml.safe_load(value) for key, value in args.p}
     return commands.run(lambda: explore(args.notebook, args.run, settings, args.seeds,
                                         args.profile, args.note, args.journal,
-                                        args.data_dir, verbose=0 if args.quiet else 2),
+                                        args.data_dir, verbose=0 if args.quiet else 2,
+                                        torch_threads=args.torch_threads, keep=args.keep),
                         loading.ConfigError, FileNotFoundError, ValueError)
 
 
