@@ -41,3 +41,21 @@ def test_the_section_says_what_the_params_file_keeps_when_it_is_not_the_best(tmp
     assert ("Meilleure moyenne de validation : fast-scratch, `epochs` 150 (38,5\u00a0%). Le "
             "fichier de paramètres en retient d'autres : 36,5\u00a0% de validation en moyenne, "
             "en 254 s d'entraînement contre 523 s.") in text
+
+
+def test_overlapping_seeds_are_a_tie_and_a_second_journal_is_named(tmp_path):
+    base = {"date": "d", "commit": "c", "notebook": "02_vit_scratch_10classes",
+            "run": "improved-hybrid", "val_images": 52, "train_seconds": 200.0}
+    path = tmp_path / "02_vit_scratch_10classes.csv"
+    for seed, (kept, other) in enumerate([(0.538, 0.538), (0.5, 0.519), (0.538, 0.538)]):
+        journal.append(path, {**base, "settings": "{}", "seed": seed, "val_accuracy": kept})
+        journal.append(path, {**base, "settings": journal.settings_text({"head_from_init": True}),
+                              "seed": seed, "val_accuracy": other})
+    journal.append(tmp_path / "02_vit_scratch_10classes_from-other-01.csv",
+                   {**base, "settings": "{}", "seed": 0, "val_accuracy": 0.4})
+    text = explorations_markdown(tmp_path)
+    assert ("de validation en moyenne : une égalité, les graines des deux se recouvrant, en "
+            "200 s") in text
+    table = explorations_table(tmp_path)
+    assert "| 02 (from-other-01) | improved-hybrid : réglages du fichier | 1 |" in table
+    assert "| 02 | improved-hybrid : réglages du fichier | 3 |" in table

@@ -21,7 +21,8 @@ def _settings(text: str) -> str:
 
 def journal_markdown(table) -> str:
     """One journal in a sentence: how many trainings and settings, on which validation set,
-    and which settings have the best mean validation accuracy."""
+    and which settings have the best mean validation accuracy; when the params file keeps
+    others, their mean too, called a tie when the two ranges over seeds overlap."""
     if table.empty:
         return "Aucune exploration enregistrée."
     summary = journal.summary(table)
@@ -38,8 +39,10 @@ def journal_markdown(table) -> str:
     kept = summary[(summary["run"] == best["run"]) & (summary["settings"] == "{}")]
     if best["settings"] != "{}" and not kept.empty:
         kept = kept.iloc[0]
+        tie = (" : une égalité, les graines des deux se recouvrant"
+               if kept["val_max"] >= best["val_min"] else "")
         text += (f" Le fichier de paramètres en retient d'autres : {pct(kept['val_mean'])} "
-                 f"de validation en moyenne, en {number(kept['train_seconds'])} s "
+                 f"de validation en moyenne{tie}, en {number(kept['train_seconds'])} s "
                  f"d'entraînement contre {number(best['train_seconds'])} s.")
     return text
 
@@ -57,6 +60,16 @@ def explorations_markdown(folder: Path | str) -> str:
                         for file in files)
 
 
+def _journal_label(file: Path, table) -> str:
+    """``02`` for explorations/02_vit_scratch_10classes.csv; ``02 (from-faster-01)`` for a
+    second journal of that notebook, explorations/02_vit_scratch_10classes_from-faster-01.csv
+    (runs on another footing, kept apart from the first's)."""
+    notebook = str(table["notebook"].iloc[0])
+    extra = file.stem[len(notebook):].lstrip("_") if file.stem.startswith(notebook) else ""
+    short = file.stem.split("_")[0]
+    return f"{short} ({extra})" if extra else short
+
+
 def explorations_table(folder: Path | str, top: int = 8) -> str:
     """The best settings of every journal in ``folder`` as one table (by mean validation
     accuracy: seeds, mean and range, training seconds); empty when there is no journal."""
@@ -68,11 +81,11 @@ def explorations_table(folder: Path | str, top: int = 8) -> str:
         for _, r in journal.summary(table).head(top).iterrows():
             spread = ("" if r["seeds"] < 2
                       else f" ({pct(r['val_min'], 0)}–{pct(r['val_max'], 0)})")
-            rows.append([file.stem.split("_")[0], f"{r['run']} : {_settings(r['settings'])}",
+            rows.append([_journal_label(file, table), f"{r['run']} : {_settings(r['settings'])}",
                          number(r["seeds"]), pct(r["val_mean"]) + spread,
                          number(r["train_seconds"])])
     if not rows:
         return ""
     return markdown_table(["Notebook", "Réglages (écart au fichier de paramètres)", "Graines",
-                           "Validation (min–max)", "Secondes"], rows, [2, 12, 2, 5, 3],
+                           "Validation (min–max)", "Secondes"], rows, [3, 11, 2, 5, 3],
                           "llrrr")
