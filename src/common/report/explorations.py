@@ -56,16 +56,30 @@ def explorations_markdown(folder: Path | str) -> str:
     files = _journals(folder)
     if not files:
         return "Aucun journal d'exploration dans ce dépôt."
-    return "\n\n".join(f"**Notebook `{file.stem}`.** " + journal_markdown(journal.read(file))
-                        for file in files)
+    tables = {file: journal.read(file) for file in files}
+    return "\n\n".join(_heading(file, table) + journal_markdown(table)
+                        for file, table in tables.items())
+
+
+def _heading(file: Path, table) -> str:
+    """``**Notebook `02_vit_scratch_10classes`.**``; for a second journal of a notebook,
+    ``**Notebook `02_vit_scratch_10classes`, journal à part `from-faster-01`.**``."""
+    notebook = str(table["notebook"].iloc[0]) if not table.empty else file.stem
+    extra = _extra(file, notebook)
+    return (f"**Notebook `{notebook}`, journal à part `{extra}`.** " if extra
+            else f"**Notebook `{file.stem}`.** ")
+
+
+def _extra(file: Path, notebook: str) -> str:
+    """What a journal's file name adds to its notebook's name ("" for the main journal)."""
+    return file.stem[len(notebook):].lstrip("_") if file.stem.startswith(notebook) else ""
 
 
 def _journal_label(file: Path, table) -> str:
     """``02`` for explorations/02_vit_scratch_10classes.csv; ``02 (from-faster-01)`` for a
     second journal of that notebook, explorations/02_vit_scratch_10classes_from-faster-01.csv
     (runs on another footing, kept apart from the first's)."""
-    notebook = str(table["notebook"].iloc[0])
-    extra = file.stem[len(notebook):].lstrip("_") if file.stem.startswith(notebook) else ""
+    extra = _extra(file, str(table["notebook"].iloc[0]))
     short = file.stem.split("_")[0]
     return f"{short} ({extra})" if extra else short
 
