@@ -77,18 +77,15 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
         load = os.getloadavg()[0]
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="explore-") as folder:
-            out, _, _ = vit_runs.train_config(cfg, task.parts, labels=task.labels,
-                                              model_dir=folder, seed=seed, verbose=verbose,
-                                              init_from=init_from)
+            out, _, stats = vit_runs.train_config(cfg, task.parts, labels=task.labels,
+                                                  model_dir=folder, seed=seed,
+                                                  verbose=verbose, init_from=init_from)
             if keep is not None:
                 kept = Path(keep)
                 kept.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(Path(folder) / model_folder.KERAS_FILE,
                                 kept / model_folder.KERAS_FILE)
-                model_folder.write_info(kept, task.labels, {
-                    "framework": "keras", "model_file": model_folder.KERAS_FILE,
-                    "image_size": cfg.image_size, "crop_mode": cfg.crop_mode,
-                    "crop_margin": cfg.crop_margin, "explored": note})
+                vit_runs.write_model_info(cfg, kept, task.labels, stats)
         row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                "commit": commit, "notebook": notebook, "run": run,
                "settings": journal.settings_text(settings), "seed": seed,

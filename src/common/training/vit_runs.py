@@ -67,14 +67,21 @@ def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, see
     x_te, t_te = images.load_images(splits.test, size, mode, margin, cache=cache)
     probs = keras_probabilities(out["model"], x_te, cfg.batch_size, flip=cfg.test_time_flip)
     y_te = t_te["label"].to_numpy()
-    model_folder.write_info(Path(model_dir), labels, {
-        "framework": "keras", "model_file": model_folder.KERAS_FILE, "image_size": size,
-        "crop_mode": mode, "crop_margin": margin,
-        "normalisation": f"inside the model: Normalization with the per-channel mean and "
-                         f"variance {stats}; input RGB pixels 0..255"})
+    write_model_info(cfg, model_dir, labels, stats)
     run = run_record(cfg.name, cfg, weights, y_te, probs, out, Path(model_dir),
                      images=row_ids(t_te))
     return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
+
+
+def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str) -> None:
+    """The model folder's labels and preprocessing (what ``python -m common.predict`` reads);
+    ``stats``: what the normalisation statistics were taken from (:func:`train_config`)."""
+    model_folder.write_info(Path(model_dir), labels, {
+        "framework": "keras", "model_file": model_folder.KERAS_FILE,
+        "image_size": cfg.image_size, "crop_mode": cfg.crop_mode,
+        "crop_margin": cfg.crop_margin,
+        "normalisation": f"inside the model: Normalization with the per-channel mean and "
+                         f"variance {stats}; input RGB pixels 0..255"})
 
 
 def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
