@@ -1,7 +1,8 @@
 """`make gpu-bundle`: what travels to the rented GPU box (Python 3.12, no Keras, no network).
 Its wheels install alone (--no-deps) into an empty folder, and with what the box has they
 are all the check imports; its 10-class subset keeps the official ids and boxes; the whole
-fits in 64 MiB. Needs pip's package indexes (local here)."""
+fits in 64 MiB. Needs pip's package indexes (local here). Part of `make test-dry-run` with the
+rest of the GPU box's path: the bundle is what lets Keras run on torch without TensorFlow there."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from common.config.study import TEN_CLASSES
 from common.core import paths
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu-bundle")]  # one bundle, one worker
+pytestmark = [pytest.mark.dryrun, pytest.mark.xdist_group("gpu-bundle")]  # one bundle, one worker
 sys.path.insert(0, str(paths.ROOT / "benchmarks"))
 import gpu_bundle  # noqa: E402
 
