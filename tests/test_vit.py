@@ -150,6 +150,49 @@ def test_train_keeps_the_best_epoch_from_select_from_epoch_on(tmp_path):
                              select_from_epoch=3)
 
 
+def test_with_ema_the_checkpoint_and_validation_use_the_averaged_weights(tmp_path):
+    """ema_momentum: the model kept is the moving average of the weights after each step
+    (recomputed here from the trained weights), at the best validation epoch, and that
+    epoch's val_accuracy is the averaged model's."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 60).astype("int64")
+    x = rng.integers(0, 256, (60, 16, 16, 3)).astype("uint8")
+    keras.utils.set_random_seed(2)
+    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
+    keras_training.compile_classifier(
+        model, keras_training.make_optimizer(1e-2, ema_momentum=0.7))
+    averages = []  # per epoch: the moving average of the trainable weights, as numpy
+
+    class Average(keras.callbacks.Callback):
+        ema = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = [np.asarray(w, dtype="float64") for w in model.get_weights()]
+            self.ema = now if self.ema is None else [
+                0.7 * a + 0.3 * w for a, w in zip(self.ema, now)]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.ema is not None:
+                averages.append(self.ema)
+
+        def on_train_end(self, logs=None):
+            averages.append(self.ema)
+
+    trainable = {id(v) for v in model.trainable_variables}
+    which = [id(v) in trainable for v in model.weights]
+    out = keras_training.train(model, x[:40], y[:40], x[40:], y[40:], epochs=3, batch_size=8,
+                               checkpoint_path=str(tmp_path / "best.keras"), verbose=0,
+                               callbacks=[Average()])
+    best = out["model"]
+    expected = averages[out["best_epoch"] - 1]
+    for got, want, is_trainable in zip(best.get_weights(), expected, which):
+        if is_trainable:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    _, acc, _ = best.evaluate(x[40:].astype("float32"), y[40:], verbose=0)
+    assert acc == pytest.approx(out["best_val_accuracy"])
+    assert KerasVitRun(name="r", image_size=16, patch_size=8, ema_momentum=0.99).ema_momentum
+
+
 def test_configure_precision_keeps_float32_logits():
     try:
         assert runtime.set_keras_precision(True) == "mixed_bfloat16"

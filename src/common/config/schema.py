@@ -93,6 +93,9 @@ class KerasVitRun(Budget):
     """AdamW's peak learning rate."""
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     """AdamW's weight decay."""
+    ema_momentum: Annotated[float, Field(gt=0, lt=1)] | None = None
+    """An average of the weights (Keras' use_ema) with this momentum per step, used for
+    validation, the checkpoint and the test; null: the weights as trained."""
     warmup_epochs: Annotated[int, Field(ge=0)] = 0
     """Epochs of linear warmup (with schedule cosine or linear)."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"

@@ -69,10 +69,12 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 
 def make_optimizer(learning_rate=1e-3, weight_decay=1e-4, total_steps=None, warmup_steps=0,
-                   schedule="constant"):
+                   schedule="constant", ema_momentum=None):
     """AdamW. ``schedule``: "constant"; "cosine", a linear warmup to ``learning_rate`` over
     ``warmup_steps`` then a cosine decay to 0 at ``total_steps``; "linear", the same warmup
-    then a linear decay to 0 at ``total_steps``."""
+    then a linear decay to 0 at ``total_steps``. ``ema_momentum``: the optimizer also keeps
+    an exponential moving average of the weights (``use_ema``), which :func:`train`
+    validates and saves."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}: use one of {SCHEDULES}")
     if schedule != "constant" and not total_steps:
@@ -87,7 +89,10 @@ def make_optimizer(learning_rate=1e-3, weight_decay=1e-4, total_steps=None, warm
         )
     elif schedule == "linear":
         learning_rate = WarmupLinearDecay(learning_rate, int(total_steps), int(warmup_steps))
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    if ema_momentum is None:
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay,
+                                  use_ema=True, ema_momentum=float(ema_momentum))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -276,7 +281,8 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     Training batches come from :func:`make_dataset`, augmented there with
     ``augmentation`` (the model itself is then built with ``augmentation="none"``).
     ``label_smoothing`` is applied by ``compile_classifier``; here it only recompiles
-    when the model was compiled without it. ``callbacks``: more Keras callbacks, called
+    when the model was compiled without it. An optimizer with ``use_ema``: validation and
+    the checkpoint use its average of the weights. ``callbacks``: more Keras callbacks, called
     after the checkpoint and the throughput ones. Returns a dict with "history",
     "best_val_accuracy", "best_epoch" (1-based), "checkpoint_rule" (the rule that chose it:
     highest val_accuracy from ``select_from_epoch`` on), "train_seconds",
@@ -291,6 +297,10 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
         raise ValueError(f"select_from_epoch must be between 1 and epochs ({epochs}), "
                          f"got {select_from_epoch}")
     callbacks = [BestCheckpoint(checkpoint_path, first), throughput, *(callbacks or [])]
+    if getattr(model.optimizer, "use_ema", False):
+        # the averaged weights are validated, and are in the model at each epoch's end when
+        # the checkpoint is taken (Keras' callback, first in the list)
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed,
                             augmentation=augmentation)
     val_ds = make_dataset(x_val, y_val, batch_size)

@@ -47,7 +47,7 @@ def _optimizer_for(cfg: KerasVitRun, steps_per_epoch: int):
     return make_optimizer(cfg.learning_rate, cfg.weight_decay,
                           total_steps=cfg.epochs * steps_per_epoch,
                           warmup_steps=cfg.warmup_epochs * steps_per_epoch,
-                          schedule=cfg.schedule)
+                          schedule=cfg.schedule, ema_momentum=cfg.ema_momentum)
 
 
 def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
