@@ -94,8 +94,7 @@ class KerasVitRun(Budget):
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     """AdamW's weight decay."""
     ema_momentum: Annotated[float, Field(gt=0, lt=1)] | None = None
-    """An average of the weights (Keras' use_ema) with this momentum per step, used for
-    validation, the checkpoint and the test; null: the weights as trained."""
+    """Validate, keep and test an average of the weights with this momentum a step (use_ema)."""
     warmup_epochs: Annotated[int, Field(ge=0)] = 0
     """Epochs of linear warmup (with schedule cosine or linear)."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
@@ -110,6 +109,10 @@ class KerasVitRun(Budget):
     """Margin around the bounding box (crop_mode bbox), as a fraction of its size."""
     label_smoothing: Rate = 0.0
     """Label smoothing of the cross-entropy."""
+    mixup_alpha: Annotated[float, Field(ge=0)] = 0.0
+    """Mixup: blend each training image and its label with another's, weight ~ Beta(a, a)."""
+    cutmix_alpha: Annotated[float, Field(ge=0)] = 0.0
+    """CutMix: paste a box of another image, area ~ Beta(a, a); with mixup, one per batch."""
     select_from_epoch: Positive = 1
     """The best validation epoch is chosen from this epoch on."""
     jit_compile: bool | Literal["auto"] = "auto"
@@ -166,6 +169,10 @@ class HfTraining(Strict):
     """The learning-rate schedule after the warmup."""
     label_smoothing: Rate = 0.0
     """Label smoothing of the cross-entropy."""
+    mixup_alpha: Annotated[float, Field(ge=0)] = 0.0
+    """Mixup: blend each training image and its label with another's, weight ~ Beta(a, a)."""
+    cutmix_alpha: Annotated[float, Field(ge=0)] = 0.0
+    """CutMix: paste a box of another image, area ~ Beta(a, a); with mixup, one per batch."""
     flip: bool = True
     """Random horizontal flip."""
     crop_scale: tuple[Area, Area] | None = (0.8, 1.0)

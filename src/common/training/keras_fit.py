@@ -8,7 +8,8 @@ Keras' random layers in a tf.data thread beside the training step; on torch, the
 transformations with kornia, batch by batch in the training loop (Keras' geometric layers
 take about 100 ms each per batch of 64 96-px images on torch, kornia's single affine warp
 about 6 ms). A configuration
-can also ask for Keras' layers inside the model (``augment_in_model``).
+can also ask for Keras' layers inside the model (``augment_in_model``). Mixup and CutMix
+(:mod:`common.training.mixing`) come last in the pipeline, and make the labels soft.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from keras import ops
 
 from common.core.accelerators import describe
 from common.models.augmentation import PACKAGE, augmentation_layers
+from common.training.mixing import mix_batch
 
 
 def augmentation_kornia(augmentation: str = "standard"):
@@ -99,15 +101,19 @@ def make_optimizer(learning_rate=1e-3, weight_decay=1e-4, total_steps=None, warm
 class SparseSmoothedCrossentropy(keras.losses.Loss):
     """Cross-entropy from logits on integer labels, with label smoothing:
     the labels are one-hot encoded inside the loss (Keras 3
-    ``SparseCategoricalCrossentropy`` has no ``label_smoothing``)."""
+    ``SparseCategoricalCrossentropy`` has no ``label_smoothing``). Soft labels (one row of
+    class shares per image, from mixup or CutMix) are taken as they are."""
 
     def __init__(self, label_smoothing=0.0, name="sparse_smoothed_crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
-        one_hot = ops.one_hot(y_true, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        if _soft(y_true, y_pred):
+            one_hot = ops.cast(y_true, y_pred.dtype)
+        else:
+            y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+            one_hot = ops.one_hot(y_true, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
         return keras.losses.categorical_crossentropy(
             one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing
         )
@@ -116,8 +122,37 @@ class SparseSmoothedCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def compile_classifier(model, optimizer, label_smoothing=0.0, jit_compile="auto"):
+def _soft(y_true, y_pred) -> bool:
+    """Whether ``y_true`` holds soft labels (N, classes) rather than integer labels."""
+    classes = y_pred.shape[-1]
+    return len(y_true.shape) == 2 and classes not in (None, 1) and y_true.shape[-1] == classes
+
+
+def _hard(y_true, y_pred):
+    return ops.argmax(y_true, axis=-1) if _soft(y_true, y_pred) else y_true
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LabelAccuracy(keras.metrics.SparseCategoricalAccuracy):
+    """Top-1 accuracy on integer labels, or on soft labels' largest share (mixup, CutMix)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(_hard(y_true, y_pred), y_pred, sample_weight)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LabelTopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
+    """Top-k accuracy on integer labels, or on soft labels' largest share."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(_hard(y_true, y_pred), y_pred, sample_weight)
+
+
+def compile_classifier(model, optimizer, label_smoothing=0.0, jit_compile="auto",
+                       soft_labels=False):
     """Compile for 0-based integer labels; metrics 'accuracy', 'top5_accuracy'.
+    ``soft_labels``: training batches may carry soft labels (mixup, CutMix; validation
+    keeps integer labels), which the loss and the metrics then read too.
 
     ``jit_compile="auto"`` keeps Keras' rule: XLA only on an accelerator and
     only if every layer supports it (RandomRotation/RandomZoom do not, so a
@@ -125,18 +160,18 @@ def compile_classifier(model, optimizer, label_smoothing=0.0, jit_compile="auto"
     is slower here (benchmarks/bench_vit.py), so "auto" means no XLA on CPU.
     ``jit_compile=True`` on the torch backend means ``torch.compile``.
     """
-    if label_smoothing > 0:
+    if label_smoothing > 0 or soft_labels:
         loss = SparseSmoothedCrossentropy(label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     k = min(5, int(model.output_shape[-1]))
+    top1, topk = ((LabelAccuracy, LabelTopKAccuracy) if soft_labels else
+                  (keras.metrics.SparseCategoricalAccuracy,
+                   keras.metrics.SparseTopKCategoricalAccuracy))
     model.compile(
         optimizer=optimizer,
         loss=loss,
-        metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            keras.metrics.SparseTopKCategoricalAccuracy(k=k, name="top5_accuracy"),
-        ],
+        metrics=[top1(name="accuracy"), topk(k=k, name="top5_accuracy")],
         jit_compile=jit_compile,
     )
     return model
@@ -179,8 +214,8 @@ class ThroughputCallback(keras.callbacks.Callback):
         return self.num_train_images * len(secs) / max(sum(secs), 1e-9)
 
 
-def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
-    """Batches for ``fit``: uint8 -> float32, shuffled each epoch, augmented.
+def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none", mix=None):
+    """Batches for ``fit``: uint8 -> float32, shuffled each epoch, augmented, mixed.
 
     On the tensorflow backend, a tf.data pipeline: ``augmentation`` ("none", "standard",
     "strong") applies :func:`augmentation_layers` per batch in a ``map``, on a tf.data
@@ -188,9 +223,14 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
     ``keras.utils.PyDataset`` (:class:`Batches`) that applies the same layers per batch, on
     the backend, in the training loop: nothing imports TensorFlow. Either way a seed
     (``keras.utils.set_random_seed``) gives the same batches on every run.
+
+    ``mix``: ``{"num_classes", "mixup_alpha", "cutmix_alpha"}`` for
+    :func:`common.training.mixing.mix_batch`, applied to each augmented batch (labels soft,
+    one row of class shares per image); ``None``: integer labels.
     """
     if keras.backend.backend() != "tensorflow":
-        return Batches(x, y, batch_size, shuffle=shuffle, seed=seed, augmentation=augmentation)
+        return Batches(x, y, batch_size, shuffle=shuffle, seed=seed, augmentation=augmentation,
+                       mix=mix)
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -209,18 +249,41 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
         # order, so a seed gives the same images on every run (parallel calls would draw in
         # a racing order); prefetch still overlaps it with the training step
         ds = ds.map(augment)
+    if mix:
+        classes = int(mix["num_classes"])
+
+        def mixed(draw, batch):
+            def numpy_mix(a, b, d):
+                return _mix(a, b, np.random.default_rng(int(d)), mix)
+
+            a, b = tf.numpy_function(numpy_mix, [batch[0], batch[1], draw],
+                                     (tf.float32, tf.float32))
+            a.set_shape(batch[0].shape)
+            b.set_shape([None, classes])
+            return a, b
+
+        # one draw per batch, new each epoch, the same on every run for a seed
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(draws, ds).map(mixed)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _mix(x, y, rng, mix: dict):
+    return mix_batch(x, y, int(mix["num_classes"]), rng,
+                     mixup_alpha=float(mix.get("mixup_alpha", 0.0)),
+                     cutmix_alpha=float(mix.get("cutmix_alpha", 0.0)))
 
 
 class Batches(keras.utils.PyDataset):
     """Shuffled, augmented float32 batches of uint8 images, for the backends other than
     tensorflow; augmented by :func:`augmentation_kornia`. Batches are made in order in the
     training loop (no worker); the shuffle of epoch ``e`` comes from ``seed + e``, the random
-    transformations of its batch ``i`` from ``(seed, e, i)``: the same batches on every
-    run."""
+    transformations of its batch ``i`` from ``(seed, e, i)``, and so does its mixing
+    (``mix``, as in :func:`make_dataset`): the same batches on every run."""
 
-    def __init__(self, x, y, batch_size, shuffle=False, seed=0, augmentation="none"):
+    def __init__(self, x, y, batch_size, shuffle=False, seed=0, augmentation="none", mix=None):
         super().__init__(workers=1, use_multiprocessing=False)
+        self.mix = mix
         self.x, self.y = x, np.asarray(y)
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
         self.augment = augmentation_kornia(augmentation)
@@ -248,6 +311,9 @@ class Batches(keras.utils.PyDataset):
                 images = torch.from_numpy(batch).permute(0, 3, 1, 2) / 255.0
                 images = self.augment(images) * 255.0
                 batch = images.permute(0, 2, 3, 1).contiguous().numpy()
+        if self.mix:
+            return _mix(batch, self.y[pick],
+                        np.random.default_rng([self.seed, self.epoch, i, 1]), self.mix)
         return batch, self.y[pick]
 
     def on_epoch_end(self):
@@ -270,7 +336,7 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
 
 def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoint_path,
           label_smoothing=0.0, verbose=1, seed=0, augmentation="none",
-          select_from_epoch=1, callbacks=None) -> dict:
+          select_from_epoch=1, callbacks=None, mix=None) -> dict:
     """Fit a compiled Keras classifier (the ViT, or any model with an 'accuracy' metric),
     keep the best epoch by val_accuracy, return its numbers.
 
@@ -280,9 +346,11 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
 
     Training batches come from :func:`make_dataset`, augmented there with
     ``augmentation`` (the model itself is then built with ``augmentation="none"``).
-    ``label_smoothing`` is applied by ``compile_classifier``; here it only recompiles
-    when the model was compiled without it. An optimizer with ``use_ema``: validation and
-    the checkpoint use its average of the weights. ``callbacks``: more Keras callbacks, called
+    ``mix``: mixup or CutMix of the training batches (:func:`make_dataset`; the model
+    compiled with ``soft_labels``). ``label_smoothing`` is applied by
+    ``compile_classifier``; here it only recompiles when the model was compiled without it.
+    An optimizer with ``use_ema``: validation and the checkpoint use its average of the
+    weights. ``callbacks``: more Keras callbacks, called
     after the checkpoint and the throughput ones. Returns a dict with "history",
     "best_val_accuracy", "best_epoch" (1-based), "checkpoint_rule" (the rule that chose it:
     highest val_accuracy from ``select_from_epoch`` on), "train_seconds",
@@ -290,7 +358,8 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     were on while training, e.g. ``{"tensorflow": "GPU:0 (NVIDIA H200)"}``), "model".
     """
     if label_smoothing > 0 and not isinstance(model.loss, SparseSmoothedCrossentropy):
-        compile_classifier(model, model.optimizer, label_smoothing, jit_compile=model.jit_compile)
+        compile_classifier(model, model.optimizer, label_smoothing, jit_compile=model.jit_compile,
+                           soft_labels=bool(mix))
     throughput = ThroughputCallback(len(x_train))
     first = int(select_from_epoch)
     if not 1 <= first <= epochs:
@@ -302,7 +371,7 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
         # the checkpoint is taken (Keras' callback, first in the list)
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed,
-                            augmentation=augmentation)
+                            augmentation=augmentation, mix=mix)
     val_ds = make_dataset(x_val, y_val, batch_size)
     hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
                      shuffle=False, verbose=verbose)  # make_dataset shuffles

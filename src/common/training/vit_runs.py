@@ -110,15 +110,18 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
         model = build_from_config(cfg, len(labels), x_tr.reshape(-1, 3).astype("float64"))
         weights = weights_info("random-init", pretrained=False)
         stats = "of the training set"
+    mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
     compile_classifier(model, _optimizer_for(cfg, -(-len(x_tr) // cfg.batch_size)),
-                       cfg.label_smoothing, cfg.jit_compile)
+                       cfg.label_smoothing, cfg.jit_compile, soft_labels=mixing)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     out = train(model, x_tr, t_tr["label"].to_numpy(), x_va, t_va["label"].to_numpy(),
                 epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=verbose, seed=seed,
                 checkpoint_path=model_dir / model_folder.KERAS_FILE,
                 augmentation="none" if cfg.augment_in_model else cfg.augmentation,
-                select_from_epoch=cfg.select_from_epoch, callbacks=callbacks)
+                select_from_epoch=cfg.select_from_epoch, callbacks=callbacks,
+                mix={"num_classes": len(labels), "mixup_alpha": cfg.mixup_alpha,
+                     "cutmix_alpha": cfg.cutmix_alpha} if mixing else None)
     return out, weights, stats
 
 
