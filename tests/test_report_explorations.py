@@ -61,3 +61,4 @@ def test_overlapping_seeds_are_a_tie_and_a_second_journal_is_named(tmp_path):
     table = explorations_table(tmp_path)
     assert "| 02 (from-other-01) | improved-hybrid : réglages du fichier | 1 |" in table
     assert "| 02 | improved-hybrid : réglages du fichier | 3 |" in table
+    assert "| 02 | improved-hybrid : `head_from_init` true | 3 |" in table  # YAML's words

@@ -11,12 +11,14 @@ from common.report.presentation import markdown_table, number, pct
 from common.results import journal
 
 def _settings(text: str) -> str:
-    """``{"epochs":150,"image_size":64}`` -> ``epochs 150, image_size 64``; ``{}``: the
-    params file's run as it is today."""
+    """``{"epochs":150,"image_size":64}`` -> ``epochs 150, image_size 64``, each value as the
+    params file writes it (``null``, ``true``, ``[16, 32]``); ``{}``: the params file's run as
+    it is today."""
     values = json.loads(text) if text else {}
     if not values:
         return "réglages du fichier"
-    return ", ".join(f"`{k}` {v}" for k, v in values.items())
+    return ", ".join(f"`{k}` {v if isinstance(v, str) else json.dumps(v)}"
+                     for k, v in values.items())
 
 
 def journal_markdown(table) -> str:
