@@ -105,3 +105,13 @@ def test_a_run_trains_on_mixed_batches_and_validates_on_plain_labels(tmp_path):
     assert KerasVitRun(name="r", image_size=16, patch_size=8, mixup_alpha=0.2).mixup_alpha == 0.2
     with pytest.raises(ValueError, match="cutmix_alpha"):
         KerasVitRun(name="r", image_size=16, patch_size=8, cutmix_alpha=-1)
+
+
+def test_only_the_keras_vit_runs_take_mixing_keys():
+    """The fine-tuning runs do not mix: a mixing key there is an unknown key, refused."""
+    from common.config import schema
+
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        assert key in schema.KerasVitRun.model_fields
+        assert key not in schema.HfRun.model_fields
+        assert key not in schema.EfficientNetRun.model_fields

@@ -169,10 +169,6 @@ class HfTraining(Strict):
     """The learning-rate schedule after the warmup."""
     label_smoothing: Rate = 0.0
     """Label smoothing of the cross-entropy."""
-    mixup_alpha: Annotated[float, Field(ge=0)] = 0.0
-    """Mixup: blend each training image and its label with another's, weight ~ Beta(a, a)."""
-    cutmix_alpha: Annotated[float, Field(ge=0)] = 0.0
-    """CutMix: paste a box of another image, area ~ Beta(a, a); with mixup, one per batch."""
     flip: bool = True
     """Random horizontal flip."""
     crop_scale: tuple[Area, Area] | None = (0.8, 1.0)
