@@ -86,7 +86,7 @@ test: $(STAMP) ## run the test suite (unit tests, smoke notebooks and report; no
 test-fast: $(STAMP) ## run the unit tests only (no notebook, no report)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow and not dryrun"
 
-test-dry-run: $(STAMP) ## the gpu profile's dry run, Keras on torch without TensorFlow, the gpu bundle
+test-dry-run: $(STAMP) ## the gpu profile's dry run and the gpu path's slower checks (bundle, refusals)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -m dryrun
 
 # Where results/, models/, runs/ and report/_output/ go (the tests point it elsewhere).

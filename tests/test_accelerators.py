@@ -70,6 +70,7 @@ def test_tensorflow_gpus_by_name(monkeypatch):
     assert accelerators.describe("/job:localhost/replica:0/task:0/device:CPU:0") == "cpu"
 
 
+@pytest.mark.dryrun  # a gpu path's check, with the dry run (make test-dry-run)
 def test_a_real_gpu_run_stops_at_once_on_one_line(tmp_path):
     """`make run PROFILE=gpu` on a box without GPU: one line, before any data or training."""
     proc = subprocess.run(["make", "run", "PROFILE=gpu", f"VENV={sys.prefix}",
@@ -221,6 +222,7 @@ def test_by_default_the_most_gpus_that_divide_the_batch(gpus, expected):
     assert runtime.training_processes(None, [32, 32], gpus=gpus) == expected
 
 
+@pytest.mark.dryrun  # a gpu path's check, with the dry run (make test-dry-run)
 def test_the_trainer_gets_the_per_process_batch(tmp_path):
     """The global batch of the parameters, split over the processes: the same number of
     steps, and so the same schedule, on one GPU or eight."""
