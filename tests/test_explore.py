@@ -85,7 +85,8 @@ def test_committed_journal_settings_are_relative_to_the_params_file_as_it_is():
 
 
 @pytest.mark.slow
-def test_an_exploration_run_writes_one_row_and_never_reads_the_test_set(tmp_path):
+def test_an_exploration_run_writes_one_row_keeps_its_network_and_never_reads_the_test_set(
+        tmp_path):
     root = tmp_path / "synth"
     synth.synth(root, classes=12, per_class=8, test_per_class=2, size=32)
     out = tmp_path / "j.csv"
@@ -104,7 +105,7 @@ def test_an_exploration_run_writes_one_row_and_never_reads_the_test_set(tmp_path
     proc = subprocess.run(
         [sys.executable, "-c", probe, "02_vit_scratch_10classes", "24px-patch6", "--profile",
          "smoke", "--data-dir", str(root), "-p", "epochs", "1", "--seeds", "0", "1",
-         "--journal", str(out), "--quiet", "--note", "probe"],
+         "--journal", str(out), "--quiet", "--note", "probe", "--keep", str(tmp_path / "kept")],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = journal.read(out)
@@ -120,6 +121,16 @@ def test_an_exploration_run_writes_one_row_and_never_reads_the_test_set(tmp_path
     test_paths = set(task.parts.test["path"].astype(str))
     seen = set(json.loads((tmp_path / "seen.json").read_text()))
     assert seen and not (seen & test_paths)
+    # --keep: the last seed's network, as a model folder a later run can start from
+    from common.models import folder as model_folder
+
+    kept = tmp_path / "kept"
+    assert model_folder.read_labels(kept) == task.labels
+    assert model_folder.read_preprocess(kept)["image_size"] == 24
+    import zipfile
+
+    with zipfile.ZipFile(kept / model_folder.KERAS_FILE) as archive:
+        assert '"logits"' in archive.read("config.json").decode()
 
 
 def test_an_exploration_of_a_missing_run_is_one_line(tmp_path):
