@@ -192,11 +192,16 @@ def test_augmentation_computes_in_float32_and_the_model_in_bf16():
     try:
         runtime.set_keras_precision(True)
         model = build_vit(10, 32, 8, transformer_layers=1, augmentation="strong")
+        heavy = build_vit(10, 32, 8, transformer_layers=1, augmentation="heavy")
     finally:
         runtime.set_keras_precision(False)
     augment = [lyr for lyr in model.layers if lyr.name in
                ("flip", "rotation", "zoom", "translation", "contrast")]
     assert len(augment) == 5 and {lyr.compute_dtype for lyr in augment} == {"float32"}
+    augment = heavy.layers[1:7]
+    assert [lyr.name for lyr in augment] == ["flip", "rotation", "zoom", "translation",
+                                             "colour", "erasing"]
+    assert {lyr.compute_dtype for lyr in augment} == {"float32"}
     assert model.get_layer("rescale").compute_dtype == "bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
 

@@ -99,8 +99,9 @@ class KerasVitRun(Budget):
     """Epochs of linear warmup (with schedule cosine or linear)."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     """The learning rate after the warmup: constant, cosine or linear decay to 0."""
-    augmentation: Literal["none", "standard", "strong"] = "standard"
-    """Random flips, rotations and zooms; strong adds translations and contrast."""
+    augmentation: Literal["none", "standard", "strong", "heavy"] = "standard"
+    """Random flips, rotations and zooms; strong adds translations and contrast; heavy goes
+    further and adds colour jitter and random erasing."""
     augment_in_model: bool = False
     """Augment inside the model (on the accelerator) instead of in the input pipeline."""
     crop_mode: Literal["squash", "center", "bbox"] = "squash"

@@ -17,22 +17,41 @@ from keras import layers
 
 PACKAGE = "vit_cars"  # the registered name of this project's custom Keras objects
 AUGMENT_DTYPE = "float32"  # the augmentation layers' policy, whatever the global one
+LEVELS = ("standard", "strong", "heavy")  # besides "none"
 
 
 def augmentation_layers(augmentation: str = "standard") -> list:
-    """Random augmentation layers (active in training only), in float32."""
+    """Random augmentation layers (active in training only), in float32. "standard": flip,
+    rotation, zoom; "strong" adds translation and contrast; "heavy" rotates, zooms and
+    translates further (zoom in up to 1.67), jitters contrast and saturation, and blacks out
+    a box in one image in four."""
     if augmentation == "none":
         return []
-    if augmentation not in ("standard", "strong"):
-        raise ValueError(f"unknown augmentation {augmentation!r}")
+    if augmentation not in LEVELS:
+        raise ValueError(f"unknown augmentation {augmentation!r}: use one of "
+                         f"{', '.join(('none',) + LEVELS)}")
+    f = AUGMENT_DTYPE
+    if augmentation == "heavy":
+        return [
+            layers.RandomFlip("horizontal", name="flip", dtype=f),
+            layers.RandomRotation(0.04, name="rotation", dtype=f),
+            layers.RandomZoom((-0.4, 0.2), (-0.4, 0.2), name="zoom", dtype=f),
+            layers.RandomTranslation(0.15, 0.15, name="translation", dtype=f),
+            # contrast and saturation 0.7 to 1.3: Keras' saturation factor s multiplies
+            # saturation by s / (1 - s)
+            layers.RandomColorJitter(contrast_factor=0.3, saturation_factor=(0.7 / 1.7, 1.3 / 2.3),
+                                     name="colour", dtype=f),
+            layers.RandomErasing(0.25, scale=(0.02, 0.25), fill_value=0.0, name="erasing",
+                                 dtype=f),
+        ]
     out = [
-        layers.RandomFlip("horizontal", name="flip", dtype=AUGMENT_DTYPE),
-        layers.RandomRotation(0.02, name="rotation", dtype=AUGMENT_DTYPE),
-        layers.RandomZoom(0.2, 0.2, name="zoom", dtype=AUGMENT_DTYPE),
+        layers.RandomFlip("horizontal", name="flip", dtype=f),
+        layers.RandomRotation(0.02, name="rotation", dtype=f),
+        layers.RandomZoom(0.2, 0.2, name="zoom", dtype=f),
     ]
     if augmentation == "strong":
         out += [
-            layers.RandomTranslation(0.1, 0.1, name="translation", dtype=AUGMENT_DTYPE),
-            layers.RandomContrast(0.2, name="contrast", dtype=AUGMENT_DTYPE),
+            layers.RandomTranslation(0.1, 0.1, name="translation", dtype=f),
+            layers.RandomContrast(0.2, name="contrast", dtype=f),
         ]
     return out
