@@ -100,8 +100,7 @@ class KerasVitRun(Budget):
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     """The learning rate after the warmup: constant, cosine or linear decay to 0."""
     augmentation: Literal["none", "standard", "strong", "heavy"] = "standard"
-    """Random flips, rotations and zooms; strong adds translations and contrast; heavy goes
-    further and adds colour jitter and random erasing."""
+    """Flips, rotations, zooms; strong: + translation, contrast; heavy: more, + colour, erasing."""
     augment_in_model: bool = False
     """Augment inside the model (on the accelerator) instead of in the input pipeline."""
     crop_mode: Literal["squash", "center", "bbox"] = "squash"

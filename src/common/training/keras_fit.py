@@ -21,41 +21,8 @@ import numpy as np
 from keras import ops
 
 from common.core.accelerators import describe
-from common.models.augmentation import LEVELS, PACKAGE, augmentation_layers
+from common.models.augmentation import PACKAGE, augmentation_kornia, augmentation_layers
 from common.training.mixing import mix_batch
-
-
-def augmentation_kornia(augmentation: str = "standard"):
-    """The transformations of :func:`augmentation_layers` for torch, drawn per image:
-    horizontal flip, rotation up to 0.02 turn (7.2 degrees), zoom of 0.8 to 1.2 on each
-    axis and, for "strong", translation up to 10 % and contrast 0.8 to 1.2 (torchvision's
-    formula: a blend with the image's mean grey); "heavy": rotation up to 0.04 turn, zoom
-    in up to 1.67 and out to 0.83 on each axis, translation up to 15 %, contrast and
-    saturation 0.7 to 1.3, and one image in four with a box blacked out (2 to 25 % of its
-    area); reflected borders, bilinear interpolation, one affine warp per batch.
-    Takes and returns float (N, 3, H, W) tensors of 0..1 pixels; ``None`` for "none"."""
-    if augmentation == "none":
-        return None
-    if augmentation not in LEVELS:
-        raise ValueError(f"unknown augmentation {augmentation!r}: use one of "
-                         f"{', '.join(('none',) + LEVELS)}")
-    import kornia.augmentation as K
-
-    if augmentation == "heavy":
-        return K.AugmentationSequential(
-            K.RandomHorizontalFlip(p=0.5),
-            K.RandomAffine(degrees=0.04 * 360, translate=(0.15, 0.15),
-                           scale=(1 / 1.2, 1 / 0.6, 1 / 1.2, 1 / 0.6),
-                           padding_mode="reflection", p=1.0),
-            K.ColorJitter(contrast=0.3, saturation=0.3, p=1.0),
-            K.RandomErasing(scale=(0.02, 0.25), p=0.25))
-    strong = augmentation == "strong"
-    steps = [K.RandomHorizontalFlip(p=0.5),
-             K.RandomAffine(degrees=0.02 * 360, translate=(0.1, 0.1) if strong else None,
-                            scale=(0.8, 1.2, 0.8, 1.2), padding_mode="reflection", p=1.0)]
-    if strong:
-        steps.append(K.ColorJitter(contrast=0.2, p=1.0))
-    return K.AugmentationSequential(*steps)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
