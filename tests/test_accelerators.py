@@ -159,8 +159,8 @@ def _augmentation_graph(layers_, size=32):
 
 
 def test_augmentation_stays_on_the_accelerator_under_bf16():
-    """Under mixed_bfloat16, every op of the gpu profile's augmentation (the ViT's standard
-    and strong layers, EfficientNet's) has a GPU kernel for its dtype; Keras' layers left
+    """Under mixed_bfloat16, every op of the gpu profile's augmentation (the ViT's layers at
+    every level, EfficientNet's) has a GPU kernel for its dtype; Keras' layers left
     at the policy would cast to bf16 and warp images on the host (no bf16 GPU kernel of
     ImageProjectiveTransformV3), which this check catches."""
     import keras
@@ -170,11 +170,11 @@ def test_augmentation_stays_on_the_accelerator_under_bf16():
     from keras import layers
 
     from common.models import efficientnet
-    from common.models.augmentation import augmentation_layers
+    from common.models.augmentation import LEVELS, augmentation_layers
 
     try:
         runtime.set_keras_precision(True)
-        for kind in ("standard", "strong"):
+        for kind in LEVELS:
             assert _ops_without_gpu_kernel(_augmentation_graph(augmentation_layers(kind))) == []
         assert _ops_without_gpu_kernel(_augmentation_graph([efficientnet.augmentation()])) == []
         left_at_policy = [layers.RandomRotation(0.02), layers.RandomZoom(0.2, 0.2)]

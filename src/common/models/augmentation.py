@@ -20,6 +20,12 @@ AUGMENT_DTYPE = "float32"  # the augmentation layers' policy, whatever the globa
 LEVELS = ("standard", "strong", "heavy")  # besides "none"
 
 
+def _check_level(augmentation: str) -> None:
+    if augmentation not in LEVELS:
+        raise ValueError(f"unknown augmentation {augmentation!r}: use one of "
+                         f"{', '.join(('none',) + LEVELS)}")
+
+
 def augmentation_layers(augmentation: str = "standard") -> list:
     """Random augmentation layers (active in training only), in float32. "standard": flip,
     rotation, zoom; "strong" adds translation and contrast; "heavy" rotates, zooms and
@@ -27,9 +33,7 @@ def augmentation_layers(augmentation: str = "standard") -> list:
     a box in one image in four."""
     if augmentation == "none":
         return []
-    if augmentation not in LEVELS:
-        raise ValueError(f"unknown augmentation {augmentation!r}: use one of "
-                         f"{', '.join(('none',) + LEVELS)}")
+    _check_level(augmentation)
     f = AUGMENT_DTYPE
     if augmentation == "heavy":
         return [
@@ -68,9 +72,7 @@ def augmentation_kornia(augmentation: str = "standard"):
     Takes and returns float (N, 3, H, W) tensors of 0..1 pixels; ``None`` for "none"."""
     if augmentation == "none":
         return None
-    if augmentation not in LEVELS:
-        raise ValueError(f"unknown augmentation {augmentation!r}: use one of "
-                         f"{', '.join(('none',) + LEVELS)}")
+    _check_level(augmentation)
     import kornia.augmentation as K
 
     if augmentation == "heavy":
