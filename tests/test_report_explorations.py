@@ -57,7 +57,7 @@ def test_overlapping_seeds_are_a_tie_and_a_second_journal_is_named(tmp_path):
     assert ("de validation en moyenne : une égalité, les graines des deux se recouvrant, en "
             "200 s") in text
     assert ("**Notebook `02_vit_scratch_10classes`, journal à part `from-other-01`.** Le "
-            "journal compte 1 entraînements") in text
+            "journal compte 1 entraînement, 1 réglage essayé (") in text
     table = explorations_table(tmp_path)
     assert "| 02 (from-other-01) | improved-hybrid : réglages du fichier | 1 |" in table
     assert "| 02 | improved-hybrid : réglages du fichier | 3 |" in table

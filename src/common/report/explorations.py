@@ -33,8 +33,10 @@ def journal_markdown(table) -> str:
     weight = (f" (une image y vaut {number(100 / val_sizes[0], 1)} point)"
               if len(val_sizes) == 1 else "")
     best = summary.iloc[0]
-    text = (f"Le journal compte {number(len(table))} entraînements, {number(len(summary))} "
-            f"réglages essayés ({number(table['train_seconds'].sum() / 60)} min "
+    runs, tried = len(table), len(summary)
+    text = (f"Le journal compte {number(runs)} entraînement{'s' * (runs > 1)}, "
+            f"{number(tried)} réglage{'s' * (tried > 1)} essayé{'s' * (tried > 1)} "
+            f"({number(table['train_seconds'].sum() / 60)} min "
             f"d'entraînement), notés sur {sizes} images de validation{weight}, jamais sur le "
             f"test. Meilleure moyenne de validation : {best['run']}, "
             f"{_settings(best['settings'])} ({pct(best['val_mean'])}).")
