@@ -192,6 +192,11 @@ bench: setup ## image loading and ViT training throughput, the fast recipe's tim
 	  KERAS_BACKEND=$${run%%:*} $(PY) benchmarks/bench_vit.py --image-size 96 --patch-size 16 \
 	    --stem-channels 16,32,64,64 --only nojit_aug_pipeline $${run#*:} $$busy; \
 	done; done
+	@# the same network as 01's recipe (16-wide heads, batch 128) on one thread: eager against
+	@# torch.compile (jit_compile: true), and the FLOPs of one training step an image
+	KERAS_BACKEND=torch $(PY) benchmarks/bench_vit.py --image-size 96 --patch-size 16 \
+	  --stem-channels 16,32,64,64 --key-dim 16 --batch-size 128 --threads 1 --torch-compile \
+	  --flops --only nojit_noaug,jit_noaug --steps 10 --warmup 3
 	@# the fast 10-class recipe from scratch (params/cpu/02, run fast-scratch): its test top-1
 	@# every 30 s of training and its time to 24.5 %, the best 10-class figure of 2022
 	$(PY) benchmarks/time_to_accuracy.py

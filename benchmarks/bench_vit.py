@@ -6,7 +6,9 @@
 Variants: XLA off/on x augmentation none / "standard" inside the model /
 "standard" in the input pipeline (``keras_fit.make_dataset``, as ``vit_runs.fit_config``
 trains: tf.data with Keras' layers on tensorflow, the kornia ``Batches`` on torch). On the
-torch backend (``KERAS_BACKEND=torch``) the XLA variants are left out. Keras marks
+torch backend (``KERAS_BACKEND=torch``) the XLA variants are left out, unless
+``--torch-compile`` keeps them: ``jit_compile=True`` is then ``torch.compile`` (inductor,
+static shapes). Keras marks
 RandomRotation and RandomZoom ``supports_jit = False``, so ``jit_compile=True``
 on a model that contains them silently falls back to no XLA (that variant is
 therefore not run); the "pipeline" variants augment in the input pipeline
@@ -15,7 +17,9 @@ XLA compilation); then the variants run in turn (``--steps`` steps each) for
 ``--repeats`` rounds, so that background load on a shared machine hits all
 variants alike. images/s = batch size / median step time.
 ``--busy-core``: a second process keeps one core busy while the variants are timed (another
-job on a 2-core machine). The last line printed is one JSON object with the figures.
+job on a 2-core machine). ``--flops``: also count the floating-point operations of one
+training step (forward and backward, ``torch.utils.flop_counter``; torch backend), per image.
+The last line printed is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
     keras.utils.set_random_seed(0)
     stem = [int(c) for c in args.stem_channels.split(",")] if args.stem_channels else None
     model = vit.build_vit(args.num_classes, args.image_size, args.patch_size,
-                          augmentation=aug_in_model, stem_channels=stem,
+                          augmentation=aug_in_model, stem_channels=stem, key_dim=args.key_dim,
                           transformer_layers=4 if stem else 8,
                           mlp_head_units=(256,) if stem else (2048, 1024))
     keras_fit.compile_classifier(model, keras_fit.make_optimizer(), jit_compile=jit)
@@ -95,6 +99,22 @@ def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
     def run():
         model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0, callbacks=[timer])
     return run, bool(model.jit_compile), timer.seconds
+
+
+def train_flops(args) -> float:
+    """FLOPs of one training step (forward and backward), per image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    stem = [int(c) for c in args.stem_channels.split(",")] if args.stem_channels else None
+    model = vit.build_vit(args.num_classes, args.image_size, args.patch_size,
+                          augmentation="none", stem_channels=stem, key_dim=args.key_dim,
+                          transformer_layers=4 if stem else 8,
+                          mlp_head_units=(256,) if stem else (2048, 1024))
+    x = torch.rand(8, args.image_size, args.image_size, 3) * 255
+    with FlopCounterMode(display=False) as counter:
+        model(x, training=True).sum().backward()
+    return counter.get_total_flops() / len(x)
 
 
 def main(argv=None):
@@ -108,6 +128,12 @@ def main(argv=None):
     p.add_argument("--num-classes", type=int, default=196)
     p.add_argument("--stem-channels", default=None,
                    help="comma-separated, e.g. 16,32,64,64: the hybrid ViT of 01/02")
+    p.add_argument("--key-dim", type=int, default=None,
+                   help="the width of each attention head (01/02's hybrid: 16)")
+    p.add_argument("--torch-compile", action="store_true",
+                   help="torch backend: keep the jit variants (torch.compile)")
+    p.add_argument("--flops", action="store_true",
+                   help="torch backend: count a training step's FLOPs per image")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (torch backend only)")
     p.add_argument("--busy-core", action="store_true",
@@ -124,7 +150,15 @@ def main(argv=None):
         runtime.set_torch_threads(args.threads)
 
     variants = dict(VARIANTS)
-    if keras.backend.backend() != "tensorflow":  # XLA variants are tensorflow's
+    if (args.torch_compile or args.flops) and keras.backend.backend() != "torch":
+        p.error("--torch-compile and --flops are for KERAS_BACKEND=torch")
+    if args.torch_compile:
+        import torch._dynamo
+
+        # Keras' step sees the same shapes every call: no dynamic-shape recompiles
+        torch._dynamo.config.automatic_dynamic_shapes = False
+        torch._dynamo.config.cache_size_limit = 64
+    elif keras.backend.backend() != "tensorflow":  # XLA variants are tensorflow's
         variants = {k: v for k, v in variants.items() if not v[0]}
     if args.only:
         variants = {k: variants[k] for k in args.only.split(",")}
@@ -158,6 +192,9 @@ def main(argv=None):
     for name, seconds in steps.items():
         results[name] = round(args.batch_size / float(np.median(seconds)), 2)
         print(f"{name:20s} xla={jit_used[name]!s:5s} {results[name]:7.1f} images/s", flush=True)
+    if args.flops:
+        results["train_mflop_per_image"] = round(train_flops(args) / 1e6, 1)
+        print(f"one training step: {results['train_mflop_per_image']} MFLOP an image")
     results["loadavg_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(results))
 
