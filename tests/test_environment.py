@@ -133,6 +133,29 @@ def test_cpu_and_gpu_locks_pin_the_same_versions():
                 if not n.startswith(("nvidia-", "cuda-", "triton"))}, "GPU-only packages"
 
 
+@pytest.mark.parametrize("kind", sorted(LOCKS))
+def test_a_lock_installs_one_cuda_major_and_no_two_packages_write_the_same_file(kind):
+    """torch's CUDA 13 packages beside TensorFlow's and-cuda CUDA 12 ones (the GPU lock
+    before this test) would need two driver generations and have cuDNN and NCCL overwrite
+    each other's libraries."""
+    locked = lockfile.read_lock(paths.ROOT / LOCKS[kind])
+    majors = lockfile.cuda_majors(locked)
+    assert len(majors) <= 1, f"{LOCKS[kind]} mixes CUDA majors: {majors}"
+    assert lockfile.same_files(locked) == [], lockfile.same_files(locked)
+    if kind == "gpu":
+        assert list(majors) == [13] and 13 in lockfile.DRIVER_FOR_CUDA
+        assert "tensorflow" in locked and not any(n.endswith("-cu12") for n in locked)
+
+
+def test_the_cuda_check_sees_two_majors_and_shared_files():
+    mixed = {"cuda-toolkit": "13.0.3.0", "nvidia-cudnn-cu13": "9.20.0.48",
+             "nvidia-cudnn-cu12": "9.28.0.42", "nvidia-cublas-cu12": "12.9.3.13",
+             "nvidia-nccl-cu12": "2.32.3", "nvidia-nccl-cu13": "2.29.7", "numpy": "2.3.0"}
+    assert sorted(lockfile.cuda_majors(mixed)) == [12, 13]
+    assert lockfile.same_files(mixed) == [("nvidia-cudnn-cu12", "nvidia-cudnn-cu13"),
+                                          ("nvidia-nccl-cu12", "nvidia-nccl-cu13")]
+
+
 def test_locks_name_no_local_path_nor_index():
     for lock in LOCKS.values():
         text = (paths.ROOT / lock).read_text()

@@ -45,6 +45,39 @@ def read_lock(path: Path | str) -> dict[str, str]:
     return locked
 
 
+# The CUDA packages that write the same files under another CUDA major's name (cuDNN 9 and
+# NCCL 2 keep one library name across majors: nvidia/cudnn/lib/libcudnn*.so.9,
+# nvidia/nccl/lib/libnccl.so.2): whichever pip installs last wins, and uninstalling one
+# deletes the other's files.
+SAME_FILES = (("nvidia-cudnn-cu12", "nvidia-cudnn-cu13"), ("nvidia-nccl-cu12", "nvidia-nccl-cu13"),
+              ("nvidia-cusparselt-cu12", "nvidia-cusparselt-cu13"),
+              ("nvidia-nvshmem-cu12", "nvidia-nvshmem-cu13"))
+# The oldest Linux NVIDIA driver each CUDA major runs on (CUDA's release notes, table 3:
+# 12.0 GA needs >= 525.60.13, 13.0 GA >= 580.65.06).
+DRIVER_FOR_CUDA = {12: "525.60.13", 13: "580.65.06"}
+
+
+def cuda_majors(locked: dict[str, str]) -> dict[int, list[str]]:
+    """``{CUDA major: the packages of a lock that bring it}``: the ``-cuNN`` packages, and
+    the CUDA runtime and toolkit packages by their version's major."""
+    majors: dict[int, list[str]] = {}
+    for name, version in sorted(locked.items()):
+        tail = name.rsplit("-cu", 1)
+        if name.startswith("nvidia-") and len(tail) == 2 and tail[1].isdigit():
+            major = int(tail[1])
+        elif name in ("cuda-toolkit", "nvidia-cuda-runtime"):
+            major = Version(version).major
+        else:
+            continue
+        majors.setdefault(major, []).append(name)
+    return majors
+
+
+def same_files(locked: dict[str, str]) -> list[tuple[str, str]]:
+    """The pairs of :data:`SAME_FILES` that a lock installs both of."""
+    return [pair for pair in SAME_FILES if all(name in locked for name in pair)]
+
+
 def installed_version(name: str) -> str | None:
     """The version of ``name`` that the running interpreter sees, None when not installed."""
     try:
