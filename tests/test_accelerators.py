@@ -20,11 +20,18 @@ from common.training import hf_trainer
 
 # --------------------------------------------------------------------------- GPU or refusal
 
-def _fake_torch(monkeypatch, names):
-    cuda = types.SimpleNamespace(is_available=lambda: bool(names),
-                                 device_count=lambda: len(names),
-                                 get_device_name=lambda i: names[i])
-    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+def _fake_torch(monkeypatch, names, cuda_version="13.0", driver="580.95.05"):
+    """torch that counts ``names`` GPUs (NVML), nvidia-smi that names them; the probe of
+    tests/test_gpu_kernel.py checks that nothing initialises CUDA on the way."""
+    def no_init(*args):
+        raise AssertionError("CUDA initialised")
+
+    cuda = types.SimpleNamespace(is_available=no_init, device_count=lambda: len(names),
+                                 get_device_name=no_init)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(
+        cuda=cuda, version=types.SimpleNamespace(cuda=cuda_version)))
+    rows = {"name": [[n] for n in names], "driver_version": [[driver]] if driver else []}
+    monkeypatch.setattr(accelerators, "nvidia_smi", lambda field: rows[field])
 
 
 def _fake_tensorflow(monkeypatch, names):
@@ -38,6 +45,7 @@ def _fake_tensorflow(monkeypatch, names):
 
 
 def test_each_framework_is_asked_separately(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     _fake_torch(monkeypatch, ["NVIDIA H200", "NVIDIA H200"])
     _fake_tensorflow(monkeypatch, [])  # plain `pip install tensorflow`: no CUDA libraries
     assert accelerators.gpus("torch") == ["NVIDIA H200", "NVIDIA H200"]
@@ -79,8 +87,9 @@ def test_a_real_gpu_run_stops_at_once_on_one_line(tmp_path):
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
     assert len(errors) == 1, proc.stderr
-    assert errors[0].startswith("error: profile gpu: notebooks 01, 02, 05 train with "
-                                "tensorflow") and "sees no GPU" in errors[0]
+    assert errors[0].startswith("error: profile gpu: notebooks 01, 02, 03, 04, 05 train with "
+                                "torch") and "sees no GPU" in errors[0]
+    assert "CPU build" in errors[0]  # why torch sees none here
     assert not (tmp_path / "results").exists()
 
 
@@ -89,11 +98,42 @@ def test_the_check_follows_the_backend_of_the_parameters(monkeypatch):
 
     _fake_torch(monkeypatch, [])
     _fake_tensorflow(monkeypatch, ["NVIDIA H200"])
-    with pytest.raises(accelerators.NoGpu, match="notebooks 03, 04 train with torch"):
+    with pytest.raises(accelerators.NoGpu, match="notebooks 01, 02, 03, 04, 05 train with torch"):
         notebooks.require_gpus(sorted((paths.ROOT / "notebooks").glob("0*.py")), "gpu")
-    with pytest.raises(accelerators.NoGpu, match="notebook 01 train with torch"):
-        notebooks.require_gpus([paths.ROOT / "notebooks" / "01_vit_scratch.py"], "gpu",
-                               {"keras_backend": "torch"})
+    # the backend of the parameters, overrides included: TensorFlow sees the GPU here
+    assert notebooks.require_gpus([paths.ROOT / "notebooks" / "01_vit_scratch.py"], "gpu",
+                                  {"keras_backend": "tensorflow"}) == {
+        "tensorflow": ["NVIDIA H200"]}
+
+
+def test_the_refusal_names_a_driver_too_old_for_torchs_cuda(monkeypatch):
+    monkeypatch.delenv("VIT_CARS_SKIP_GPU_CHECK", raising=False)
+    _fake_torch(monkeypatch, [], cuda_version="13.0", driver="535.104.05")
+    monkeypatch.setattr(accelerators, "_version", lambda fw: "torch 2.13.0")
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.13.0")
+    with pytest.raises(accelerators.NoGpu) as err:
+        accelerators.require_gpus({"torch": "notebooks 03, 04"})
+    line = str(err.value)
+    assert "\n" not in line
+    assert ("NVIDIA driver 535.104.05 found, but torch 2.13.0 is built for CUDA 13.0, which "
+            "needs driver >= 580.65.06") in line
+    _fake_torch(monkeypatch, [], driver=None)
+    with pytest.raises(accelerators.NoGpu, match=r"no NVIDIA driver answers \(nvidia-smi\)"):
+        accelerators.require_gpus({"torch": "notebook 03"})
+    _fake_torch(monkeypatch, [], cuda_version=None)
+    with pytest.raises(accelerators.NoGpu, match="is a CPU build"):
+        accelerators.require_gpus({"torch": "notebook 03"})
+
+
+def test_gpus_are_named_in_cuda_visible_devices_order(monkeypatch):
+    _fake_torch(monkeypatch, ["A100", "H100", "H200"])
+    monkeypatch.setattr(sys.modules["torch"].cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    assert accelerators.gpus("torch") == ["H200", "A100"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234,GPU-5678")
+    assert accelerators.gpus("torch") == ["A100", "H100"]
 
 
 def test_tensorflow_grows_its_gpu_memory(monkeypatch):

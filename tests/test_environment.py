@@ -16,7 +16,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from common.core import paths
+from common.core import accelerators, paths
 from common.results import lockfile
 
 CONDA_TO_PIP = {"pytorch": "torch"}
@@ -143,7 +143,7 @@ def test_a_lock_installs_one_cuda_major_and_no_two_packages_write_the_same_file(
     assert len(majors) <= 1, f"{LOCKS[kind]} mixes CUDA majors: {majors}"
     assert lockfile.same_files(locked) == [], lockfile.same_files(locked)
     if kind == "gpu":
-        assert list(majors) == [13] and 13 in lockfile.DRIVER_FOR_CUDA
+        assert list(majors) == [13] and 13 in accelerators.DRIVER_FOR_CUDA
         assert "tensorflow" in locked and not any(n.endswith("-cu12") for n in locked)
 
 

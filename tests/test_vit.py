@@ -362,3 +362,75 @@ def test_probabilities_with_test_time_flip_average_the_mirror_image():
     symmetric = np.concatenate([x[:, :, :8], x[:, :, :8][:, :, ::-1]], axis=2)
     np.testing.assert_allclose(keras_probabilities(model, symmetric, flip=True),
                                keras_probabilities(model, symmetric), rtol=1e-6)
+
+
+def test_a_run_from_another_network_gets_its_own_augmentation_and_stochastic_depth(
+        synth_root, tmp_path):
+    """The gpu profile's 02: it starts from 01's network, augments inside the model, and asks
+    for strong augmentation and stochastic depth where 01 had standard and none. The network
+    it trains has its settings (not 01's layers), with 01's weights; a network of another
+    depth is refused in one line."""
+    from conftest import task_of
+
+    shape = dict(image_size=24, patch_size=4, stem_channels=[8, 16], **SMALL)
+    first = KerasVitRun(name="first", augmentation="standard", augment_in_model=True,
+                        dropout=0.1, **shape)
+    keras.utils.set_random_seed(0)
+    network = vit_training.build_from_config(first, 6, np.full((4, 3), 100.0))
+    folder = tmp_path / "01" / "first"
+    folder.mkdir(parents=True)
+    network.save(folder / "model.keras")
+    ten = task_of(synth_root, [2, 5])
+    cfg = KerasVitRun(name="second", augmentation="strong", augment_in_model=True,
+                      stochastic_depth_rate=0.1, dropout=0.0, init_from="first", epochs=1,
+                      batch_size=8, **shape)
+    out, weights, _ = vit_training.train_config(cfg, ten.parts, labels=ten.labels,
+                                                model_dir=tmp_path / "m", verbose=0,
+                                                init_from=folder)
+    names = [layer.name for layer in out["model"].layers]
+    assert {"flip", "rotation", "zoom", "translation", "contrast"} <= set(names)
+    assert out["model"].get_layer("block1_droppath").rate == pytest.approx(0.1)
+    assert out["model"].get_layer("block0_attention").dropout == 0.0
+    assert "stochastic depth" in weights["layers"]
+    fresh = vit_training.start_from(network, cfg, 2)
+    for name in ("stem_conv0", "block1_mlp_dense0"):
+        for a, b in zip(fresh.get_layer(name).get_weights(),
+                        network.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(fresh.get_layer("normalize").input_mean, [100.0] * 3)
+    deeper = cfg.model_copy(update={"transformer_layers": 3})
+    with pytest.raises(ValueError, match="'block2_attention' is only in this run"):
+        vit_training.start_from(network, deeper, 2)
+
+
+def test_no_callback_of_a_training_waits_for_the_device_after_each_step(tmp_path):
+    """Keras fetches each step's logs, and so waits for the accelerator between steps, as soon
+    as one callback hooks every step without saying ``async_safe``: the progress bar of
+    ``verbose=2`` did, and the throughput clock did. ``train`` fits with neither."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
+    keras_training.compile_classifier(model, keras_training.make_optimizer())
+    model.optimizer.use_ema = True  # SwapEMAWeights too
+
+    def fit(*args, callbacks, verbose, **kwargs):
+        seen.update(callbacks=callbacks, verbose=verbose)
+        raise Stop
+
+    model.fit = fit
+    x, y = np.zeros((8, 16, 16, 3), "uint8"), np.zeros(8, "int64")
+    with pytest.raises(Stop):
+        keras_training.train(model, x, y, x, y, epochs=1, batch_size=4, verbose=2,
+                             checkpoint_path=tmp_path / "m.keras")
+    assert seen["verbose"] == 0  # no progress bar; EpochLog prints a line an epoch
+    base = keras.callbacks.Callback
+    per_step = [type(cb).__name__ for cb in seen["callbacks"]
+                if not getattr(cb, "async_safe", False)
+                and any(getattr(type(cb), hook) is not getattr(base, hook)
+                        for hook in ("on_batch_end", "on_train_batch_end"))]
+    assert per_step == []
+    assert {type(cb).__name__ for cb in seen["callbacks"]} >= {
+        "BestCheckpoint", "ThroughputCallback", "EpochLog", "SwapEMAWeights"}

@@ -40,7 +40,9 @@ DRY = "-dry"
 # the names a notebook's parameters cell declares (papermill may inject these only)
 NOTEBOOK_PARAMETERS = ("profile", "data_dir", "overrides")
 # A dry run keeps every setting but the amounts: batches of at most 4 images, 1 epoch per
-# stage, 2 steps per epoch (8 training images), at most 16 evaluation images per split.
+# stage, 2 steps per epoch (8 training images), at most 16 evaluation images per split; and
+# no torch.compile of the Keras ViTs (jit_compile), which takes minutes a model on a CPU
+# (tests/test_vit.py compiles one).
 DRY_RUN_BATCH = 4
 DRY_RUN_LIMITS = {"train": 2 * DRY_RUN_BATCH, "evaluation": 16}
 OVERRIDE_FORMS = "KEY, runs.NAME.KEY, runs.*.KEY or BLOCK.KEY"
@@ -324,7 +326,8 @@ def shrink(params: schema.Notebook) -> schema.Notebook:
             run = small(run, "batch_size", "eval_batch_size")
             changes = {"epochs": 1}
             if isinstance(run, schema.KerasVitRun):
-                changes.update(select_from_epoch=1, warmup_epochs=0)
+                changes.update(select_from_epoch=1, warmup_epochs=0,
+                               jit_compile=False if run.jit_compile is True else run.jit_compile)
             else:
                 changes["train_eval_images"] = min(run.train_eval_images,
                                                    DRY_RUN_LIMITS["evaluation"])

@@ -69,10 +69,13 @@ def set_keras_precision(mixed: bool) -> str:
 
 def training_processes(processes: int | None, batch_sizes=(), gpus: int | None = None) -> int:
     """How many data-parallel processes fine-tune: ``processes`` when given, else one per
-    visible GPU (``gpus``, default torch's count; ``CUDA_VISIBLE_DEVICES`` narrows them),
-    else 1. Each process takes an equal share of every global batch of ``batch_sizes``: by
-    default, the most GPUs that divide them all (6 of 8 GPUs for batches of 48); a
-    ``processes`` that does not divide one is refused (ValueError)."""
+    visible GPU (``gpus``, default torch's count, which initialises no CUDA;
+    ``CUDA_VISIBLE_DEVICES`` narrows them), else 1. Each process takes an equal share of
+    every global batch of ``batch_sizes``: by default, the most GPUs that divide them all (6
+    of 8 GPUs for batches of 48); a ``processes`` that does not divide one is refused
+    (ValueError). One process that sees several GPUs is refused too (ValueError): the
+    Hugging Face ``Trainer`` would wrap the model in ``nn.DataParallel`` and each step would
+    take the batch once per GPU."""
     batch_sizes = [int(b) for b in batch_sizes]
     if processes is not None:
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
@@ -82,13 +85,20 @@ def training_processes(processes: int | None, batch_sizes=(), gpus: int | None =
             raise ValueError(f"processes {processes} does not divide batch_size {uneven[0]}: "
                              f"each process takes an equal share of the global batch; use a "
                              f"divisor of it")
-        return processes
     if gpus is None:
         import torch
 
         gpus = torch.cuda.device_count()
-    return next(n for n in range(max(1, gpus), 0, -1)
-                if all(b % n == 0 for b in batch_sizes))
+    n = processes or next(n for n in range(max(1, gpus), 0, -1)
+                          if all(b % n == 0 for b in batch_sizes))
+    if n == 1 and gpus > 1:
+        raise ValueError(
+            f"one fine-tuning process would see {gpus} GPUs: the Trainer would wrap the model "
+            f"in nn.DataParallel and each step would take {gpus} times the batch; set "
+            f"processes: null (one process per GPU, with batch sizes they divide), or pin one "
+            f"GPU with CUDA_VISIBLE_DEVICES=0 (make -j run GPUS=\"0 1 ...\" pins one per "
+            f"notebook)")
+    return n
 
 
 def prepare_keras(params) -> str:

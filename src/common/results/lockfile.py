@@ -52,9 +52,6 @@ def read_lock(path: Path | str) -> dict[str, str]:
 SAME_FILES = (("nvidia-cudnn-cu12", "nvidia-cudnn-cu13"), ("nvidia-nccl-cu12", "nvidia-nccl-cu13"),
               ("nvidia-cusparselt-cu12", "nvidia-cusparselt-cu13"),
               ("nvidia-nvshmem-cu12", "nvidia-nvshmem-cu13"))
-# The oldest Linux NVIDIA driver each CUDA major runs on (CUDA's release notes, table 3:
-# 12.0 GA needs >= 525.60.13, 13.0 GA >= 580.65.06).
-DRIVER_FOR_CUDA = {12: "525.60.13", 13: "580.65.06"}
 
 
 def cuda_majors(locked: dict[str, str]) -> dict[int, list[str]]:

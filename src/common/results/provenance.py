@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from importlib import metadata
 
-from common.core import paths
+from common.core import accelerators, paths
 from common.results import lockfile
 
 PACKAGES = ("keras", "tensorflow", "torch", "transformers")
@@ -24,15 +23,9 @@ def _version(package: str) -> str | None:
 
 def device_description() -> str:
     """GPU names from nvidia-smi when there are GPUs, else the CPU core count."""
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20, check=True).stdout
-            gpus = [line.strip() for line in out.splitlines() if line.strip()]
-            if gpus:
-                return f"{len(gpus)} GPU: " + ", ".join(gpus)
-        except (OSError, subprocess.SubprocessError):
-            pass
+    gpus = [row[0] for row in accelerators.nvidia_smi("name")]
+    if gpus:
+        return f"{len(gpus)} GPU: " + ", ".join(gpus)
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 

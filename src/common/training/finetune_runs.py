@@ -11,7 +11,6 @@ from pathlib import Path
 from common.config.schema import HfNotebook, HfRun
 from common.data import images
 from common.data.splits import Splits, budget, row_ids
-from common.inference.probabilities import hf_probabilities
 from common.models import folder, hf_classifier
 from common.results.contract import run_record
 from common.training import hf_trainer
@@ -60,10 +59,10 @@ def fit_config(cfg: HfRun, parts: Splits, labels: dict[int, tuple[int, str]], p:
                                                             ("train", "val", "test"))
     fit = hf_trainer.fine_tune_processes(clf, x_train, t_train["label"].to_numpy(), x_val,
                                          t_val["label"].to_numpy(), cfg, seed=p.seed,
-                                         progress=progress, processes=processes)
+                                         progress=progress, processes=processes,
+                                         x_test=x_test)
     y_test = t_test["label"].to_numpy()
-    probs = hf_probabilities(clf.model, clf.processor, x_test,
-                             batch_size=fit["settings"].eval_batch_size)
+    probs = fit.pop("test_probabilities")
     save(clf, model_dir, labels, p.crop_mode)
     params = {**cfg.model_dump(mode="json", exclude={"name"}),
               **fit["settings"].model_dump(mode="json"),

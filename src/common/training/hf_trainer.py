@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config.schema import HfTraining
+from common.core import runtime
 from common.core.accelerators import describe
 from common.models.hf_classifier import Classifier
 
@@ -252,6 +253,10 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
     """
     from transformers import Trainer
 
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # one process: refused when it sees several GPUs (nn.DataParallel would multiply
+        # the batch); CUDA_VISIBLE_DEVICES pins one
+        runtime.training_processes(1, [int(cfg.batch_size)])
     cfg = HfTraining.model_validate({**cfg.model_dump(include=set(HfTraining.model_fields)),
                                      **clf.training})
     rng = np.random.default_rng(seed)
@@ -296,42 +301,59 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
 
 
 def fine_tune_processes(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, *,
-                        processes: int, seed: int = 0, progress: bool = False) -> dict:
+                        processes: int, seed: int = 0, progress: bool = False,
+                        x_test=None) -> dict:
     """:func:`fine_tune` in ``processes`` processes (one per GPU, or CPU processes talking
     over gloo) started from the notebook by ``accelerate.notebook_launcher``; the ``Trainer``
     in each joins the same data-parallel training. The main process' weights are loaded
-    back into ``clf.model`` and its results are returned, as :func:`fine_tune` does."""
+    back into ``clf.model`` and its results are returned, as :func:`fine_tune` does, with
+    ``test_probabilities``, the class probabilities of ``x_test`` (when given) from the
+    fine-tuned model.
+
+    The launcher forks the calling process, so this process never initialises CUDA: the
+    test images are scored by the main training process, on its GPU, and ``clf.model``
+    comes back on the CPU (a second run of the notebook forks again). With one process,
+    everything runs here, and the model stays where the Trainer put it."""
     import torch
     from accelerate import notebook_launcher
 
+    from common.inference.probabilities import hf_probabilities
+
     if processes < 2:
-        return fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress)
+        fit = fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress)
+        if x_test is not None:
+            fit["test_probabilities"] = hf_probabilities(
+                clf.model, clf.processor, x_test, batch_size=fit["settings"].eval_batch_size)
+        return fit
     per_process_batch(int(cfg.batch_size), processes)  # before starting any process
     with tempfile.TemporaryDirectory(prefix="fine-tune-") as tmp:
         out = Path(tmp) / "main.pt"
         notebook_launcher(_fine_tune_and_save, args=(clf, x_train, y_train, x_val, y_val, cfg,
-                                                     seed, progress, str(out), processes),
+                                                     seed, progress, str(out), processes,
+                                                     x_test),
                           num_processes=int(processes))
         if not out.is_file():
             raise RuntimeError(f"the {processes} fine-tuning processes ended without a result")
         saved = torch.load(out, map_location="cpu", weights_only=False)
     clf.model.load_state_dict(saved["state_dict"])
-    # the evaluation, predictions and attention maps that follow run on the GPU, as after a
-    # single-process fine-tuning (the Trainer leaves the model there)
-    if torch.cuda.is_available():
-        clf.model.to("cuda")
     clf.model.eval()
     return saved["fit"]
 
 
 def _fine_tune_and_save(clf, x_train, y_train, x_val, y_val, cfg, seed, progress, out,
-                        processes):
-    """One process of :func:`fine_tune_processes`; the main one saves what it got."""
+                        processes, x_test=None):
+    """One process of :func:`fine_tune_processes`; the main one scores ``x_test`` and saves
+    what it got."""
     import torch
     from accelerate import PartialState
+
+    from common.inference.probabilities import hf_probabilities
 
     fit = fine_tune(clf, x_train, y_train, x_val, y_val, cfg, seed=seed, progress=progress,
                     processes=processes)
     if PartialState().is_main_process:
+        if x_test is not None:
+            fit["test_probabilities"] = hf_probabilities(
+                clf.model, clf.processor, x_test, batch_size=fit["settings"].eval_batch_size)
         torch.save({"fit": fit, "state_dict": {k: v.detach().cpu() for k, v in
                                                clf.model.state_dict().items()}}, out)

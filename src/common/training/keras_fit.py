@@ -14,14 +14,13 @@ can also ask for Keras' layers inside the model (``augment_in_model``). Mixup an
 
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 from keras import ops
 
 from common.core.accelerators import describe
 from common.models.augmentation import PACKAGE, augmentation_kornia, augmentation_layers
+from common.training.callbacks import BestCheckpoint, EpochLog, ThroughputCallback
 from common.training.mixing import mix_batch
 
 
@@ -142,6 +141,14 @@ def compile_classifier(model, optimizer, label_smoothing=0.0, jit_compile="auto"
         loss = SparseSmoothedCrossentropy(label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if jit_compile is True and keras.backend.backend() == "torch":
+        import torch._dynamo
+
+        # static shapes: Keras' step sees the full batches and the last one; dynamic
+        # shapes trip inductor on the stem's convolution backward (torch 2.13,
+        # "ValueRangeError: Invalid ranges [0:-1]")
+        torch._dynamo.config.automatic_dynamic_shapes = False
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     k = min(5, int(model.output_shape[-1]))
     top1, topk = ((LabelAccuracy, LabelTopKAccuracy) if soft_labels else
                   (keras.metrics.SparseCategoricalAccuracy,
@@ -153,43 +160,6 @@ def compile_classifier(model, optimizer, label_smoothing=0.0, jit_compile="auto"
         jit_compile=jit_compile,
     )
     return model
-
-
-class ThroughputCallback(keras.callbacks.Callback):
-    """Training throughput in images/s and total ``fit`` wall time.
-
-    Per epoch the training time runs from the epoch start to the end of its
-    last batch (validation is excluded). When there is more than one epoch the
-    first one (graph tracing / XLA compilation) is left out of the rate.
-    """
-
-    def __init__(self, num_train_images: int):
-        super().__init__()
-        self.num_train_images = int(num_train_images)
-        self.epoch_seconds: list[float] = []
-        self.train_seconds = 0.0
-
-    def on_train_begin(self, logs=None):
-        self._t_fit = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t_epoch = self._t_last = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if logs and "loss" in logs:
-            float(logs["loss"])  # wait for the step to finish (async backends)
-        self._t_last = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(self._t_last - self._t_epoch)
-
-    def on_train_end(self, logs=None):
-        self.train_seconds = time.perf_counter() - self._t_fit
-
-    @property
-    def images_per_second(self) -> float:
-        secs = self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds
-        return self.num_train_images * len(secs) / max(sum(secs), 1e-9)
 
 
 def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none", mix=None):
@@ -257,7 +227,10 @@ class Batches(keras.utils.PyDataset):
     tensorflow; augmented by :func:`augmentation_kornia`. Batches are made in order in the
     training loop (no worker); the shuffle of epoch ``e`` comes from ``seed + e``, the random
     transformations of its batch ``i`` from ``(seed, e, i)``, and so does its mixing
-    (``mix``, as in :func:`make_dataset`): the same batches on every run."""
+    (``mix``, as in :func:`make_dataset`): the same batches on every run. On a GPU the
+    augmented batches are warped there and handed to the model there (the random draws
+    stay on the CPU's generator, so a seed gives the same batches); mixing, numpy, brings
+    them back first."""
 
     def __init__(self, x, y, batch_size, shuffle=False, seed=0, augmentation="none", mix=None):
         super().__init__(workers=1, use_multiprocessing=False)
@@ -265,6 +238,12 @@ class Batches(keras.utils.PyDataset):
         self.x, self.y = x, np.asarray(y)
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
         self.augment = augmentation_kornia(augmentation)
+        self.device = "cpu"
+        if self.augment is not None and keras.backend.backend() == "torch":
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.augment = self.augment.to(self.device)
         self.epoch = 0
         self.order = self._order()
 
@@ -286,9 +265,11 @@ class Batches(keras.utils.PyDataset):
             # global generator (dropout's, the model's) as it was
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 torch.manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF)
-                images = torch.from_numpy(batch).permute(0, 3, 1, 2) / 255.0
+                images = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2) / 255.0
                 images = self.augment(images) * 255.0
-                batch = images.permute(0, 2, 3, 1).contiguous().numpy()
+                batch = images.permute(0, 2, 3, 1).contiguous()
+            if self.mix or batch.device.type == "cpu":
+                batch = batch.cpu().numpy()
         if self.mix:
             return _mix(batch, self.y[pick],
                         np.random.default_rng([self.seed, self.epoch, i, 1]), self.mix)
@@ -297,19 +278,6 @@ class Batches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.epoch += 1
         self.order = self._order()
-
-
-class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """``ModelCheckpoint`` on the best ``val_accuracy``, among the epochs from
-    ``first_epoch`` (1-based) on only."""
-
-    def __init__(self, path, first_epoch: int = 1):
-        super().__init__(path, monitor="val_accuracy", save_best_only=True, mode="max")
-        self.first_epoch = int(first_epoch)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 >= self.first_epoch:
-            super().on_epoch_end(epoch, logs)
 
 
 def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoint_path,
@@ -351,8 +319,10 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed,
                             augmentation=augmentation, mix=mix)
     val_ds = make_dataset(x_val, y_val, batch_size)
+    if verbose == 2:  # a line an epoch, without the progress bar's wait after every step
+        callbacks.append(EpochLog(epochs))
     hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-                     shuffle=False, verbose=verbose)  # make_dataset shuffles
+                     shuffle=False, verbose=0 if verbose == 2 else verbose)  # make_dataset shuffles
     keys = ("loss", "val_loss", "accuracy", "val_accuracy", "top5_accuracy",
             "val_top5_accuracy")
     history = {k: [float(v) for v in hist.history[k]] for k in keys if k in hist.history}

@@ -26,10 +26,13 @@ from common.training.keras_fit import compile_classifier, make_optimizer, train
 
 
 def build_from_config(cfg: KerasVitRun, num_classes: int, pixels: np.ndarray | None = None,
-                      name: str | None = None) -> keras.Model:
+                      name: str | None = None, stats: tuple | None = None) -> keras.Model:
     """:func:`build_vit` from a sweep configuration. Normalisation from ``pixels`` (N, 3),
-    else a plain 1/255 rescaling; augmentation layers inside the model only when the
-    configuration says ``augment_in_model``."""
+    or from ``stats`` (per-channel mean and variance), else a plain 1/255 rescaling;
+    augmentation layers inside the model only when the configuration says
+    ``augment_in_model``."""
+    if pixels is not None:
+        stats = (pixels.mean(axis=0), pixels.var(axis=0))
     return build_vit(num_classes, cfg.image_size, cfg.patch_size,
                      projection_dim=cfg.projection_dim, num_heads=cfg.num_heads,
                      key_dim=cfg.key_dim,
@@ -38,8 +41,8 @@ def build_from_config(cfg: KerasVitRun, num_classes: int, pixels: np.ndarray | N
                      head_dropout=cfg.head_dropout,
                      stochastic_depth_rate=cfg.stochastic_depth_rate,
                      augmentation=cfg.augmentation if cfg.augment_in_model else "none",
-                     mean=None if pixels is None else pixels.mean(axis=0),
-                     variance=None if pixels is None else pixels.var(axis=0),
+                     mean=None if stats is None else stats[0],
+                     variance=None if stats is None else stats[1],
                      stem_channels=cfg.stem_channels, name=name or cfg.name)
 
 
@@ -100,10 +103,12 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
     if init_from is not None:
         base = _load_network(Path(init_from), size)
         rows = _same_classes(Path(init_from), labels) if cfg.head_from_init else None
-        model = with_new_head(base, len(labels), name=cfg.name, rows=rows)
+        model = start_from(base, cfg, len(labels), rows=rows, origin=Path(init_from))
         weights = weights_info(
             "pretrained-here", pretrained=False, classes=int(base.output_shape[-1]),
             head="the same classes' output units" if rows else "random-init",
+            layers="built from this run's settings (augmentation inside the model, dropout, "
+                   "stochastic depth); every weight but the output layer's from the network",
             **{"from": f"{Path(init_from).parent.name}/{Path(init_from).name}"})
         stats = f"of the training set of {Path(init_from).parent.name}"
     else:
@@ -123,6 +128,42 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
                 mix={"num_classes": len(labels), "mixup_alpha": cfg.mixup_alpha,
                      "cutmix_alpha": cfg.cutmix_alpha} if mixing else None)
     return out, weights, stats
+
+
+def start_from(base: keras.Model, cfg: KerasVitRun, num_classes: int, *,
+               rows: list[int] | None = None, origin: Path | None = None) -> keras.Model:
+    """This run's network, built from its own settings (its augmentation layers when it
+    augments inside the model, its dropout and stochastic depth), that starts with every
+    weight of ``base`` (another run's trained network, its normalisation statistics
+    included) but the output layer's, which is new for ``num_classes`` classes
+    (:func:`common.models.vit.with_new_head`; ``rows``: from ``base``'s units for the same
+    classes). Raises ValueError, one line, when the two networks' layers differ (another
+    depth, width or stem): the settings that shape the network must be ``base``'s."""
+    where = f"the network in {origin}" if origin else "the starting network"
+    try:
+        norm = base.get_layer("normalize")
+        stats = (np.asarray(norm.input_mean), np.asarray(norm.input_variance))
+    except ValueError:  # rescaled by 1/255, no statistics
+        stats = None
+    head = with_new_head(base, num_classes, name=cfg.name, rows=rows).get_layer("logits")
+    model = build_from_config(cfg, num_classes, stats=stats)
+    mine = {layer.name: layer for layer in model.layers if layer.weights}
+    theirs = {layer.name: layer for layer in base.layers if layer.weights}
+    for name in sorted((set(mine) ^ set(theirs)) - {"logits"}):
+        side = "this run" if name in mine else where
+        raise ValueError(f"init_from: layer {name!r} is only in {side}: set the keys that shape "
+                         f"the network (transformer_layers, projection_dim, num_heads, key_dim, "
+                         f"mlp_head_units, stem_channels) as in {where}")
+    for name, layer in mine.items():
+        source = head if name == "logits" else theirs[name]
+        values = source.get_weights()
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if shapes != [tuple(v.shape) for v in values]:
+            raise ValueError(f"init_from: layer {name!r} has weights of shapes {shapes} here, "
+                             f"{[tuple(v.shape) for v in values]} in {where}: set the keys that "
+                             f"shape the network as there")
+        layer.set_weights(values)
+    return model
 
 
 def _same_classes(folder: Path, labels: dict) -> list[int]:
