@@ -17,6 +17,9 @@ TensorFlow or Jupyter. This writes:
 
 then checks that the bundle and the checkout's tracked files together fit in ``--limit-mib``
 (what can travel to the box). Both folders are ignored by git.
+
+``--check .whl`` runs on the box (``gpu_check.sh`` does it first): it refuses, in one line,
+a box whose installed versions do not fit what the bundled wheels declare.
 """
 
 from __future__ import annotations
@@ -80,10 +83,14 @@ def download(dest: Path, python_version: str = "3.12") -> list[Path]:
     return sorted(dest.glob("*.whl"))
 
 
-def unmet(wheels: list[Path], python_version: str = "3.12") -> list[str]:
+def unmet(wheels: list[Path], python_version: str = "3.12",
+          versions: dict[str, str] | None = None) -> list[str]:
     """The dependencies the wheels declare (for Linux x86_64, ``python_version``, no extra)
-    that are neither in the bundle nor on the box."""
-    have = {canonicalize_name(parse_wheel_filename(w.name)[0]) for w in wheels} | BOX
+    that are neither in the bundle nor on the box; with ``versions`` (the box's installed
+    packages: canonical name -> version), also those the box has at a version outside the
+    declared range (pydantic needs a recent typing-extensions, ml-dtypes numpy >= 2)."""
+    bundled = {canonicalize_name(parse_wheel_filename(w.name)[0]) for w in wheels}
+    have = bundled | (set(versions) if versions is not None else BOX)
     env = {"python_version": python_version, "python_full_version": f"{python_version}.0",
            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
            "os_name": "posix", "implementation_name": "cpython",
@@ -97,9 +104,38 @@ def unmet(wheels: list[Path], python_version: str = "3.12") -> list[str]:
             req = Requirement(spec)
             if req.marker is not None and not req.marker.evaluate(env):
                 continue
-            if canonicalize_name(req.name) not in have:
+            name = canonicalize_name(req.name)
+            if name not in have:
                 out.append(f"{wheel.name} needs {spec}")
+            elif (versions is not None and name not in bundled
+                  and not req.specifier.contains(versions[name], prereleases=True)):
+                out.append(f"{wheel.name} needs {spec}, the box has {name} {versions[name]}")
     return out
+
+
+def box_versions() -> dict[str, str]:
+    """The packages this interpreter has (the box's), by canonical name."""
+    from importlib import metadata
+
+    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()
+            if d.metadata["Name"]}
+
+
+def check(wheels_dir: Path) -> int:
+    """On the box, before installing the bundle: 0 when every dependency the wheels of
+    ``wheels_dir`` declare is bundled or installed at a version in its range, else 1 with
+    one line that names them."""
+    wheels = sorted(Path(wheels_dir).glob("*.whl"))
+    if not wheels:
+        print(f"error: no wheels in {wheels_dir}: make gpu-bundle builds them", file=sys.stderr)
+        return 1
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    missing = unmet(wheels, version, box_versions())
+    if missing:
+        print("error: this box's packages do not fit the bundle: " + "; ".join(missing)
+              + " (carry a fitting wheel in .whl/, or use another box)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def tracked_bytes() -> int:
@@ -122,7 +158,11 @@ def main(argv=None) -> int:
     parser.add_argument("--wheels", type=Path, default=ROOT / ".whl")
     parser.add_argument("--subset", type=Path, default=ROOT / ".gl" / "cars10")
     parser.add_argument("--limit-mib", type=float, default=64.0)
+    parser.add_argument("--check", type=Path, metavar="WHEELS",
+                        help="on the box: check its versions against these wheels' needs")
     args = parser.parse_args(argv)
+    if args.check:
+        return check(args.check)
     limit = int(args.limit_mib * 2 ** 20)
     data = args.data or Path(os.environ.get("CARS_DATA_DIR") or paths.SHARED_DATA)
 

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Training images/s of the gpu profile with the project's own code, in one command (well
-# inside 9 minutes on one H200); writes one JSON (default gpu_check.json) after every
-# measurement.
+# inside 9 minutes on one H200); writes one JSON (default gpu_check.json) after every job,
+# each job in its own process (a failing one is recorded, the next ones still run).
 #
 #   benchmarks/gpu_check.sh [--cpu] [--data DIR] [--out FILE]
 #
-# Keras' backend is the gpu profile's, TensorFlow, when this Python has a TensorFlow that
-# sees a GPU; otherwise torch, and the check says so (the JSON's "not_measured"): on a box
-# without TensorFlow, the figures of 01, 02 and 05 are Keras on torch, not what the profile
-# runs there.
+# Keras runs on torch, the gpu profile's backend; one GPU (CUDA_VISIBLE_DEVICES, default 0:
+# one process that sees several would get nn.DataParallel); offline (HF_HUB_OFFLINE=1).
 #
 # For the rented box (Python 3.12, PyTorch, transformers and accelerate, but no Keras,
 # TensorFlow or Jupyter, no network): `make gpu-bundle` here writes the missing wheels into
 # .whl/ and a 10-class subset of the data into .gl/cars10/ (both ignored by git, 64 MiB at
-# most with the checkout); this script installs the wheels, each alone (--no-deps), into
-# .gl/site. --cpu shrinks every amount, for a CPU (the tests run it so).
-set -euo pipefail
+# most with the checkout; the device call carries both: README). This script first checks
+# that the box's packages fit what those wheels need (one line, exit 2, when they do not),
+# then installs them, each alone (--no-deps), into .gl/site. --cpu shrinks every amount, for
+# a CPU (the tests run it so). Exit 1 when a job failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 args=()
@@ -30,7 +30,8 @@ while [ $# -gt 0 ]; do
 done
 if ! "$PYTHON" -c "import keras, pydantic" 2>/dev/null; then
   if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PYTHON" -m pip install --quiet --no-index --no-deps --target .gl/site .whl/*.whl
+    "$PYTHON" benchmarks/gpu_bundle.py --check .whl || exit 2
+    "$PYTHON" -m pip install --quiet --no-index --no-deps --target .gl/site .whl/*.whl || exit 2
     export PYTHONPATH=".gl/site${PYTHONPATH:+:$PYTHONPATH}"
   else
     echo "error: keras or pydantic is not installed and there is no .whl/ folder of wheels to" \
@@ -40,12 +41,6 @@ if ! "$PYTHON" -c "import keras, pydantic" 2>/dev/null; then
 fi
 if [ -z "$data" ] && [ -d .gl/cars10 ]; then data=.gl/cars10; fi
 if [ -n "$data" ]; then args+=(--data "$data"); fi
-# the backend is chosen here, whatever KERAS_BACKEND the shell had
-if TF_CPP_MIN_LOG_LEVEL=3 "$PYTHON" -c \
-    "import sys, tensorflow as tf; sys.exit(not tf.config.list_physical_devices('GPU'))" \
-    2>/dev/null; then
-  export KERAS_BACKEND=tensorflow TF_FORCE_GPU_ALLOW_GROWTH=true
-else
-  export KERAS_BACKEND=torch
-fi
-exec timeout 540 "$PYTHON" benchmarks/gpu_check.py "${args[@]}"
+# the gpu profile's backend, whatever the shell had; one GPU; no hub
+export KERAS_BACKEND=torch HF_HUB_OFFLINE=1 CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+exec timeout 560 "$PYTHON" benchmarks/gpu_check.py "${args[@]}"

@@ -165,3 +165,34 @@ def test_installed_alone_the_bundle_gives_the_check_what_it_imports(tmp_path):
     keras_file, pydantic_file, backend = proc.stdout.split()[-3:]
     assert keras_file.startswith(str(target)) and pydantic_file.startswith(str(target))
     assert backend == "torch"
+    # gpu_check.sh's first step on the box, here with this environment's versions (the
+    # lock's): they fit what the wheels need
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_bundle.py", "--check",
+                           str(tmp_path / "whl")], cwd=paths.ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_the_box_check_refuses_versions_that_do_not_fit(tmp_path):
+    """What the bundle's wheels declare is checked against the box's installed versions,
+    not only its package names (pydantic needs a recent typing-extensions)."""
+    import zipfile
+
+    wheel = tmp_path / "pydantic-2.12.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("pydantic-2.12.0.dist-info/METADATA",
+                   "Metadata-Version: 2.1\nName: pydantic\nVersion: 2.12.0\n"
+                   "Requires-Dist: typing-extensions>=4.14.1\n"
+                   "Requires-Dist: email-validator>=2; extra == 'email'\n")
+    old = {"typing-extensions": "4.12.2", "numpy": "1.26.4"}
+    assert gpu_bundle.unmet([wheel], "3.12", old) == [
+        f"{wheel.name} needs typing-extensions>=4.14.1, the box has typing-extensions 4.12.2"]
+    assert gpu_bundle.unmet([wheel], "3.12", {"typing-extensions": "4.15.0"}) == []
+    assert gpu_bundle.unmet([wheel], "3.12", {}) == [
+        f"{wheel.name} needs typing-extensions>=4.14.1"]
+    # the check of this interpreter, as gpu_check.sh runs it on the box: one line, exit 1
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_bundle.py", "--check",
+                           str(tmp_path / "none")], cwd=paths.ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "make gpu-bundle" in proc.stderr

@@ -232,7 +232,7 @@ def history_from_logs(log_history: list[dict]) -> dict:
 
 def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, *,
               seed: int = 0, processes: int = 1,
-              work_dir: Path | None = None, progress: bool = False) -> dict:
+              work_dir: Path | None = None, progress: bool = False, callbacks=()) -> dict:
     """Fine-tune ``clf.model`` with the ``Trainer``; keep the best epoch on validation.
 
     ``cfg``: the run's settings (the fallback's ``training`` settings replace them).
@@ -249,7 +249,8 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
     of the weights while training). ``cfg.batch_size`` is the global batch: each of the
     ``processes`` takes its share (:func:`per_process_batch`). The weights of the best
     epoch are loaded back into ``clf.model``; the Trainer's output folder (``work_dir``,
-    temporary by default) is deleted.
+    temporary by default) is deleted. ``callbacks``: more ``TrainerCallback`` objects (the
+    GPU check's step clock).
     """
     from transformers import Trainer
 
@@ -276,7 +277,7 @@ def fine_tune(clf: Classifier, x_train, y_train, x_val, y_val, cfg: HfTraining, 
                                                    processes),
                           data_collator=Collator(clf.processor), train_dataset=train_ds,
                           eval_dataset=evals, compute_metrics=_accuracy,
-                          callbacks=[clock, keep])
+                          callbacks=[clock, keep, *callbacks])
         t0 = time.perf_counter()
         trainer.train()
         device = describe(next(trainer.model.parameters()).device)
