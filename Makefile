@@ -9,7 +9,7 @@ PYTHON ?= python3.11
 # The exact versions that `make setup` installs: every package, transitive ones included
 # (requirements/README.md). In .venv, the CPU lock, the tested one (torch's local CPU
 # build). On a CUDA box, VENV=$$CONDA_PREFIX installs into the active conda environment and
-# takes the GPU lock (CUDA torch, tensorflow[and-cuda]); LOCK= names another lock.
+# takes the GPU lock (CUDA 13 torch; TensorFlow without CUDA); LOCK= names another lock.
 LOCK ?= $(if $(filter .venv,$(VENV)),requirements/cpu.lock.txt,requirements/gpu.lock.txt)
 KERNEL := vit-cars-poc
 VENV := .venv
