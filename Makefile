@@ -10,7 +10,7 @@ PYTHON ?= python3.11
 # (requirements/README.md). In .venv, the CPU lock, the tested one (torch's local CPU
 # build). On a CUDA box, VENV=$$CONDA_PREFIX installs into the active conda environment and
 # takes the GPU lock (CUDA 13 torch; TensorFlow without CUDA); LOCK= names another lock.
-LOCK ?= $(if $(filter .venv,$(VENV)),requirements/cpu.lock.txt,requirements/gpu.lock.txt)
+LOCK ?= $(if $(filter .venv $(CURDIR)/.venv,$(VENV)),requirements/cpu.lock.txt,requirements/gpu.lock.txt)
 KERNEL := vit-cars-poc
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -50,7 +50,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-deps $$(grep '^pip==' $(LOCK))
 	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
-	$(if $(filter .venv,$(VENV)),$(PY) -m piptools sync --quiet $(LOCK))
+	$(if $(filter .venv $(CURDIR)/.venv,$(VENV)),$(PY) -m piptools sync --quiet $(LOCK))
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3 (vit-cars-poc)" >/dev/null
 	@touch $@

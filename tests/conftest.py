@@ -31,6 +31,24 @@ def task_of(root, class_ids=None, val_fraction=0.25, test_fraction=0.2, seed=0):
     return load_task(study, "ten" if class_ids else "all")
 
 
+# a tiny ViT for the Hugging Face tests (transformers' ViTConfig keys)
+TINY_VIT = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny ViT (4 classes) and its image processor written by save_pretrained."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from common.models import hf_classifier
+
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    ViTForImageClassification(ViTConfig(**TINY_VIT, num_labels=4)).save_pretrained(folder)
+    hf_classifier.simple_processor(32).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _isolated_outputs(tmp_path, monkeypatch):
     """Keep caches and outputs of every test in its own temporary folder."""

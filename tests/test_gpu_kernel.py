@@ -17,10 +17,6 @@ from common.config.schema import HfRun, HfTraining
 from common.core import runtime
 from common.models import hf_classifier
 
-TINY = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "intermediate_size": 64}
-
-
 def fake_gpus(monkeypatch, count: int = 2) -> list[str]:
     """torch sees ``count`` GPUs through NVML; returns the list where every CUDA
     initialisation is recorded (torch's lazy init also raises, as it would fail here)."""
@@ -41,16 +37,6 @@ def fake_gpus(monkeypatch, count: int = 2) -> list[str]:
     monkeypatch.setattr(torch._C, "_cuda_getDeviceCount", cuinit, raising=False)
     monkeypatch.setattr(torch.cuda, "_lazy_init", lazy_init)
     return calls
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from transformers import ViTConfig, ViTForImageClassification
-
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    ViTForImageClassification(ViTConfig(**TINY, num_labels=4)).save_pretrained(folder)
-    hf_classifier.simple_processor(32).save_pretrained(folder)
-    return folder
 
 
 def test_the_fine_tuning_kernel_initialises_no_cuda_before_or_between_its_launches(

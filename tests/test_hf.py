@@ -15,9 +15,9 @@ from common.models import hf_classifier as hf_weights
 from common.report import figures, presentation
 from common.training import hf_trainer as hf_training
 
+from conftest import TINY_VIT as TINY
+
 LABELS = {0: (3, "Car A"), 1: (7, "Car B"), 2: (9, "Car C")}
-TINY = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "intermediate_size": 64}
 FALLBACK = HfFallback(config=TINY, training={"learning_rate": 1e-3})
 
 
@@ -32,17 +32,6 @@ def unreachable_hub(monkeypatch, tmp_path):
     hf_weights._locate_on_hub.cache_clear()
     yield
     hf_weights._locate_on_hub.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A tiny ViT and its image processor written by save_pretrained."""
-    from transformers import ViTConfig, ViTForImageClassification
-
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    ViTForImageClassification(ViTConfig(**TINY, num_labels=4)).save_pretrained(folder)
-    hf_weights.simple_processor(32).save_pretrained(folder)
-    return folder
 
 
 # --------------------------------------------------------------------------- loading
