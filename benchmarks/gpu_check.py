@@ -163,22 +163,26 @@ def keras_configs(cpu: bool, steps: int, emit) -> list[dict]:
 
 def efficientnet(cpu: bool, steps: int) -> dict:
     """EfficientNetB0 as notebook 05 trains it: frozen backbone, the profile's precision,
-    batch and image size, augmentation inside the model."""
+    batch, image size, augmentation placement and compilation (not compiled with --cpu)."""
     from common.models import efficientnet as effnet
     from common.training import keras_fit
 
     p = loading.load("05_efficientnet", "gpu")
     size, batch = (32, 8) if cpu else (p.image_size, p.batch_size)
+    jit = False if cpu else p.jit_compile
     policy = runtime.set_keras_precision(p.mixed_precision and not cpu)
     x, y = images(batch * steps, size, 196)
-    model, _ = effnet.build(196, size, weights=str(Path("/nonexistent.h5")))
-    model.compile(optimizer="adam",
-                  loss=keras_loss(), metrics=["accuracy"])
+    model, _ = effnet.build(196, size, weights=str(Path("/nonexistent.h5")),
+                            augment_in_model=p.augment_in_model)
+    keras_fit.static_shapes(jit)
+    model.compile(optimizer="adam", loss=keras_loss(), metrics=["accuracy"], jit_compile=jit)
     trained = keras_fit.train(model, x, y, x[:batch], y[:batch], epochs=3,
                               batch_size=batch, verbose=0,
-                              checkpoint_path=SCRATCH / "gpu_check_effnet.keras")
+                              checkpoint_path=SCRATCH / "gpu_check_effnet.keras",
+                              augmentation="none" if p.augment_in_model else "efficientnet")
     runtime.set_keras_precision(False)
     return {"image_size": size, "batch_size": batch, "precision": policy,
+            "augment_in_model": p.augment_in_model, "jit_compile": jit,
             "stage": "frozen backbone", "images_per_second": trained["train_images_per_second"],
             "rate": "epochs 2-3 (the first, tracing, left out)",
             "trained_on": trained["trained_on"]}

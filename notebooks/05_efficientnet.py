@@ -68,7 +68,7 @@ parts = study.task.budget(p.cap_per_class, seed=p.seed)
 # %%
 model, weights_used = efficientnet.build(len(labels), p.image_size, p.weights,
                                          allow_fallback=p.profile != "gpu",
-                                         stand_in=p.dry_run)
+                                         stand_in=p.dry_run, augment_in_model=p.augment_in_model)
 display(Markdown(presentation.keras_weights_markdown(weights_used)))
 
 # %% [markdown]

@@ -212,7 +212,7 @@ def _epoch(ds):
     return [(a.numpy(), b.numpy()) for a, b in ds]
 
 
-@pytest.mark.parametrize("level", ["strong", "heavy"])
+@pytest.mark.parametrize("level", ["strong", "heavy", "efficientnet"])
 @pytest.mark.parametrize("loader", ["tf.data", "Batches"])
 def test_make_dataset_augments_in_the_pipeline(loader, level):
     """Both loaders (tf.data on tensorflow, a PyDataset on torch) batch, shuffle and augment

@@ -41,8 +41,8 @@ DRY = "-dry"
 NOTEBOOK_PARAMETERS = ("profile", "data_dir", "overrides")
 # A dry run keeps every setting but the amounts: batches of at most 4 images, 1 epoch per
 # stage, 2 steps per epoch (8 training images), at most 16 evaluation images per split; and
-# no torch.compile of the Keras ViTs (jit_compile), which takes minutes a model on a CPU
-# (tests/test_vit.py compiles one).
+# no torch.compile of the Keras models (jit_compile), which takes minutes a model on a CPU
+# (tests/test_dry_run.py compiles a tiny one).
 DRY_RUN_BATCH = 4
 DRY_RUN_LIMITS = {"train": 2 * DRY_RUN_BATCH, "evaluation": 16}
 OVERRIDE_FORMS = "KEY, runs.NAME.KEY, runs.*.KEY or BLOCK.KEY"
@@ -338,6 +338,7 @@ def shrink(params: schema.Notebook) -> schema.Notebook:
         update["fallback"] = params.fallback.model_copy(update={"training": training})
     if isinstance(params, schema.EfficientNetNotebook):
         update.update(batch_size=min(params.batch_size, DRY_RUN_BATCH),
+                      jit_compile=False if params.jit_compile is True else params.jit_compile,
                       frozen=params.frozen.model_copy(update={"epochs": 1}),
                       unfrozen=params.unfrozen.model_copy(update={"epochs": 1}))
     return params.model_copy(update=update)

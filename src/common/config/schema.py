@@ -251,6 +251,10 @@ class EfficientNetRun(Budget):
     """imagenet, or the path of a weights file."""
     batch_size: Positive = 32
     """Images per training step."""
+    augment_in_model: bool = True
+    """The 2022 augmentation inside the model; false: in the input pipeline (lets it compile)."""
+    jit_compile: bool | Literal["auto"] = "auto"
+    """XLA (torch.compile on torch); auto: Keras' rule."""
     frozen: Stage = Stage(epochs=25, learning_rate=1e-2)
     """The first stage: the ImageNet backbone frozen, as in 2022."""
     unfrozen: UnfrozenStage = UnfrozenStage(epochs=10, learning_rate=1e-5)

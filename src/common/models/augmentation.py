@@ -17,7 +17,7 @@ from keras import layers
 
 PACKAGE = "vit_cars"  # the registered name of this project's custom Keras objects
 AUGMENT_DTYPE = "float32"  # the augmentation layers' policy, whatever the global one
-LEVELS = ("standard", "strong", "heavy")  # besides "none"
+LEVELS = ("standard", "strong", "heavy", "efficientnet")  # besides "none"
 
 
 def _check_level(augmentation: str) -> None:
@@ -30,11 +30,15 @@ def augmentation_layers(augmentation: str = "standard") -> list:
     """Random augmentation layers (active in training only), in float32. "standard": flip,
     rotation, zoom; "strong" adds translation and contrast; "heavy" rotates, zooms and
     translates further (zoom in up to 1.67), jitters contrast and saturation, and blacks out
-    a box in one image in four."""
+    a box in one image in four; "efficientnet", notebook 05's (2022): rotation up to 0.15
+    turn, translation up to 10 %, horizontal and vertical flips, contrast 0.9 to 1.1."""
     if augmentation == "none":
         return []
     _check_level(augmentation)
     f = AUGMENT_DTYPE
+    if augmentation == "efficientnet":  # the 2022 notebook's (keras.io EfficientNet example)
+        return [layers.RandomRotation(0.15, dtype=f), layers.RandomTranslation(0.1, 0.1, dtype=f),
+                layers.RandomFlip(dtype=f), layers.RandomContrast(0.1, dtype=f)]
     if augmentation == "heavy":
         return [
             layers.RandomFlip("horizontal", name="flip", dtype=f),
@@ -68,13 +72,21 @@ def augmentation_kornia(augmentation: str = "standard"):
     formula: a blend with the image's mean grey); "heavy": rotation up to 0.04 turn, zoom
     in up to 1.67 and out to 0.83 on each axis, translation up to 15 %, contrast and
     saturation 0.7 to 1.3, and one image in four with a box blacked out (2 to 25 % of its
-    area); reflected borders, bilinear interpolation, one affine warp per batch.
+    area); "efficientnet": rotation up to 0.15 turn (54 degrees), translation up to 10 %,
+    horizontal and vertical flips, contrast 0.9 to 1.1; reflected borders, bilinear
+    interpolation, one affine warp per batch.
     Takes and returns float (N, 3, H, W) tensors of 0..1 pixels; ``None`` for "none"."""
     if augmentation == "none":
         return None
     _check_level(augmentation)
     import kornia.augmentation as K
 
+    if augmentation == "efficientnet":
+        return K.AugmentationSequential(
+            K.RandomAffine(degrees=0.15 * 360, translate=(0.1, 0.1), padding_mode="reflection",
+                           p=1.0),
+            K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5),
+            K.ColorJitter(contrast=0.1, p=1.0))
     if augmentation == "heavy":
         return K.AugmentationSequential(
             K.RandomHorizontalFlip(p=0.5),

@@ -17,7 +17,7 @@ import keras
 from keras import layers
 
 from common.models import weight_files
-from common.models.augmentation import AUGMENT_DTYPE
+from common.models.augmentation import augmentation_layers
 from common.models.origin import weights_info
 
 IMAGENET = "imagenet"
@@ -28,13 +28,10 @@ class WeightsUnavailable(RuntimeError):
 
 
 def augmentation() -> keras.Sequential:
-    """The 2022 notebook's augmentation (keras.io EfficientNet example), computed in float32
-    whatever the precision policy (:data:`common.models.augmentation.AUGMENT_DTYPE`)."""
-    return keras.Sequential([layers.RandomRotation(0.15, dtype=AUGMENT_DTYPE),
-                             layers.RandomTranslation(0.1, 0.1, dtype=AUGMENT_DTYPE),
-                             layers.RandomFlip(dtype=AUGMENT_DTYPE),
-                             layers.RandomContrast(0.1, dtype=AUGMENT_DTYPE)],
-                            name="augmentation")
+    """The 2022 notebook's augmentation (keras.io EfficientNet example; the level
+    "efficientnet" of :func:`common.models.augmentation.augmentation_layers`), computed in
+    float32 whatever the precision policy."""
+    return keras.Sequential(augmentation_layers("efficientnet"), name="augmentation")
 
 
 def _backbone(image_size: int, weights: str | None):
@@ -96,12 +93,15 @@ def make_stand_in() -> Path:
 
 
 def build(num_classes: int, image_size: int, weights: str = IMAGENET,
-          allow_fallback: bool = True, dropout: float = 0.2, stand_in: bool = False):
-    """The 2022 model: frozen backbone + head. Returns (model, weights record)."""
+          allow_fallback: bool = True, dropout: float = 0.2, stand_in: bool = False,
+          augment_in_model: bool = True):
+    """The 2022 model: frozen backbone + head, with the 2022 augmentation inside it unless
+    ``augment_in_model`` is false (the input pipeline then augments: Keras will not compile
+    a model with those layers). Returns (model, weights record)."""
     backbone, described = load_backbone(image_size, weights, allow_fallback, stand_in)
     backbone.trainable = False
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = augmentation()(inputs)
+    x = augmentation()(inputs) if augment_in_model else inputs
     x = backbone(x, training=False)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = layers.BatchNormalization(name="head_bn")(x)

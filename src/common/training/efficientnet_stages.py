@@ -11,7 +11,7 @@ from common.config.schema import EfficientNetRun, Stage, UnfrozenStage
 from common.inference.probabilities import keras_probabilities
 from common.models import folder
 from common.results.contract import run_record
-from common.training.keras_fit import train
+from common.training.keras_fit import static_shapes, train
 
 
 def train_stage(model, name: str, arrays: dict, stage: Stage, p: EfficientNetRun, *,
@@ -27,15 +27,19 @@ def train_stage(model, name: str, arrays: dict, stage: Stage, p: EfficientNetRun
     epochs, batch_size = stage.epochs, p.batch_size
     params = {"stage": "frozen backbone" if not isinstance(stage, UnfrozenStage)
               else "top blocks unfrozen", "image_size": p.image_size, "batch_size": batch_size,
-              "cap_per_class": p.cap_per_class, **stage.model_dump()}
+              "cap_per_class": p.cap_per_class, "augment_in_model": p.augment_in_model,
+              "jit_compile": p.jit_compile, **stage.model_dump()}
+    static_shapes(p.jit_compile)
     model.compile(optimizer=keras.optimizers.Adam(stage.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=p.jit_compile)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = arrays["train"], arrays["val"], arrays["test"]
     trained = train(model, x_tr, y_tr, x_va, y_va, epochs=epochs, batch_size=batch_size,
-                    verbose=2, seed=seed, checkpoint_path=model_dir / folder.KERAS_FILE)
+                    verbose=2, seed=seed, checkpoint_path=model_dir / folder.KERAS_FILE,
+                    augmentation="none" if p.augment_in_model else "efficientnet")
     probs = keras_probabilities(trained["model"], x_te, batch_size)
     folder.write_info(model_dir, labels, {
         "framework": "keras", "model_file": folder.KERAS_FILE,

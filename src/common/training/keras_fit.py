@@ -125,6 +125,18 @@ class LabelTopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
         return super().update_state(_hard(y_true, y_pred), y_pred, sample_weight)
 
 
+def static_shapes(jit_compile) -> None:
+    """Before compiling a Keras model with ``jit_compile=True`` on torch (torch.compile):
+    static shapes. Keras' step sees the full batches and the last one; dynamic shapes trip
+    inductor on a convolution's backward (torch 2.13, "ValueRangeError: Invalid ranges
+    [0:-1]")."""
+    if jit_compile is True and keras.backend.backend() == "torch":
+        import torch._dynamo
+
+        torch._dynamo.config.automatic_dynamic_shapes = False
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+
+
 def compile_classifier(model, optimizer, label_smoothing=0.0, jit_compile="auto",
                        soft_labels=False):
     """Compile for 0-based integer labels; metrics 'accuracy', 'top5_accuracy'.
@@ -141,14 +153,7 @@ def compile_classifier(model, optimizer, label_smoothing=0.0, jit_compile="auto"
         loss = SparseSmoothedCrossentropy(label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if jit_compile is True and keras.backend.backend() == "torch":
-        import torch._dynamo
-
-        # static shapes: Keras' step sees the full batches and the last one; dynamic
-        # shapes trip inductor on the stem's convolution backward (torch 2.13,
-        # "ValueRangeError: Invalid ranges [0:-1]")
-        torch._dynamo.config.automatic_dynamic_shapes = False
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    static_shapes(jit_compile)
     k = min(5, int(model.output_shape[-1]))
     top1, topk = ((LabelAccuracy, LabelTopKAccuracy) if soft_labels else
                   (keras.metrics.SparseCategoricalAccuracy,
