@@ -306,16 +306,24 @@ def test_fit_config_refuses_a_network_it_cannot_start_from(smoke_run, tmp_path):
     from conftest import task_of
 
     network = smoke_run["out"] / "models" / "smoke" / "01_vit_scratch" / "improved-hybrid"
-    ten = task_of(smoke_run["data"], [2, 5])
+    ten = task_of(smoke_run["data"], [2, 5], val_fraction=0.2)  # the smoke study's split
     cfg = KerasVitRun(name="subset", image_size=32, patch_size=8, stem_channels=[8, 8, 8],
                       epochs=1, batch_size=8, augmentation="none", **SMALL)
+    # another split_seed: 01's training images could be in this test set; refused at once
+    other = task_of(smoke_run["data"], [2, 5], val_fraction=0.2, seed=7)
+    with pytest.raises(ValueError) as err:
+        vit_training.fit_config(cfg, other.parts, labels=other.labels,
+                                model_dir=tmp_path / "m1", init_from=network)
+    assert "\n" not in str(err.value)
+    assert "was trained on another split than this run" in str(err.value)
+    assert "data fingerprint" not in str(err.value)  # the same data folder
     with pytest.raises(ValueError, match="takes 24 px images but this configuration says"):
         vit_training.fit_config(cfg, ten.parts, labels=ten.labels, model_dir=tmp_path / "m2",
                                 init_from=network)
     with pytest.raises(FileNotFoundError, match="run the notebook that trains it first"):
         vit_training.fit_config(cfg, ten.parts, labels=ten.labels, model_dir=tmp_path / "m3",
                                 init_from=tmp_path / "absent")
-    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
+    assert not any((tmp_path / m).exists() for m in ("m1", "m2", "m3"))
     # head_from_init: each class's output unit of 01's network, found by class id
     rows = vit_training._same_classes(network, ten.labels)
     units = vit_training.model_folder.read_labels(network)
@@ -381,6 +389,9 @@ def test_a_run_from_another_network_gets_its_own_augmentation_and_stochastic_dep
     folder.mkdir(parents=True)
     network.save(folder / "model.keras")
     ten = task_of(synth_root, [2, 5])
+    vit_training.write_model_info(first, folder, task_of(synth_root).labels, "of a test",
+                                  task_of(synth_root).parts.study)
+    assert ten.parts.study == task_of(synth_root).parts.study  # one study, two tasks
     cfg = KerasVitRun(name="second", augmentation="strong", augment_in_model=True,
                       stochastic_depth_rate=0.1, dropout=0.0, init_from="first", epochs=1,
                       batch_size=8, **shape)
@@ -434,3 +445,33 @@ def test_no_callback_of_a_training_waits_for_the_device_after_each_step(tmp_path
     assert per_step == []
     assert {type(cb).__name__ for cb in seen["callbacks"]} >= {
         "BestCheckpoint", "ThroughputCallback", "EpochLog", "SwapEMAWeights"}
+
+
+def test_a_starting_network_of_another_study_is_refused_before_training(synth_root, tmp_path):
+    """A model folder records the data and split it was trained on; 02 refuses, in one line
+    and before loading any image, a network of another split or of other data."""
+    from common.data import synth
+    from conftest import task_of
+
+    first = KerasVitRun(name="first", image_size=24, patch_size=6, **SMALL)
+    folder = tmp_path / "first"
+    folder.mkdir()
+    keras.utils.set_random_seed(0)
+    vit_training.build_from_config(first, 6).save(folder / "model.keras")
+    cfg = first.model_copy(update={"name": "second", "init_from": "first", "epochs": 1})
+
+    def start(task):
+        return vit_training.train_config(cfg, task.parts, labels=task.labels, verbose=0,
+                                         model_dir=tmp_path / "m", init_from=folder)
+
+    with pytest.raises(ValueError, match="does not record the study it was trained in"):
+        start(task_of(synth_root, [2, 5]))
+    vit_training.write_model_info(first, folder, task_of(synth_root).labels, "here",
+                                  task_of(synth_root).parts.study)
+    with pytest.raises(ValueError, match=r"trained on another split than this run \(split"):
+        start(task_of(synth_root, [2, 5], seed=7))
+    other = synth.synth(tmp_path / "other", classes=6, per_class=11, test_per_class=4,
+                        layout="devkit", size=48)  # one more image a class
+    with pytest.raises(ValueError, match=r"trained on other data than this run \(data"):
+        start(task_of(other, [2, 5]))
+    assert not (tmp_path / "m").exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -56,11 +56,14 @@ def label_names(table: pd.DataFrame) -> dict[int, tuple[int, str]]:
 
 @dataclass
 class Splits:
-    """Disjoint train / validation / test tables."""
+    """Disjoint train / validation / test tables. ``study``: the fingerprints of the whole
+    study they were cut from (:func:`study_fingerprints`), kept by every cut of them: a
+    network trained on one study's training images is recognised in another study."""
 
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
+    study: dict = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -102,7 +105,7 @@ def budget(parts: Splits, cap_per_class: int | None = None, balance: bool = Fals
         out.attrs.update(part.attrs)
         return out
 
-    return Splits(cut(parts.train), cut(parts.val), parts.test)
+    return Splits(cut(parts.train), cut(parts.val), parts.test, parts.study)
 
 
 def row_ids(part: pd.DataFrame) -> list[str]:
@@ -187,6 +190,17 @@ def restrict(parts: Splits, table: pd.DataFrame) -> Splits:
         out.attrs.update(table.attrs)
         return out.reset_index(drop=True)
 
-    out = Splits(cut(parts.train), cut(parts.val), cut(parts.test))
+    out = Splits(cut(parts.train), cut(parts.val), cut(parts.test), parts.study)
     out.check()
     return out
+
+
+def study_fingerprints(table: pd.DataFrame, whole: Splits) -> dict:
+    """What identifies a study's data and split: ``data``, the fingerprint of every image of
+    ``table`` with its class id; ``split``, that of every image of ``whole`` (all classes)
+    with the part it is in. The same data folder split with the same seed and fractions
+    gives the same two, and only it."""
+    ids = [f"{i}\t{c}" for i, c in zip(row_ids(table), table["class_id"])]
+    parts = [f"{name}\t{i}" for name in ("train", "val", "test")
+             for i in row_ids(getattr(whole, name))]
+    return {"data": fingerprint_of(ids), "split": fingerprint_of(parts)}

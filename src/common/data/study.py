@@ -60,7 +60,8 @@ class Task:
                 "split": {"seed": self.study.split_seed,
                           "val_fraction": self.study.val_fraction,
                           "test_fraction": None if self.official_test
-                          else self.study.test_fraction},
+                          else self.study.test_fraction,
+                          "fingerprints": dict(self.parts.study)},
                 "split_sizes": self.parts.sizes(), "test_set": self.test_set()}
 
 
@@ -73,6 +74,7 @@ def load_task(study: Study, task: str, limits: dict | None = None) -> Task:
                                test_fraction=study.test_fraction, seed=study.split_seed)
     if limits:
         whole = _shrink(whole, study.ten_classes, limits, study.split_seed)
+    whole.study = splits.study_fingerprints(full, whole)
     table = full if task == "all" else splits.select_classes(full, class_ids=study.ten_classes)
     parts = splits.restrict(whole, table)
     return Task(task, table, parts, splits.label_names(table),

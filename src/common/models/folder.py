@@ -17,6 +17,7 @@ from common.core import atomic
 
 LABELS = "labels.json"
 PREPROCESS = "preprocess.json"
+STUDY = "study.json"  # the study a network was trained in (common.data.splits.study_fingerprints)
 KERAS_FILE = "model.keras"
 FRAMEWORKS = ("keras", "transformers")
 # preprocess.json: required key -> accepted types
@@ -28,9 +29,13 @@ class ModelFolderError(ValueError):
 
 
 def write_info(model_dir: Path | str, labels: dict[int, tuple[int, str]],
-               preprocess: dict) -> None:
-    """Write ``labels.json`` and ``preprocess.json`` into ``model_dir`` (atomically)."""
+               preprocess: dict, study: dict | None = None) -> None:
+    """Write ``labels.json`` and ``preprocess.json`` into ``model_dir`` (atomically), and
+    ``study.json`` when ``study`` (the fingerprints of the data and split it was trained on)
+    is given."""
     model_dir = Path(model_dir)
+    if study:
+        atomic.write_json(model_dir / STUDY, study)
     atomic.write_json(model_dir / LABELS, {str(i): {"class_id": int(cid), "class_name": name}
                                            for i, (cid, name) in sorted(labels.items())})
     atomic.write_json(model_dir / PREPROCESS, preprocess)
@@ -82,4 +87,16 @@ def read_preprocess(model_dir: Path | str) -> dict:
                                f"(expected one of {FRAMEWORKS})")
     if raw["image_size"] < 1:
         raise ModelFolderError(f"{path}: image_size must be positive, got {raw['image_size']}")
+    return raw
+
+
+def read_study(model_dir: Path | str) -> dict:
+    """``study.json``: the fingerprints of the data (``data``) and split (``split``) that the
+    network was trained on."""
+    path = Path(model_dir) / STUDY
+    raw = _read_json(path)
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in
+                                            ("data", "split")):
+        raise ModelFolderError(f"{path} must give the 'data' and 'split' fingerprints: train "
+                               "the model again to rewrite it")
     return raw

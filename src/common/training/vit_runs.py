@@ -70,21 +70,24 @@ def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, see
     x_te, t_te = images.load_images(splits.test, size, mode, margin, cache=cache)
     probs = keras_probabilities(out["model"], x_te, cfg.batch_size, flip=cfg.test_time_flip)
     y_te = t_te["label"].to_numpy()
-    write_model_info(cfg, model_dir, labels, stats)
+    write_model_info(cfg, model_dir, labels, stats, splits.study)
     run = run_record(cfg.name, cfg, weights, y_te, probs, out, Path(model_dir),
                      images=row_ids(t_te))
     return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
 
 
-def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str) -> None:
+def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str,
+                     study: dict | None = None) -> None:
     """The model folder's labels and preprocessing (what ``python -m common.predict`` reads);
-    ``stats``: what the normalisation statistics were taken from (:func:`train_config`)."""
+    ``stats``: what the normalisation statistics were taken from (:func:`train_config`);
+    ``study``: the fingerprints of the data and split it was trained on (``Splits.study``),
+    which a run that starts from this network checks."""
     model_folder.write_info(Path(model_dir), labels, {
         "framework": "keras", "model_file": model_folder.KERAS_FILE,
         "image_size": cfg.image_size, "crop_mode": cfg.crop_mode,
         "crop_margin": cfg.crop_margin,
         "normalisation": f"inside the model: Normalization with the per-channel mean and "
-                         f"variance {stats}; input RGB pixels 0..255"})
+                         f"variance {stats}; input RGB pixels 0..255"}, study)
 
 
 def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
@@ -96,6 +99,8 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
     model), the weights' origin, and what the normalisation statistics were taken from.
     ``callbacks``: more Keras callbacks for ``fit`` (the time-to-accuracy benchmark's)."""
     size, mode, margin = cfg.image_size, cfg.crop_mode, cfg.crop_margin
+    if init_from is not None:  # before any work: a network of this study only
+        _same_study(Path(init_from), splits.study)
     splits = budget(splits, cfg.cap_per_class, seed=seed)
     (x_tr, t_tr), (x_va, t_va) = (images.load_images(part, size, mode, margin, cache=cache)
                                   for part in (splits.train, splits.val))
@@ -164,6 +169,26 @@ def start_from(base: keras.Model, cfg: KerasVitRun, num_classes: int, *,
                              f"shape the network as there")
         layer.set_weights(values)
     return model
+
+
+def _same_study(folder: Path, study: dict) -> None:
+    """Refuse (ValueError, one line) a starting network trained on other data or another
+    split than ``study`` (``Splits.study``): its training images could be in this run's
+    test set."""
+    if not (folder / model_folder.STUDY).is_file():
+        if (folder / model_folder.KERAS_FILE).is_file():
+            raise ValueError(f"init_from: the network in {folder} does not record the study it "
+                             f"was trained in ({model_folder.STUDY}): train it again (make "
+                             f"run re-runs notebook 01)")
+        return  # no network at all: _load_network says what to do
+    theirs = model_folder.read_study(folder)
+    for key, what in (("data", "other data"), ("split", "another split")):
+        if theirs[key] != study.get(key):
+            raise ValueError(
+                f"init_from: the network in {folder} was trained on {what} than this run "
+                f"({key} fingerprint {theirs[key]}, here {study.get(key)}): its training "
+                f"images could be in this run's test set; run notebook 01 with the same data "
+                f"folder and split (split_seed, fractions of the study file)")
 
 
 def _same_classes(folder: Path, labels: dict) -> list[int]:
