@@ -435,7 +435,7 @@ if len(runs):
 
 # %%
 if len(runs):
-    held = verdicts.lesson_held(collected, [PAIRS[0], PAIRS[-1]])
+    held = verdicts.lesson_held(collected, [PAIRS[0], PAIRS[-1]], PAIRS)
     display(Markdown(
         ("Comme en 2022, la leçon principale tient : avec un pré-entraînement, le Vision "
          "Transformer apprend ces catégories fines bien mieux qu'à partir de rien."

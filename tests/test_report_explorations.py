@@ -39,11 +39,13 @@ def test_the_section_says_what_the_params_file_keeps_when_it_is_not_the_best(tmp
                           "train_seconds": 254.0})
     text = explorations_markdown(tmp_path)
     assert ("Meilleure moyenne de validation : fast-scratch, `epochs` 150 (38,5\u00a0%). Le "
-            "fichier de paramètres en retient d'autres : 36,5\u00a0% de validation en moyenne, "
+            "fichier de paramètres en retient d'autres : 36,5\u00a0% de validation en moyenne "
+            "(graines : 36,5\u00a0% à 36,5\u00a0%, contre 38,5\u00a0% à 38,5\u00a0%), "
             "en 254 s d'entraînement contre 523 s.") in text
 
 
-def test_overlapping_seeds_are_a_tie_and_a_second_journal_is_named(tmp_path):
+def test_overlapping_seeds_are_shown_not_read_as_a_tie_and_a_second_journal_is_named(
+        tmp_path):
     base = {"date": "d", "commit": "c", "notebook": "02_vit_scratch_10classes",
             "run": "improved-hybrid", "val_images": 52, "train_seconds": 200.0}
     path = tmp_path / "02_vit_scratch_10classes.csv"
@@ -54,8 +56,9 @@ def test_overlapping_seeds_are_a_tie_and_a_second_journal_is_named(tmp_path):
     journal.append(tmp_path / "02_vit_scratch_10classes_from-other-01.csv",
                    {**base, "settings": "{}", "seed": 0, "val_accuracy": 0.4})
     text = explorations_markdown(tmp_path)
-    assert ("de validation en moyenne : une égalité, les graines des deux se recouvrant, en "
-            "200 s") in text
+    assert ("de validation en moyenne (graines : 50,0\u00a0% à 53,8\u00a0%, contre "
+            "51,9\u00a0% à 53,8\u00a0%), en 200 s") in text
+    assert "égalité" not in text
     assert ("**Notebook `02_vit_scratch_10classes`, journal à part `from-other-01`.** Le "
             "journal compte 1 entraînement, 1 réglage essayé (") in text
     table = explorations_table(tmp_path)

@@ -24,7 +24,7 @@ def _settings(text: str) -> str:
 def journal_markdown(table) -> str:
     """One journal in a sentence: how many trainings and settings, on which validation set,
     and which settings have the best mean validation accuracy; when the params file keeps
-    others, their mean too, called a tie when the two ranges over seeds overlap."""
+    others, their mean too, with both ranges over seeds (never read as a tie)."""
     if table.empty:
         return "Aucune exploration enregistrée."
     summary = journal.summary(table)
@@ -43,10 +43,10 @@ def journal_markdown(table) -> str:
     kept = summary[(summary["run"] == best["run"]) & (summary["settings"] == "{}")]
     if best["settings"] != "{}" and not kept.empty:
         kept = kept.iloc[0]
-        tie = (" : une égalité, les graines des deux se recouvrant"
-               if kept["val_max"] >= best["val_min"] else "")
         text += (f" Le fichier de paramètres en retient d'autres : {pct(kept['val_mean'])} "
-                 f"de validation en moyenne{tie}, en {number(kept['train_seconds'])} s "
+                 f"de validation en moyenne (graines : {pct(kept['val_min'])} à "
+                 f"{pct(kept['val_max'])}, contre {pct(best['val_min'])} à "
+                 f"{pct(best['val_max'])}), en {number(kept['train_seconds'])} s "
                  f"d'entraînement contre {number(best['train_seconds'])} s.")
     return text
 

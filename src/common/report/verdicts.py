@@ -3,14 +3,15 @@ compared image by image, and a run against its target (:mod:`common.results.comp
 
 A pair of runs is compared only on the same test images; otherwise the text says that they
 were scored on different images and are not compared. On the same images: the difference in
-points, its paired 95 % interval and McNemar's exact p-value; "à égalité" when the test does
-not separate them at 5 %.
+points, its paired 95 % interval, McNemar's exact p-value and, the report making several
+comparisons, Holm's adjusted p; "pas de différence décelable" when the adjusted p is not
+below 5 % (no evidence of a difference, which is not evidence of equality).
 """
 
 from __future__ import annotations
 
 from common.report.presentation import interval, number, pct, points
-from common.results.comparison import ALPHA, chosen_run, compare, target_verdict
+from common.results.comparison import ALPHA, chosen_run, compare, compare_all, target_verdict
 
 VERDICTS = {"reached": "atteint", "missed": "non atteint", "undecided": "indécis"}
 
@@ -43,11 +44,15 @@ def pair_markdown(title_a: str, title_b: str, result: dict | None, caveat: str =
     stats = (f"différence {'+' if result['difference'] >= 0 else '−'}"
              f"{points(result['difference'])} points, IC 95 % apparié : "
              f"{signed_interval(result['ci95'])} ; McNemar exact : "
-             f"{p_value(result['p_value'])} ; sur {number(result['n'])} images, "
+             f"{p_value(result['p_value'])}"
+             + (f", ajustée (Holm, {number(result['comparisons'])} comparaisons) : "
+                f"{p_value(result['p_adjusted'])}" if "p_adjusted" in result else "")
+             + f" ; sur {number(result['n'])} images, "
              f"{number(result['only_a'])} bien classées par le premier seul, "
              f"{number(result['only_b'])} par le second seul")
-    if result["tied"]:
-        return f"{a}{caveat} et {b} sont à égalité ({stats})."
+    if not result["separated"]:
+        return (f"Entre {a}{caveat} et {b}, pas de différence décelable sur ces images "
+                f"({stats}).")
     verdict = "mieux" if result["difference"] > 0 else "moins bien"
     return f"{a}{caveat} fait {verdict} {_que(title_b)}{b} ({stats})."
 
@@ -57,6 +62,15 @@ def compare_chosen(collected: dict, a: str, b: str) -> dict | None:
     scored on different images)."""
     return compare(collected[a], chosen_run(collected[a])["name"],
                    collected[b], chosen_run(collected[b])["name"])
+
+
+def compare_pairs(collected: dict, pairs) -> dict:
+    """Each pair of ``pairs`` whose two notebooks have results, compared on validation's
+    choices, all of them together adjusted with Holm (:func:`compare_all`): pair -> result
+    (None when scored on different images)."""
+    done = [(a, b) for a, b in pairs if collected.get(a) and collected.get(b)]
+    results = compare_all([compare_chosen(collected, a, b) for a, b in done])
+    return dict(zip(done, results))
 
 
 def conclusions_markdown(collected: dict, pairs, titles: dict[str, str],
@@ -78,28 +92,29 @@ def conclusions_markdown(collected: dict, pairs, titles: dict[str, str],
             "Nous ne comparons deux expériences que sur les mêmes images de test (même "
             "empreinte), image par image : la différence d'exactitude, son intervalle à 95 % "
             "apparié (Newcombe) et le test exact de McNemar sur les images que seule l'une "
-            f"des deux classe bien ; « à égalité » quand ce test ne les sépare pas au seuil de "
-            f"{pct(ALPHA, 0)} :", ""]
-    for a, b in pairs:
-        if a in done and b in done:
-            pretrained = chosen_run(done[a])["weights"]["pretrained"]
-            caveat = "" if pretrained or a in scratch else \
-                " (poids aléatoires : sans vrai pré-entraînement)"
-            text.append("- " + pair_markdown(titles[a], titles[b],
-                                             compare_chosen(collected, a, b), caveat))
+            "des deux classe bien, sa p-valeur ajustée (méthode de Holm) pour l'ensemble des "
+            f"comparaisons ; quand la p-valeur ajustée n'est pas sous {pct(ALPHA, 0)}, ces "
+            "images ne décèlent pas de différence, ce qui ne prouve pas une égalité :", ""]
+    for (a, b), result in compare_pairs(collected, pairs).items():
+        pretrained = chosen_run(done[a])["weights"]["pretrained"]
+        caveat = "" if pretrained or a in scratch else \
+            " (poids aléatoires : sans vrai pré-entraînement)"
+        text.append("- " + pair_markdown(titles[a], titles[b], result, caveat))
     return "\n".join(text)
 
 
-def lesson_held(collected: dict, pairs) -> bool:
-    """Whether every pair (pretrained, scratch) has a pretrained run that beats the scratch
-    one on the same images, McNemar p < 5 %."""
+def lesson_held(collected: dict, pairs, compared=None) -> bool:
+    """Whether every pair (pretrained, scratch) of ``pairs`` has a pretrained run that beats
+    the scratch one on the same images, Holm-adjusted McNemar p < 5 %; ``compared``: all the
+    report's pairs, adjusted together (:func:`compare_pairs`), default ``pairs`` alone."""
+    compared = compare_pairs(collected, compared or pairs)
     for a, b in pairs:
-        if not (collected.get(a) and collected.get(b)):
+        if (a, b) not in compared:
             return False
         if not chosen_run(collected[a])["weights"]["pretrained"]:
             return False
-        result = compare_chosen(collected, a, b)
-        if result is None or result["tied"] or result["difference"] <= 0:
+        result = compared[(a, b)]
+        if result is None or not result["separated"] or result["difference"] <= 0:
             return False
     return True
 

@@ -12,6 +12,11 @@ fingerprints); then, from their per-image predictions (:mod:`common.results.pred
   them gets right split 50/50; its two-sided p-value is scipy's exact binomial test on
   those discordant images.
 
+The report makes several such comparisons at once: their p-values are adjusted with Holm's
+step-down method (Holm, 1979, *Scandinavian Journal of Statistics* 6, 65-70), which keeps
+the chance of any false "better" at 5 % across them (:func:`holm`). A difference the test
+does not separate is no evidence of equality: it is "not detectable", never a tie.
+
 A target is reached when the lower bound of the run's 95 % interval is at or above it, not
 reached when the upper bound is below it, undecided otherwise (:func:`target_verdict`).
 """
@@ -43,8 +48,8 @@ def same_test(a: dict, b: dict) -> bool:
 def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """Run ``a`` against run ``b`` on the same images (predictions indexed by image id):
     ``n``, both accuracies, ``difference`` (a - b), its paired ``ci95``, ``only_a`` and
-    ``only_b`` (images only that run gets right), McNemar's exact ``p_value`` and ``tied``
-    (p ≥ 5 %)."""
+    ``only_b`` (images only that run gets right), McNemar's exact ``p_value`` and
+    ``separated`` (p < 5 %, for this comparison alone: :func:`holm` for several)."""
     from scipy.stats import binomtest
 
     if set(a.index) != set(b.index):
@@ -65,7 +70,31 @@ def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
             "difference": (only_a - only_b) / n,
             "ci95": newcombe_paired(both, only_a, only_b, neither),
             "only_a": only_a, "only_b": only_b, "p_value": p_value,
-            "tied": p_value >= ALPHA}
+            "separated": p_value < ALPHA}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's adjusted p-values, in the order given: the i-th smallest of m is multiplied
+    by m - i (i from 0), made non-decreasing along that order, and capped at 1. A
+    comparison is separated at 5 % across all of them when its adjusted p is below 5 %."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def compare_all(results: list[dict | None]) -> list[dict | None]:
+    """Several comparisons (:func:`paired` results; None for one not made) with Holm's
+    ``p_adjusted``, ``comparisons`` (how many were adjusted together) and ``separated``
+    read from the adjusted p."""
+    made = [r for r in results if r is not None]
+    for result, adjusted in zip(made, holm([r["p_value"] for r in made])):
+        result.update(p_adjusted=adjusted, comparisons=len(made),
+                      separated=adjusted < ALPHA)
+    return results
 
 
 def newcombe_paired(both: int, only_a: int, only_b: int, neither: int) -> list[float]:

@@ -1,4 +1,4 @@
-"""The numbers of a run: test metrics, the interval of an accuracy, ties."""
+"""The numbers of a run: test metrics and the interval of an accuracy."""
 
 from __future__ import annotations
 
@@ -34,7 +34,3 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> list[float]:
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
-
-def overlap(a: list[float], b: list[float]) -> bool:
-    """Whether two intervals overlap: two runs whose 95 % intervals overlap are tied."""
-    return a[0] <= b[1] and b[0] <= a[1]
