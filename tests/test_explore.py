@@ -4,6 +4,7 @@ reads the test set."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -142,3 +143,55 @@ def test_an_exploration_of_a_missing_run_is_one_line(tmp_path):
         "error: params/smoke/02_vit_scratch_10classes.yaml: no run named 'nope'; the runs "
         "are 24px-patch6, 24px-patch8, improved"]
     assert not (tmp_path / "j.csv").exists()
+
+
+def test_time_to_accuracy_reads_the_test_set_once_after_training(tmp_path):
+    """benchmarks/time_to_accuracy.py chooses nothing on test: its curve and its time to the
+    target are on validation; the test images are loaded and scored once, after training,
+    for the kept checkpoint; it states what differs from the 2022 figure."""
+    import json
+
+    root = tmp_path / "synth"
+    synth.synth(root, classes=12, per_class=8, test_per_class=2, size=32)
+    probe = (
+        "import sys, json; sys.path.insert(0, 'benchmarks'); events = []\n"
+        "from common.data import images; from common.inference import probabilities\n"
+        "from common.training import vit_runs\n"
+        "real_load, real_probs, real_train = (images.load_images,\n"
+        "    probabilities.keras_probabilities, vit_runs.train_config)\n"
+        "def load(table, *a, **k):\n"
+        "    events.append(('load', sorted(table['path'].astype(str))))\n"
+        "    return real_load(table, *a, **k)\n"
+        "def probs(*a, **k):\n"
+        "    events.append(('score', len(a[1]))); return real_probs(*a, **k)\n"
+        "def train(*a, **k):\n"
+        "    out = real_train(*a, **k); events.append(('trained', 0)); return out\n"
+        "images.load_images, probabilities.keras_probabilities = load, probs\n"
+        "vit_runs.train_config = train\n"
+        "import time_to_accuracy\n"
+        "code = time_to_accuracy.main(sys.argv[1:])\n"
+        f"open({str(tmp_path / 'events.json')!r}, 'w').write(json.dumps(events))\n"
+        "sys.exit(code)\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "--profile", "smoke", "--run", "24px-patch6",
+         "--data", str(root), "--target", "0.01", "--json", str(tmp_path / "t.json")],
+        cwd=paths.ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "torch"})  # smoke 02's backend, before the spies
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from conftest import task_of
+
+    test = sorted(task_of(root, class_ids=[2, 3, 5, 7, 11], val_fraction=0.2,
+                          seed=0).parts.test["path"].astype(str))
+    events = [tuple(e) for e in json.loads((tmp_path / "events.json").read_text())]
+    trained = events.index(("trained", 0))
+    loads_of_test = [i for i, (kind, what) in enumerate(events)
+                     if kind == "load" and set(what) & set(test)]
+    assert loads_of_test == [trained + 1]  # once, after training, the whole test set
+    assert events[trained + 1][1] == test
+    assert [e for e in events if e[0] == "score"] == [("score", len(test))]
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["target_on"] == "validation" and "test_accuracy" not in result["points"][0]
+    assert result["kept"]["test_images"] == len(test)
+    assert "time to 1.0% validation top-1" in proc.stdout
+    assert "against 2022's 24.5 % (72 px, patch 8): architecture: the same pure ViT; input: " \
+           "24 px" in proc.stdout
