@@ -120,8 +120,7 @@ study.figures.append(figures.patches(x_patch[0], first.patch_size, study.figure(
 # ce modèle.
 #
 # La dernière configuration est la nôtre. D'après Steiner et al., un ViT entraîné
-# sur peu de données a surtout besoin d'aide : nous recadrons chaque voiture sur sa boîte
-# englobante (le fond ne dit rien de la classe), lissons les étiquettes et, surtout,
+# sur peu de données a surtout besoin d'aide : nous lissons les étiquettes et, surtout,
 # remplaçons le découpage en patchs par quelques convolutions de pas 2, comme dans les
 # modèles hybrides (R+ViT) de cet article : chaque case de la carte obtenue devient un jeton,
 # et le transformeur qui suit est le même. Le taux d'apprentissage monte linéairement puis

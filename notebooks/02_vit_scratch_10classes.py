@@ -77,8 +77,8 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # %% [markdown]
 # ## Les configurations
 #
-# Les premières reprennent celles de 2022 ; les autres sont les nôtres. Chaque voiture y
-# est recadrée sur sa boîte englobante, et, comme le recommandent Steiner et al. pour les
+# Les premières reprennent celles de 2022 ; les autres sont les nôtres. Comme le
+# recommandent Steiner et al. pour les
 # petits jeux de données, nous augmentons davantage les images, lissons les étiquettes,
 # renforçons la décroissance des poids, et le taux d'apprentissage monte linéairement puis
 # décroît linéairement jusqu'à zéro à la fin du budget. Surtout, avec si peu d'images, le ViT

@@ -70,7 +70,7 @@ from common.report import attention_figure, figures, presentation
 from common.training import finetune_runs
 
 sample = study.task.table.groupby("class_id").head(1).head(12)
-x_sample, sample = images.load_images(sample, 160, study.params.crop_mode, progress=False)
+x_sample, sample = images.load_images(sample, 160, *study.task.parts.crop, progress=False)
 study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
                                            study.figure("samples")))
 

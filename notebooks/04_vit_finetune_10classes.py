@@ -77,7 +77,7 @@ opening.show_weights(study)
 # %%
 p, parts, labels = study.params, study.task.parts, study.task.labels
 sample = study.task.table.groupby("class_id").head(1)
-x_sample, sample = images.load_images(sample, 160, p.crop_mode, progress=False)
+x_sample, sample = images.load_images(sample, 160, *study.task.parts.crop, progress=False)
 study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
                                            study.figure("samples"), cols=5))
 

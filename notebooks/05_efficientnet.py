@@ -76,7 +76,7 @@ display(Markdown(presentation.keras_weights_markdown(weights_used)))
 
 # %%
 (x_train, t_train), (x_val, t_val), (x_test, t_test) = (
-    images.load_images(part, p.image_size, "squash")
+    images.load_images(part, p.image_size, *parts.crop)
     for part in (parts.train, parts.val, parts.test))
 y_train, y_val, y_test = (t["label"].to_numpy() for t in (t_train, t_val, t_test))
 display(Markdown(f"{len(labels)} classes ; entraînement : {len(x_train)} images, validation : "

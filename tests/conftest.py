@@ -192,18 +192,20 @@ def smoke_run(tmp_path_factory):
 def doctored_results(out: Path, profile: str = "cpu", *, classes: int = 3, cores: int = 3,
                      dry_run: bool = False, official_test: bool = False,
                      n_images: int | None = None, other_test: tuple = (),
+                     other_crop: tuple = (),
                      checkpoint: str = "facebook/deit-tiny-patch16-224",
                      accuracies: dict | None = None) -> dict:
     """Results files of the five notebooks, written by hand into ``out/results/<profile>``
     (the outputs of a dry run: ``<profile>-dry``), each with its predictions file: a setup
     the report must describe from these files alone. ``classes``: the classes of both tasks;
     ``other_test``: notebooks scored on other test images (another fingerprint);
+    ``other_crop``: notebooks that read the same test images cropped on their boxes;
     ``accuracies``: notebook -> the test accuracy of its run chosen on validation."""
     import hashlib
 
     import numpy as np
 
-    from common.data.splits import fingerprint_of
+    from common.data.splits import inputs_fingerprint
     from common.results import predictions
     from common.results.metrics import wilson
 
@@ -254,6 +256,7 @@ def doctored_results(out: Path, profile: str = "cpu", *, classes: int = 3, cores
         csv = predictions.to_csv(frames)
         (folder / f"{notebook}.predictions.csv").write_bytes(csv)
         total = n_images if n_images is not None else 600
+        crop = "crop bbox 0.1" if notebook in other_crop else "crop squash"
         payload = {
             "notebook": notebook, "profile": profile, "dry_run": dry_run,
             "created": "2024-01-01T00:00:00+00:00", "duration_s": 60.0, "git_commit": "abc1234",
@@ -270,7 +273,8 @@ def doctored_results(out: Path, profile: str = "cpu", *, classes: int = 3, cores
                         "split": {"seed": 0, "val_fraction": 0.15,
                                   "test_fraction": None if official_test else 0.2},
                         "split_sizes": {"train": total - 2 * n, "val": n, "test": n},
-                        "test_set": {"images": n, "fingerprint": fingerprint_of(ids)}},
+                        "test_set": {"images": n, "crop": crop,
+                                     "fingerprint": inputs_fingerprint(ids, crop)}},
             "runs": runs, "figures": [],
             "predictions": {"file": f"results/{outputs}/{notebook}.predictions.csv",
                             "sha256": hashlib.sha256(csv).hexdigest()}}

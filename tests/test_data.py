@@ -373,3 +373,34 @@ def test_a_dry_run_keeps_the_ten_classes_test_inside_the_whole_test(tmp_path):
     assert len(whole.parts.test) == 6 and 0 < len(ten.parts.test) <= 3
     inside = whole.parts.test[whole.parts.test["class_id"].isin([2, 3, 5])]
     assert sorted(ten.parts.test["path"]) == sorted(inside["path"])
+
+
+def test_the_study_crop_is_everyones_and_bbox_needs_boxes(tmp_path, synth_root):
+    """One crop for the whole study (its file): the test fingerprint covers it, the results
+    record it with the images that had a box, and bbox on data without boxes is refused in
+    one line unless missing_boxes: whole."""
+    from common.config.schema import Study
+    from common.data.study import load_task
+
+    squash = load_task(Study(data_dir=str(synth_root), split_seed=0), "all")
+    bbox = load_task(Study(data_dir=str(synth_root), split_seed=0, crop_mode="bbox"), "all")
+    ten = load_task(Study(data_dir=str(synth_root), split_seed=0, crop_mode="bbox",
+                          ten_classes=[2, 5]), "ten")
+    assert bbox.parts.crop == ten.parts.crop == ("bbox", 0.1)
+    assert ten.budget(2, seed=0).crop == ("bbox", 0.1)  # every cut of the split keeps it
+    assert squash.test_set()["fingerprint"] != bbox.test_set()["fingerprint"]
+    assert bbox.test_set()["crop"] == "crop bbox 0.1" and squash.test_set()["crop"] == \
+        "crop squash"
+    record = bbox.record()["crop"]
+    assert record == {"mode": "bbox", "margin": 0.1, "images_with_box": len(bbox.table),
+                      "images": len(bbox.table)}
+    folders = synth.synth(tmp_path / "folders", classes=4, per_class=6, layout="folders",
+                          size=32)
+    with pytest.raises(data.DataError) as err:
+        load_task(Study(data_dir=str(folders), crop_mode="bbox"), "all")
+    line = str(err.value)
+    assert "\n" not in line and "have no bounding box" in line
+    assert "crop_mode: squash" in line and "missing_boxes: whole" in line
+    whole = load_task(Study(data_dir=str(folders), crop_mode="bbox", missing_boxes="whole"),
+                      "all")
+    assert whole.record()["crop"]["images_with_box"] == 0

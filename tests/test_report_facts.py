@@ -134,6 +134,19 @@ def test_runs_scored_on_different_images_are_not_compared(tmp_path, monkeypatch)
     assert text.count("McNemar exact") == 2  # 03-01 and 04-02 still compared
 
 
+def test_runs_that_read_their_test_images_cropped_otherwise_are_not_paired(tmp_path,
+                                                                             monkeypatch):
+    """The same test images, cropped on their boxes for one notebook and whole for the
+    others: other inputs, so no paired comparison, and the report says why."""
+    doctored_results(tmp_path / "out", "cpu", other_crop=("05_efficientnet",))
+    text = flat(report_text("cpu", monkeypatch))
+    assert ("**EfficientNetB0, 3 classes** et **ViT from scratch, 3 classes** ont lu leurs "
+            "images de test recadrées différemment (crop bbox 0.1 contre crop squash) : ce ne "
+            "sont pas les mêmes entrées, nous ne les comparons pas.") in text
+    assert text.count("McNemar exact") == 2
+    assert "(Holm, 2 comparaisons)" in text
+
+
 # --------------------------------------------------------------------------- the statistics
 
 def _frame(right: np.ndarray) -> pd.DataFrame:

@@ -44,6 +44,12 @@ class Study(Strict):
     """Test images, when the data has no official test split: this fraction of each class."""
     ten_classes: Annotated[list[Positive], Field(min_length=2)] = TEN_CLASSES
     """The official ids of the 10-class task (02 and 04)."""
+    crop_mode: Literal["squash", "center", "bbox"] = "squash"
+    """How every notebook makes its images square: squashed (2022), centre crop, bounding box."""
+    crop_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Margin around the bounding box (crop_mode bbox), as a fraction of its size."""
+    missing_boxes: Literal["refuse", "whole"] = "refuse"
+    """crop_mode bbox on images without a box: refuse the data, or take those images whole."""
 
 
 # --------------------------------------------------------------------------- runs
@@ -103,10 +109,6 @@ class KerasVitRun(Budget):
     """Flips, rotations, zooms; strong: + translation, contrast; heavy: more, + colour, erasing."""
     augment_in_model: bool = False
     """Augment inside the model (on the accelerator) instead of in the input pipeline."""
-    crop_mode: Literal["squash", "center", "bbox"] = "squash"
-    """How an image becomes a square: squashed, centre crop, or the bounding box."""
-    crop_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
-    """Margin around the bounding box (crop_mode bbox), as a fraction of its size."""
     label_smoothing: Rate = 0.0
     """Label smoothing of the cross-entropy."""
     mixup_alpha: Annotated[float, Field(ge=0)] = 0.0
@@ -331,8 +333,6 @@ class HfNotebook(Notebook):
 
     checkpoint: str = "google/vit-base-patch16-224-in21k"
     """The pretrained checkpoint (hub id or folder)."""
-    crop_mode: Literal["squash", "center", "bbox"] = "squash"
-    """How an image becomes a square before the processor."""
     hub_timeout: Annotated[float, Field(gt=0)] = 10
     """Seconds to wait for the hub."""
     torch_threads: Positive | None = None

@@ -64,6 +64,7 @@ class Splits:
     val: pd.DataFrame
     test: pd.DataFrame
     study: dict = field(default_factory=dict)
+    crop: tuple = ("squash", 0.1)  # how every image of the study is made square: mode, margin
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -105,7 +106,7 @@ def budget(parts: Splits, cap_per_class: int | None = None, balance: bool = Fals
         out.attrs.update(part.attrs)
         return out
 
-    return Splits(cut(parts.train), cut(parts.val), parts.test, parts.study)
+    return Splits(cut(parts.train), cut(parts.val), parts.test, parts.study, parts.crop)
 
 
 def row_ids(part: pd.DataFrame) -> list[str]:
@@ -124,6 +125,13 @@ def fingerprint_of(ids) -> str:
     """A short hash of a set of image ids (sorted here): the same images give the same
     fingerprint, and only they."""
     return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:16]
+
+
+def inputs_fingerprint(ids, crop: str | None) -> str:
+    """The fingerprint of images as a model reads them: their ids and their ``crop`` (the
+    same images cropped otherwise are other inputs); ids alone when ``crop`` is None (a
+    results file written before crops were recorded)."""
+    return fingerprint_of(ids if crop is None else [f"{i}\t{crop}" for i in ids])
 
 
 def fingerprint(part: pd.DataFrame) -> str:
@@ -190,7 +198,7 @@ def restrict(parts: Splits, table: pd.DataFrame) -> Splits:
         out.attrs.update(table.attrs)
         return out.reset_index(drop=True)
 
-    out = Splits(cut(parts.train), cut(parts.val), cut(parts.test), parts.study)
+    out = Splits(cut(parts.train), cut(parts.val), cut(parts.test), parts.study, parts.crop)
     out.check()
     return out
 

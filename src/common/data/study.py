@@ -7,6 +7,12 @@ whole, the 10 classes cut down to theirs. So 01, 03 and 05 are scored on the sam
 images, and 02 and 04 on the 10 classes' images of that same test set. A run's caps and
 balancing cut its training and validation sets only (:meth:`Task.budget`).
 
+Every notebook reads every image with the study's one crop (``crop_mode``, ``crop_margin``):
+models of a task are scored on the same inputs, and the test set's fingerprint covers the
+crop as well as the image ids. ``crop_mode: bbox`` on data without boxes is refused
+(:class:`common.data.table.DataError`), unless ``missing_boxes: whole`` takes those images
+whole; the results record how many images had a box.
+
 A dry run keeps at most a few images per split, the same ones for every notebook of a task:
 half of the evaluation images come from the 10 classes, so that the 10-class test set is
 still the 10 classes' part of the 196-class one.
@@ -21,7 +27,7 @@ import pandas as pd
 from common.config.schema import Study
 from common.core import paths
 from common.data import splits
-from common.data.table import load_table
+from common.data.table import DataError, load_table
 
 
 @dataclass
@@ -42,9 +48,21 @@ class Task:
         return splits.budget(self.parts, cap_per_class, balance, seed)
 
     def test_set(self) -> dict:
-        """The test set's size and fingerprint (a hash of its sorted image ids)."""
-        return {"images": len(self.parts.test),
-                "fingerprint": splits.fingerprint(self.parts.test)}
+        """The test set's size and fingerprint (a hash of its sorted image ids and of the
+        crop they are read with: the same images cropped otherwise are other inputs)."""
+        mode, margin = self.parts.crop
+        crop = f"crop {mode}" + (f" {margin:g}" if mode == "bbox" else "")
+        return {"images": len(self.parts.test), "crop": crop,
+                "fingerprint": splits.inputs_fingerprint(splits.row_ids(self.parts.test),
+                                                         crop)}
+
+    def crop_record(self) -> dict:
+        """The crop applied: its mode and margin, and how many of the task's images had a
+        bounding box (the others, with ``bbox``, were taken whole)."""
+        mode, margin = self.parts.crop
+        boxes = int(self.table["bbox_x1"].notna().sum())
+        return {"mode": mode, "margin": margin if mode == "bbox" else None,
+                "images_with_box": boxes, "images": len(self.table)}
 
     def record(self) -> dict:
         """The ``dataset`` block of the results files."""
@@ -62,7 +80,8 @@ class Task:
                           "test_fraction": None if self.official_test
                           else self.study.test_fraction,
                           "fingerprints": dict(self.parts.study)},
-                "split_sizes": self.parts.sizes(), "test_set": self.test_set()}
+                "split_sizes": self.parts.sizes(), "test_set": self.test_set(),
+                "crop": self.crop_record()}
 
 
 def load_task(study: Study, task: str, limits: dict | None = None) -> Task:
@@ -70,15 +89,27 @@ def load_task(study: Study, task: str, limits: dict | None = None) -> Task:
     ``limits`` (a dry run): at most ``train`` training and ``evaluation`` validation and
     test images."""
     full = splits.select_classes(load_table(paths.resolve(study.data_dir)))
+    _check_boxes(full, study)
     whole = splits.make_splits(full, val_fraction=study.val_fraction,
                                test_fraction=study.test_fraction, seed=study.split_seed)
     if limits:
         whole = _shrink(whole, study.ten_classes, limits, study.split_seed)
     whole.study = splits.study_fingerprints(full, whole)
+    whole.crop = (study.crop_mode, study.crop_margin)
     table = full if task == "all" else splits.select_classes(full, class_ids=study.ten_classes)
     parts = splits.restrict(whole, table)
     return Task(task, table, parts, splits.label_names(table),
                 bool((full["split"] == "test").any()), study)
+
+
+def _check_boxes(table: pd.DataFrame, study: Study) -> None:
+    """``crop_mode: bbox`` needs a box for every image, unless ``missing_boxes: whole``."""
+    missing = int(table["bbox_x1"].isna().sum())
+    if study.crop_mode == "bbox" and missing and study.missing_boxes == "refuse":
+        raise DataError(
+            f"study crop_mode bbox, but {missing} of the {len(table)} images of "
+            f"{table.attrs.get('root')} have no bounding box: set crop_mode: squash in the "
+            f"study file, or missing_boxes: whole to take those images whole")
 
 
 def _shrink(parts: splits.Splits, ten: list[int], limits: dict, seed: int) -> splits.Splits:

@@ -237,6 +237,15 @@ def task_markdown(dataset: dict, outputs: str) -> str:
              f"{pct(split['test_fraction'], 0)} de chaque classe, tirés au hasard")
     dry = (f" Exécution à blanc (profil `{outputs}`) : quelques images par ensemble seulement."
            if outputs.endswith("-dry") else "")
+    crop = dataset.get("crop") or {}
+    read = {"squash": "l'image entière ramenée au carré, comme en 2022",
+            "center": "un carré découpé au centre de l'image",
+            "bbox": "l'image recadrée sur sa boîte englobante"}.get(crop.get("mode"))
+    if read:
+        boxes = "" if crop["mode"] != "bbox" else (
+            f" (marge {pct(crop['margin'], 0)} ; {number(crop['images_with_box'])} images "
+            f"sur {number(crop['images'])} ont une boîte, les autres sont prises entières)")
+        dry = (f" Chaque notebook lit chaque image de la même façon : {read}{boxes}." + dry)
     return (f"Jeu de données : **{number(dataset['n_images'])} images**, "
             f"**{dataset['n_classes']} classes**{ids} ({kind}), "
             + (f"{number(low)} images par classe" if low == high else

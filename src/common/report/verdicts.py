@@ -35,9 +35,15 @@ def _que(title: str) -> str:
     return "qu'" if title[0] in "AEIOUÉ" else "que "
 
 
-def pair_markdown(title_a: str, title_b: str, result: dict | None, caveat: str = "") -> str:
-    """One comparison, or the sentence that says it is not made (``result`` None)."""
+def pair_markdown(title_a: str, title_b: str, result: dict | None, caveat: str = "",
+                  crops: tuple = (None, None)) -> str:
+    """One comparison, or the sentence that says it is not made (``result`` None): on other
+    test images, or on the same ones cropped otherwise (``crops``, each test set's)."""
     a, b = f"**{title_a}**", f"**{title_b}**"
+    if result is None and None not in crops and crops[0] != crops[1]:
+        return (f"{a} et {b} ont lu leurs images de test recadrées différemment "
+                f"({crops[0]} contre {crops[1]}) : ce ne sont pas les mêmes entrées, nous ne "
+                "les comparons pas.")
     if result is None:
         return (f"{a} et {b} ont été évalués sur des images de test différentes : nous ne "
                 "les comparons pas.")
@@ -99,7 +105,8 @@ def conclusions_markdown(collected: dict, pairs, titles: dict[str, str],
         pretrained = chosen_run(done[a])["weights"]["pretrained"]
         caveat = "" if pretrained or a in scratch else \
             " (poids aléatoires : sans vrai pré-entraînement)"
-        text.append("- " + pair_markdown(titles[a], titles[b], result, caveat))
+        crops = tuple(done[n]["dataset"]["test_set"].get("crop") for n in (a, b))
+        text.append("- " + pair_markdown(titles[a], titles[b], result, caveat, crops))
     return "\n".join(text)
 
 

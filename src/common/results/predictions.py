@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.data.splits import fingerprint_of
+from common.data.splits import inputs_fingerprint
 
 COLUMNS = ("run", "image", "label", "predicted", "top5")
 TOP = 5
@@ -84,8 +84,8 @@ def problems(data: bytes, payload: dict) -> list[str]:
         where = f"predictions of run {run['name']}"
         if rows["image"].duplicated().any():
             out.append(f"{where} list an image twice")
-        if len(rows) != test_set["images"] or fingerprint_of(rows["image"]) \
-                != test_set["fingerprint"]:
+        covered = inputs_fingerprint(rows["image"], test_set.get("crop"))
+        if len(rows) != test_set["images"] or covered != test_set["fingerprint"]:
             out.append(f"{where} cover {len(rows)} images, not the task's test set "
                        f"({test_set['images']} images, fingerprint {test_set['fingerprint']})")
             continue

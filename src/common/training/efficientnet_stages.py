@@ -44,7 +44,7 @@ def train_stage(model, name: str, arrays: dict, stage: Stage, p: EfficientNetRun
     folder.write_info(model_dir, labels, {
         "framework": "keras", "model_file": folder.KERAS_FILE,
         "image_size": int(x_te.shape[1]),
-        "crop_mode": "squash",
+        "crop_mode": p.study.crop_mode, "crop_margin": p.study.crop_margin,
         "normalisation": "inside the model (EfficientNet rescaling); input RGB pixels 0..255"})
     record = run_record(name, params, weights, y_te, probs, trained, model_dir,
                         images=test_images)

@@ -53,7 +53,8 @@ def fit_config(cfg: HfRun, parts: Splits, labels: dict[int, tuple[int, str]], p:
                                         fallback=p.fallback, timeout=p.hub_timeout,
                                         seed=p.seed, stand_in=p.dry_run)
     size = hf_classifier.input_size(clf.processor)
-    loaded = {name: images.load_images(getattr(parts, name), size, p.crop_mode,
+    mode, margin = parts.crop
+    loaded = {name: images.load_images(getattr(parts, name), size, mode, margin,
                                        progress=progress) for name in ("train", "val", "test")}
     (x_train, t_train), (x_val, t_val), (x_test, t_test) = (loaded[k] for k in
                                                             ("train", "val", "test"))
@@ -63,10 +64,10 @@ def fit_config(cfg: HfRun, parts: Splits, labels: dict[int, tuple[int, str]], p:
                                          x_test=x_test)
     y_test = t_test["label"].to_numpy()
     probs = fit.pop("test_probabilities")
-    save(clf, model_dir, labels, p.crop_mode)
+    save(clf, model_dir, labels, mode)
     params = {**cfg.model_dump(mode="json", exclude={"name"}),
               **fit["settings"].model_dump(mode="json"),
-              "checkpoint": str(p.checkpoint), "image_size": size, "crop_mode": p.crop_mode,
+              "checkpoint": str(p.checkpoint), "image_size": size, "crop_mode": mode,
               "model_parameters": int(sum(t.numel() for t in clf.model.parameters())),
               "split_sizes": {"train": len(x_train), "val": len(x_val), "test": len(x_test)},
               "best_epoch": fit["best_epoch"], "world_size": fit["world_size"],

@@ -63,29 +63,29 @@ def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, see
     a new head for ``labels``. ``labels``: 0-based label -> (class id, name). Returns the run
     record of the results contract and the test arrays and probabilities.
     """
-    size, mode, margin = cfg.image_size, cfg.crop_mode, cfg.crop_margin
+    size, (mode, margin) = cfg.image_size, splits.crop
     out, weights, stats = train_config(cfg, splits, labels=labels, model_dir=model_dir,
                                        seed=seed, verbose=verbose, cache=cache,
                                        init_from=init_from)
     x_te, t_te = images.load_images(splits.test, size, mode, margin, cache=cache)
     probs = keras_probabilities(out["model"], x_te, cfg.batch_size, flip=cfg.test_time_flip)
     y_te = t_te["label"].to_numpy()
-    write_model_info(cfg, model_dir, labels, stats, splits.study)
+    write_model_info(cfg, model_dir, labels, stats, splits.study, splits.crop)
     run = run_record(cfg.name, cfg, weights, y_te, probs, out, Path(model_dir),
                      images=row_ids(t_te))
     return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
 
 
 def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str,
-                     study: dict | None = None) -> None:
+                     study: dict | None = None, crop: tuple = ("squash", 0.1)) -> None:
     """The model folder's labels and preprocessing (what ``python -m common.predict`` reads);
     ``stats``: what the normalisation statistics were taken from (:func:`train_config`);
     ``study``: the fingerprints of the data and split it was trained on (``Splits.study``),
-    which a run that starts from this network checks."""
+    which a run that starts from this network checks; ``crop``: the study's crop (mode,
+    margin), which the images it reads must get too."""
     model_folder.write_info(Path(model_dir), labels, {
         "framework": "keras", "model_file": model_folder.KERAS_FILE,
-        "image_size": cfg.image_size, "crop_mode": cfg.crop_mode,
-        "crop_margin": cfg.crop_margin,
+        "image_size": cfg.image_size, "crop_mode": crop[0], "crop_margin": crop[1],
         "normalisation": f"inside the model: Normalization with the per-channel mean and "
                          f"variance {stats}; input RGB pixels 0..255"}, study)
 
@@ -98,7 +98,7 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
     :func:`common.training.keras_fit.train` (best validation epoch, history, durations,
     model), the weights' origin, and what the normalisation statistics were taken from.
     ``callbacks``: more Keras callbacks for ``fit`` (the time-to-accuracy benchmark's)."""
-    size, mode, margin = cfg.image_size, cfg.crop_mode, cfg.crop_margin
+    size, (mode, margin) = cfg.image_size, splits.crop
     if init_from is not None:  # before any work: a network of this study only
         _same_study(Path(init_from), splits.study)
     splits = budget(splits, cfg.cap_per_class, seed=seed)
