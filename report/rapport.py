@@ -328,10 +328,13 @@ if collected["05_efficientnet"] and len(collected["05_efficientnet"]["runs"]) ==
 # améliorée d'après Steiner et al. C'est le même ViT hybride (quelques convolutions au lieu du
 # découpage en patchs, les « R+ViT » de l'article) que la configuration améliorée du premier
 # notebook : entraîné d'abord sur toutes les classes, il reçoit une nouvelle couche de sortie
-# et se spécialise sur les nôtres (colonne « poids » du @tbl-02). Aucun poids ne vient
-# d'ailleurs, et les deux expériences partagent un seul découpage : aucune image de ce test
-# n'a servi à l'entraînement du premier notebook. La @fig-02-curves montre l'apprentissage, la
-# @fig-02-confusion les confusions de la configuration choisie sur la validation.
+# et se spécialise sur les nôtres (colonne « poids » du @tbl-02). La @fig-02-curves montre
+# l'apprentissage, la @fig-02-confusion les confusions de la configuration choisie sur la
+# validation.
+
+# %%
+if start := narrative.starting_network_markdown(collected):
+    display(Markdown(start))
 
 # %%
 if collected["02_vit_scratch_10classes"]:
@@ -360,10 +363,9 @@ show_figure("02_vit_scratch_10classes", "_confusion.png")
 #
 # Chaque réglage essayé pour les modèles from scratch est consigné, avec son exactitude de
 # validation et sa durée, dans le journal du dépôt (`explorations/`, une ligne par
-# entraînement, écrite par `python -m common.explore`). Les choix des fichiers de paramètres
-# s'y lisent : ils ont été faits sur la validation seule, et le journal ne contient aucun
-# chiffre de test. Sur une petite validation, une différence ne compte que si elle dépasse
-# l'écart entre graines.
+# entraînement, écrite par `python -m common.explore`). Sur une petite validation, une
+# différence ne compte que si elle dépasse l'écart entre graines. Les choix faits avant ce
+# journal sont dans la section sur l'historique des choix, plus bas.
 
 # %%
 display(Markdown(explorations_markdown(paths.ROOT / "explorations")))
@@ -416,8 +418,18 @@ if len(runs):
 #   (`balance`) sont une seule opération de pandas, testée.
 # - **Fuites entre ensembles.** Des images étaient déplacées à la main entre dossiers, si bien
 #   que des images de test pouvaient servir à l'entraînement. Ici, les ensembles sont tirés
-#   avec une graine, disjoints par construction, et une vérification le prouve à chaque
-#   exécution.
+#   une fois, avec une graine (la section sur le jeu de données dit ce que les résultats en
+#   vérifient).
+#
+# ## L'historique des choix
+#
+# Tous nos choix n'ont pas été faits à l'aveugle. Avant le journal des explorations, deux
+# choix du notebook 02 ont été faits alors que ses chiffres de test étaient sous nos yeux :
+# partir du réseau du notebook 01 (plutôt que d'entraîner le ViT hybride sur ses seules
+# classes) et la cible d'exactitude de 02 (`target_accuracy`). Les chiffres de test de 02
+# en sont sans doute un peu optimistes. Les versions successives des recettes de 01 et 02
+# ont aussi été comparées un temps sur le test ; elles ne le sont plus que sur la
+# validation, dans le journal.
 
 # %% [markdown]
 # ## Conclusions et perspectives

@@ -296,3 +296,58 @@ def test_the_report_budget_of_01_separates_our_hybrid_from_the_pure_vits():
         "et de 1 à 6 époques selon la configuration ; notre ViT hybride (*hybrid*) a reçu "
         "toutes les images d'entraînement et de validation, et 70 époques. Le résultat des "
         "ViT « purs » mesure ce budget.")
+
+
+# claims about the setup or the method that only the results can back: the report computes
+# them (common.report.narrative) or does not make them
+SETUP_CLAIMS = re.compile(
+    r"aucune image|jamais sur le test|disjoint|recadr|boîte englobante|validation seule|"
+    r"même découpage|n'a servi|mêmes entrées|aucun chiffre de test", re.IGNORECASE)
+
+
+def fixed_claims(source: str) -> list[str]:
+    """The claims about splits, choices or crops in the markdown cells of a report source."""
+    notebook = jupytext.reads(source, fmt="py:percent")
+    return [m.group(0) for cell in notebook.cells if cell.cell_type == "markdown"
+            for m in SETUP_CLAIMS.finditer(cell.source)]
+
+
+def test_the_reports_fixed_prose_makes_no_claim_the_results_do_not_back():
+    source = (paths.ROOT / "report" / "rapport.py").read_text(encoding="utf-8")
+    assert fixed_claims(source) == []
+    planted = source.replace("# ## L'historique des choix\n", "# ## L'historique des choix\n#\n"
+                             "# Les choix ont tous été faits sur la validation seule.\n", 1)
+    assert fixed_claims(planted) == ["validation seule"]
+
+
+def test_the_setup_sentences_about_splits_crops_and_starting_networks_follow_the_results(
+        tmp_path, monkeypatch):
+    collected = doctored_results(tmp_path / "out", "cpu")
+    text = flat(report_text("cpu", monkeypatch))
+    assert ("Les résultats de 01, 02, 03, 04, 05 ne notent pas la vérification que ces ensembles "
+            "sont disjoints.") in text  # the doctored files do not record it
+    assert "Toutes les expériences lisent chaque image de la même façon" not in text
+    for payload in collected.values():
+        payload["dataset"]["split"]["disjoint"] = True
+        payload["dataset"]["crop"] = {"mode": "squash", "margin": None, "images_with_box": 0,
+                                      "images": 600}
+    assert "chaque notebook l'a vérifié" in narrative.split_markdown(collected)
+    assert ("Toutes les expériences lisent chaque image de la même façon : l'image entière "
+            "ramenée au carré, comme en 2022") in narrative.split_markdown(collected)
+    collected["05_efficientnet"]["dataset"]["crop"] = {"mode": "bbox", "margin": 0.1,
+                                                       "images_with_box": 600, "images": 600}
+    assert "05 : l'image recadrée sur sa boîte englobante" in narrative.split_markdown(collected)
+    # 02 from 01's network: the same split, read from both files, or a warning
+    ten = collected["02_vit_scratch_10classes"]
+    assert narrative.starting_network_markdown(collected) is None  # no such run
+    ten["runs"][0]["weights"] = {"source": "pretrained-here", "pretrained": False,
+                                 "reason": None}
+    same = {"data": "d1", "split": "s1"}
+    ten["dataset"]["split"]["fingerprints"] = same
+    collected["01_vit_scratch"]["dataset"]["split"]["fingerprints"] = dict(same)
+    assert "aucune image de ce test n'a servi à l'entraîner" in \
+        narrative.starting_network_markdown(collected)
+    collected["01_vit_scratch"]["dataset"]["split"]["fingerprints"] = {"data": "d1",
+                                                                       "split": "s2"}
+    assert narrative.starting_network_markdown(collected).startswith(
+        "Les résultats ne permettent pas de vérifier")

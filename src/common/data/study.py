@@ -65,7 +65,9 @@ class Task:
                 "images_with_box": boxes, "images": len(self.table)}
 
     def record(self) -> dict:
-        """The ``dataset`` block of the results files."""
+        """The ``dataset`` block of the results files (``split.disjoint``: no image is in
+        two of its sets, checked here)."""
+        self.parts.check()
         table = self.table
         return {"root": table.attrs.get("root"), "layout": table.attrs.get("layout"),
                 "synthetic": bool(table.attrs.get("synthetic", False)),
@@ -79,7 +81,7 @@ class Task:
                           "val_fraction": self.study.val_fraction,
                           "test_fraction": None if self.official_test
                           else self.study.test_fraction,
-                          "fingerprints": dict(self.parts.study)},
+                          "fingerprints": dict(self.parts.study), "disjoint": True},
                 "split_sizes": self.parts.sizes(), "test_set": self.test_set(),
                 "crop": self.crop_record()}
 

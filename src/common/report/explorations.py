@@ -5,6 +5,7 @@ Validation figures only: the journals hold no test figure."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from common.report.presentation import markdown_table, number, pct
@@ -34,11 +35,16 @@ def journal_markdown(table) -> str:
               if len(val_sizes) == 1 else "")
     best = summary.iloc[0]
     runs, tried = len(table), len(summary)
-    text = (f"Le journal compte {number(runs)} entraînement{'s' * (runs > 1)}, "
+    tested = [c for c in table.columns if "test" in c.lower()]
+    never = (f", et aussi sur le test (colonnes {', '.join(tested)})" if tested else
+             ", jamais sur le test (le journal n'a pas de colonne pour lui)")
+    dates = sorted(d[:10] for d in table.get("date", []) if re.match(r"\d{4}-\d\d-\d\d", str(d)))
+    since = f" depuis le {dates[0]}" if dates else ""
+    text = (f"Le journal compte {number(runs)} entraînement{'s' * (runs > 1)}{since}, "
             f"{number(tried)} réglage{'s' * (tried > 1)} essayé{'s' * (tried > 1)} "
             f"({number(table['train_seconds'].sum() / 60)} min "
-            f"d'entraînement), notés sur {sizes} images de validation{weight}, jamais sur le "
-            f"test. Meilleure moyenne de validation : {best['run']}, "
+            f"d'entraînement), notés sur {sizes} images de validation{weight}{never}. "
+            f"Meilleure moyenne de validation : {best['run']}, "
             f"{_settings(best['settings'])} ({pct(best['val_mean'])}).")
     kept = summary[(summary["run"] == best["run"]) & (summary["settings"] == "{}")]
     if best["settings"] != "{}" and not kept.empty:

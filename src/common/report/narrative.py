@@ -112,7 +112,60 @@ def split_markdown(collected: dict) -> str | None:
             + (f", et celles sur {ten['dataset']['n_classes']} classes en partagent la part de "
                "leurs classes" if ten else "")
             + ". L'empreinte des images de test, notée dans chaque fichier de résultats, le "
-            "vérifie.")
+            "vérifie. " + _disjoint(collected) + " " + _crops(collected))
+
+
+_READ = {"squash": "l'image entière ramenée au carré, comme en 2022",
+         "center": "un carré découpé au centre de l'image",
+         "bbox": "l'image recadrée sur sa boîte englobante"}
+
+
+def _disjoint(collected: dict) -> str:
+    """Whether every notebook recorded that its sets share no image."""
+    done = {n: p for n, p in collected.items() if p}
+    unchecked = [n[:2] for n, p in done.items() if not p["dataset"]["split"].get("disjoint")]
+    if not unchecked:
+        return ("Aucune image n'est dans deux de ces ensembles : chaque notebook l'a vérifié "
+                "sur ses données avant de s'entraîner (`dataset.split.disjoint`).")
+    return (f"Les résultats de {', '.join(unchecked)} ne notent pas la vérification que ces "
+            "ensembles sont disjoints.")
+
+
+def _crops(collected: dict) -> str:
+    """How the experiments read their images, from each results file's ``dataset.crop``."""
+    crops = {n: p["dataset"].get("crop") for n, p in collected.items() if p}
+    known = {n: c for n, c in crops.items() if c}
+    if not known:
+        return "Les résultats ne disent pas comment les images ont été recadrées."
+    kinds = {(c["mode"], c.get("margin")) for c in known.values()}
+    if len(kinds) == 1 and len(known) == len(crops):
+        crop = next(iter(known.values()))
+        boxes = "" if crop["mode"] != "bbox" else (
+            f" (marge {pct(crop['margin'], 0)} ; {number(crop['images_with_box'])} images sur "
+            f"{number(crop['images'])} ont une boîte)")
+        return ("Toutes les expériences lisent chaque image de la même façon : "
+                f"{_READ[crop['mode']]}{boxes} ; les modèles comparés voient les mêmes entrées.")
+    parts = [f"{n[:2]} : {_READ[c['mode']] if c else 'non noté'}" for n, c in crops.items()]
+    return ("Les expériences ne lisent pas toutes leurs images de la même façon ("
+            + " ; ".join(parts) + ") : le rapport ne compare pas celles qui diffèrent.")
+
+
+def starting_network_markdown(collected: dict) -> str | None:
+    """For 02's runs that start from 01's network: whether that network was trained on the
+    same data and split, read from both results files (None without such a run)."""
+    ten, first = collected.get("02_vit_scratch_10classes"), collected.get("01_vit_scratch")
+    if not ten or not any(r["weights"]["source"] == "pretrained-here" for r in ten["runs"]):
+        return None
+    mine = ten["dataset"]["split"].get("fingerprints")
+    theirs = first and first["dataset"]["split"].get("fingerprints")
+    if mine and mine == theirs:
+        return ("Le réseau de départ a été entraîné sur les mêmes données et le même "
+                f"découpage (empreinte `{mine['split']}`, vérifiée avant l'entraînement) : "
+                "aucune image de ce test n'a servi à l'entraîner, et aucun poids ne vient "
+                "d'ailleurs.")
+    return ("Les résultats ne permettent pas de vérifier que le réseau de départ a été "
+            "entraîné sur le même découpage que ce test : la comparaison est à lire avec "
+            "prudence.")
 
 
 def budget_markdown(payload: dict) -> str:
