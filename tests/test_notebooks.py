@@ -259,7 +259,10 @@ def test_one_test_set_per_task(smoke_run):
         assert {r["metrics"]["test_images"] for r in payload["runs"]} == {tests[name]["images"]}
     whole = splits.select_classes(data.load_table(smoke_run["data"]))
     ten = whole[(whole["split"] == "test") & whole["class_id"].isin([2, 3, 5, 7, 11])]
-    assert splits.fingerprint(ten) == tests["02_vit_scratch_10classes"]["fingerprint"]
+    # the images and the study's one crop they are read with
+    assert tests["02_vit_scratch_10classes"]["crop"] == "crop squash"
+    assert splits.inputs_fingerprint(splits.row_ids(ten), "crop squash") == \
+        tests["02_vit_scratch_10classes"]["fingerprint"]
 
 
 def test_a_name_papermill_injects_that_the_notebook_does_not_declare_stops_it(smoke_run,
