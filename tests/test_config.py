@@ -70,6 +70,9 @@ def test_overrides_reach_one_run_every_run_a_block_and_the_study():
     ("01_vit_scratch", {"runs": [{"name": "x", "image_size": 32, "patch_size": 5}]},
      ["run 'x'", "patch_size 5 does not divide image_size 32"]),
     ("01_vit_scratch", {"epochz": 3}, ["unknown key 'epochz'", "accepted keys:"]),
+    ("01_vit_scratch", {"runs.improved-hybrid.crop_mode": "bbox"},
+     ["unknown key 'crop_mode' in run 'improved-hybrid' (crop_mode is a key of the study "
+      "file, params/<profile>/study.yaml: one value for every notebook)"]),
     ("01_vit_scratch", {"runs.improved-hybrid.learning_rat": 0.1},
      ["unknown key 'learning_rat'", "run 'improved-hybrid'", "accepted keys:"]),
     ("01_vit_scratch", {"runs.nope.epochs": 1}, ["names no run", "improved-hybrid"]),

@@ -91,7 +91,10 @@ def user_keys(model: type[BaseModel]) -> list[str]:
 
 
 def _unknown(key: str, accepted, where: str, file: Path) -> ConfigError:
-    return ConfigError(f"{_shown(file)}: unknown key {key!r} {where}; accepted keys: "
+    leaf = key.rsplit(".", 1)[-1]
+    study = (f" ({leaf} is a key of the study file, params/<profile>/study.yaml: one value "
+             f"for every notebook)" if leaf in schema.Study.model_fields else "")
+    return ConfigError(f"{_shown(file)}: unknown key {key!r} {where}{study}; accepted keys: "
                        f"{', '.join(accepted)}")
 
 
@@ -223,8 +226,7 @@ def one_line(exc: ValidationError, model: type[BaseModel], values: dict, file: P
     place = f"in {' '.join(where)}" if where else "at the top level"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if first["type"] == "extra_forbidden":
-        return (f"{_shown(file)}: unknown key {key!r} {place}; accepted keys: "
-                f"{', '.join(user_keys(owner) if owner else [])}{more}")
+        return str(_unknown(key, user_keys(owner) if owner else [], place, file)) + more
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         return f"{_shown(file)}: {place}, {key!r} is required{more}"
