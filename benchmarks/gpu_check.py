@@ -268,11 +268,12 @@ def main(argv=None) -> int:
         return 0
     import torch
 
+    args.out.unlink(missing_ok=True)  # no figure of an earlier check left in this one
     merge(args.out, device=device_name(), cpu_mode=args.cpu, torch=torch.__version__,
           keras_backend=os.environ["KERAS_BACKEND"], target_vit_b16=TARGET_VIT_B16,
           failed={}, skipped=[], seconds=0)
     started = time.time()
-    passed = [a for a in (argv if argv is not None else sys.argv[1:])]
+    passed = list(argv if argv is not None else sys.argv[1:])
     for name in [j for j in JOBS if args.data or j != "notebooks"]:
         left = args.budget_s - (time.time() - started)
         if left <= 0:

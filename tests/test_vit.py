@@ -390,7 +390,7 @@ def test_a_run_from_another_network_gets_its_own_augmentation_and_stochastic_dep
     network.save(folder / "model.keras")
     ten = task_of(synth_root, [2, 5])
     vit_training.write_model_info(first, folder, task_of(synth_root).labels, "of a test",
-                                  task_of(synth_root).parts.study)
+                                  task_of(synth_root).parts)
     assert ten.parts.study == task_of(synth_root).parts.study  # one study, two tasks
     cfg = KerasVitRun(name="second", augmentation="strong", augment_in_model=True,
                       stochastic_depth_rate=0.1, dropout=0.0, init_from="first", epochs=1,
@@ -467,7 +467,7 @@ def test_a_starting_network_of_another_study_is_refused_before_training(synth_ro
     with pytest.raises(ValueError, match="does not record the study it was trained in"):
         start(task_of(synth_root, [2, 5]))
     vit_training.write_model_info(first, folder, task_of(synth_root).labels, "here",
-                                  task_of(synth_root).parts.study)
+                                  task_of(synth_root).parts)
     with pytest.raises(ValueError, match=r"trained on another split than this run \(split"):
         start(task_of(synth_root, [2, 5], seed=7))
     other = synth.synth(tmp_path / "other", classes=6, per_class=11, test_per_class=4,

@@ -85,8 +85,7 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
                 kept.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(Path(folder) / model_folder.KERAS_FILE,
                                 kept / model_folder.KERAS_FILE)
-                vit_runs.write_model_info(cfg, kept, task.labels, stats, task.parts.study,
-                                          task.parts.crop)
+                vit_runs.write_model_info(cfg, kept, task.labels, stats, task.parts)
         row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                "commit": commit, "notebook": notebook, "run": run,
                "settings": journal.settings_text(settings), "seed": seed,

@@ -9,9 +9,9 @@ says what to install, and which NVIDIA driver it found when the driver is the ca
 here imports a framework before a function needs it.
 
 Nothing here initialises CUDA in the calling process: torch's GPUs are counted with
-``torch.cuda.device_count()`` (NVML, :mod:`common.core.runtime` sets
-``PYTORCH_NVML_BASED_CUDA_CHECK``) and named by ``nvidia-smi``. A notebook kernel that
-initialised CUDA could no longer fork the fine-tuning processes of
+``torch.cuda.device_count()`` (NVML; this module sets ``PYTORCH_NVML_BASED_CUDA_CHECK`` on
+import, so that ``torch.cuda.is_available()`` asks NVML too) and named by ``nvidia-smi``.
+A notebook kernel that initialised CUDA could no longer fork the fine-tuning processes of
 :func:`common.training.hf_trainer.fine_tune_processes` (accelerate's
 ``notebook_launcher``): every child would fail with "Cannot re-initialize CUDA in forked
 subprocess".

@@ -134,12 +134,6 @@ def inputs_fingerprint(ids, crop: str | None) -> str:
     return fingerprint_of(ids if crop is None else [f"{i}\t{crop}" for i in ids])
 
 
-def fingerprint(part: pd.DataFrame) -> str:
-    """The fingerprint of a split's images (:func:`fingerprint_of`): two runs scored on the
-    same test images have the same fingerprint, and only they."""
-    return fingerprint_of(row_ids(part))
-
-
 def _min_per_class(part: pd.DataFrame, needed: int, why: str) -> None:
     counts = part.groupby(["class_id", "class_name"]).size()
     small = counts[counts < needed]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from common.config.study import CHECKPOINT_2022, NOTEBOOKS, STANFORD_CARS, TASKS
-from common.report.presentation import NBSP, number, pct
+from common.report.presentation import CROPS, NBSP, crop_words, number, pct
 
 
 def title(notebook: str, payload: dict | None) -> str:
@@ -115,11 +115,6 @@ def split_markdown(collected: dict) -> str | None:
             "vérifie. " + _disjoint(collected) + " " + _crops(collected))
 
 
-_READ = {"squash": "l'image entière ramenée au carré, comme en 2022",
-         "center": "un carré découpé au centre de l'image",
-         "bbox": "l'image recadrée sur sa boîte englobante"}
-
-
 def _disjoint(collected: dict) -> str:
     """Whether every notebook recorded that its sets share no image."""
     done = {n: p for n, p in collected.items() if p}
@@ -139,13 +134,10 @@ def _crops(collected: dict) -> str:
         return "Les résultats ne disent pas comment les images ont été recadrées."
     kinds = {(c["mode"], c.get("margin")) for c in known.values()}
     if len(kinds) == 1 and len(known) == len(crops):
-        crop = next(iter(known.values()))
-        boxes = "" if crop["mode"] != "bbox" else (
-            f" (marge {pct(crop['margin'], 0)} ; {number(crop['images_with_box'])} images sur "
-            f"{number(crop['images'])} ont une boîte)")
         return ("Toutes les expériences lisent chaque image de la même façon : "
-                f"{_READ[crop['mode']]}{boxes} ; les modèles comparés voient les mêmes entrées.")
-    parts = [f"{n[:2]} : {_READ[c['mode']] if c else 'non noté'}" for n, c in crops.items()]
+                f"{crop_words(next(iter(known.values())))} ; les modèles comparés voient les "
+                "mêmes entrées.")
+    parts = [f"{n[:2]} : {CROPS[c['mode']] if c else 'non noté'}" for n, c in crops.items()]
     return ("Les expériences ne lisent pas toutes leurs images de la même façon ("
             + " ; ".join(parts) + ") : le rapport ne compare pas celles qui diffèrent.")
 

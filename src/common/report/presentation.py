@@ -225,6 +225,21 @@ def keras_weights_markdown(weights: dict) -> str:
             "ceux de 2022.\n:::")
 
 
+CROPS = {"squash": "l'image entière ramenée au carré, comme en 2022",
+         "center": "un carré découpé au centre de l'image",
+         "bbox": "l'image recadrée sur sa boîte englobante"}
+
+
+def crop_words(crop: dict) -> str:
+    """How images were read (a results file's ``dataset.crop``), in French; with ``bbox``,
+    the margin and how many images had a box."""
+    if crop["mode"] != "bbox":
+        return CROPS[crop["mode"]]
+    return (f"{CROPS['bbox']} (marge {pct(crop['margin'], 0)} ; "
+            f"{number(crop['images_with_box'])} images sur {number(crop['images'])} ont une "
+            "boîte, les autres sont prises entières)")
+
+
 def task_markdown(dataset: dict, outputs: str) -> str:
     """What a notebook tells its reader about its data: the task's images and classes, the
     study's split and its test set (``dataset``: the ``dataset`` block of the results)."""
@@ -237,15 +252,9 @@ def task_markdown(dataset: dict, outputs: str) -> str:
              f"{pct(split['test_fraction'], 0)} de chaque classe, tirés au hasard")
     dry = (f" Exécution à blanc (profil `{outputs}`) : quelques images par ensemble seulement."
            if outputs.endswith("-dry") else "")
-    crop = dataset.get("crop") or {}
-    read = {"squash": "l'image entière ramenée au carré, comme en 2022",
-            "center": "un carré découpé au centre de l'image",
-            "bbox": "l'image recadrée sur sa boîte englobante"}.get(crop.get("mode"))
-    if read:
-        boxes = "" if crop["mode"] != "bbox" else (
-            f" (marge {pct(crop['margin'], 0)} ; {number(crop['images_with_box'])} images "
-            f"sur {number(crop['images'])} ont une boîte, les autres sont prises entières)")
-        dry = (f" Chaque notebook lit chaque image de la même façon : {read}{boxes}." + dry)
+    if dataset.get("crop"):
+        dry = (" Chaque notebook lit chaque image de la même façon : "
+               f"{crop_words(dataset['crop'])}." + dry)
     return (f"Jeu de données : **{number(dataset['n_images'])} images**, "
             f"**{dataset['n_classes']} classes**{ids} ({kind}), "
             + (f"{number(low)} images par classe" if low == high else

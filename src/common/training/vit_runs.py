@@ -70,24 +70,24 @@ def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, see
     x_te, t_te = images.load_images(splits.test, size, mode, margin, cache=cache)
     probs = keras_probabilities(out["model"], x_te, cfg.batch_size, flip=cfg.test_time_flip)
     y_te = t_te["label"].to_numpy()
-    write_model_info(cfg, model_dir, labels, stats, splits.study, splits.crop)
+    write_model_info(cfg, model_dir, labels, stats, splits)
     run = run_record(cfg.name, cfg, weights, y_te, probs, out, Path(model_dir),
                      images=row_ids(t_te))
     return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
 
 
 def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str,
-                     study: dict | None = None, crop: tuple = ("squash", 0.1)) -> None:
+                     splits: Splits) -> None:
     """The model folder's labels and preprocessing (what ``python -m common.predict`` reads);
     ``stats``: what the normalisation statistics were taken from (:func:`train_config`);
-    ``study``: the fingerprints of the data and split it was trained on (``Splits.study``),
-    which a run that starts from this network checks; ``crop``: the study's crop (mode,
-    margin), which the images it reads must get too."""
+    ``splits``: the split it was trained on, whose ``study`` fingerprints a run that starts
+    from this network checks, and whose ``crop`` the images it reads must get too."""
     model_folder.write_info(Path(model_dir), labels, {
         "framework": "keras", "model_file": model_folder.KERAS_FILE,
-        "image_size": cfg.image_size, "crop_mode": crop[0], "crop_margin": crop[1],
+        "image_size": cfg.image_size, "crop_mode": splits.crop[0],
+        "crop_margin": splits.crop[1],
         "normalisation": f"inside the model: Normalization with the per-channel mean and "
-                         f"variance {stats}; input RGB pixels 0..255"}, study)
+                         f"variance {stats}; input RGB pixels 0..255"}, splits.study)
 
 
 def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
