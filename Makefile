@@ -182,7 +182,11 @@ force:
 weights: $(STAMP) ## download the gpu profile's pretrained weights into weights/ (needs network)
 	$(PY) -m common.weights download
 
-bench: setup ## image loading and ViT training throughput, the fast recipe's time to accuracy
+bench: setup ## 01's training paths against the matmul peak, image loading, ViT throughput, time to accuracy
+	@# 01's improved run as the notebook trains it, path by path since cf135a4, side by side
+	@# with the matmul peak (float32, bfloat16; 1 and 2 threads): images/s, fraction of the
+	@# peak, speed-up over cf135a4's path
+	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_images.py
 	KERAS_BACKEND=tensorflow $(PY) benchmarks/bench_vit.py
 	KERAS_BACKEND=torch $(PY) benchmarks/bench_vit.py

@@ -13,6 +13,18 @@ from common.core import paths
 from common.pipeline import notebooks, opening
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_parameter_file_opens_with_at_most_eight_lines(profile):
+    """A params file says what it is (the command, the expected duration and accuracy, the
+    commit they were measured at) in a header of at most 8 lines; the history of what was
+    tried lives in the journal (explorations/) and the report."""
+    for file in sorted((paths.ROOT / "params" / profile).glob("*.yaml")):
+        lines = file.read_text().splitlines()
+        header = next((i for i, line in enumerate(lines) if not line.startswith("#")),
+                      len(lines))
+        assert header <= 8, f"{file.name}: a header of {header} lines"
+
+
 @pytest.mark.parametrize("profile", [*PROFILES, "gpu-dry"])
 @pytest.mark.parametrize("notebook", list(NOTEBOOKS))
 def test_every_parameter_file_loads(profile, notebook):

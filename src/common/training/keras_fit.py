@@ -14,6 +14,8 @@ can also ask for Keras' layers inside the model (``augment_in_model``). Mixup an
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -235,7 +237,7 @@ class Batches(keras.utils.PyDataset):
     (``mix``, as in :func:`make_dataset`): the same batches on every run. On a GPU the
     augmented batches are warped there and handed to the model there (the random draws
     stay on the CPU's generator, so a seed gives the same batches); mixing, numpy, brings
-    them back first."""
+    them back first. Augmented batches are torch tensors, the others numpy arrays."""
 
     def __init__(self, x, y, batch_size, shuffle=False, seed=0, augmentation="none", mix=None):
         super().__init__(workers=1, use_multiprocessing=False)
@@ -262,18 +264,19 @@ class Batches(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         pick = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        batch = self.x[pick].astype("float32")
-        if self.augment is not None:
+        if self.augment is None:
+            batch = self.x[pick].astype("float32")
+        else:
             import torch
 
             # the draws of batch i of epoch e come from (seed, e, i) alone, and leave torch's
-            # global generator (dropout's, the model's) as it was
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                torch.manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF)
-                images = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2) / 255.0
-                images = self.augment(images) * 255.0
-                batch = images.permute(0, 2, 3, 1).contiguous()
-            if self.mix or batch.device.type == "cpu":
+            # global generator (dropout's, the model's) as it was. uint8 to float on torch:
+            # numpy's astype, then a float copy for torch, cost a third of the batch's time
+            images = torch.from_numpy(self.x[pick]).to(self.device).permute(0, 3, 1, 2)
+            images = self.augment(images.float().div_(255.0),
+                                  hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF)
+            batch = images.mul_(255.0).permute(0, 2, 3, 1).contiguous()
+            if self.mix:  # numpy
                 batch = batch.cpu().numpy()
         if self.mix:
             return _mix(batch, self.y[pick],
@@ -283,6 +286,21 @@ class Batches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.epoch += 1
         self.order = self._order()
+
+
+def attention_kernel(model):
+    """The context ``fit`` runs in: on torch on the CPU, torch's plain attention (matrix
+    products and a softmax) instead of its flash kernel, which tiles for long sequences and
+    made the ViT's attention over 36 tokens a tenth slower a training step on two cores
+    (``make bench``); the results are the same up to rounding. Elsewhere, nothing."""
+    if keras.backend.backend() != "torch" or not model.weights:
+        return contextlib.nullcontext()
+    if getattr(model.weights[0].value, "device", None) is None or \
+            model.weights[0].value.device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoint_path,
@@ -326,8 +344,9 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     val_ds = make_dataset(x_val, y_val, batch_size)
     if verbose == 2:  # a line an epoch, without the progress bar's wait after every step
         callbacks.append(EpochLog(epochs))
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-                     shuffle=False, verbose=0 if verbose == 2 else verbose)  # make_dataset shuffles
+    with attention_kernel(model):
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+                         shuffle=False, verbose=0 if verbose == 2 else verbose)  # shuffled above
     keys = ("loss", "val_loss", "accuracy", "val_accuracy", "top5_accuracy",
             "val_top5_accuracy")
     history = {k: [float(v) for v in hist.history[k]] for k in keys if k in hist.history}

@@ -1,0 +1,140 @@
+"""Where an epoch of notebook 01's improved run goes, second by second, as the notebook
+trains it: data handling, augmentation, mixing, training steps, validation, callbacks.
+
+    PYTHONPATH=src python benchmarks/profile_epoch.py                # the run as it is
+    PYTHONPATH=src python benchmarks/profile_epoch.py --mix          # with mixup + CutMix
+
+It trains the run of params/cpu/01_vit_scratch.yaml (default improved-hybrid) for
+``--epochs`` epochs on the real training split (CARS_DATA_DIR, else the shared copy),
+through ``common.training.vit_runs.train_config`` as the notebook does, and times each part
+with wrappers around the functions that do it; the table is the median of the epochs after
+the first (which allocates and picks kernels). The batches are made in the training loop's
+thread, so "training steps" is the epoch's training time less the batches' time.
+``--mix``: the journal's mixing recipe (mixup 0.8, CutMix 1.0) on the same run. The test
+set is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from common.config import loading  # noqa: E402
+from common.config.study import TASKS  # noqa: E402
+from common.core import paths, runtime  # noqa: E402
+
+SPENT: dict[str, float] = defaultdict(float)
+
+
+def timed(owner, name: str, key: str) -> None:
+    """Add the time of every call of ``owner.name`` to ``SPENT[key]``."""
+    inner = getattr(owner, name)
+
+    @functools.wraps(inner)
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            SPENT[key] += time.perf_counter() - t
+
+    setattr(owner, name, wrapper)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="improved-hybrid")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--mix", action="store_true",
+                        help="mixup 0.8 + CutMix 1.0 (the journal's best recipe)")
+    parser.add_argument("--json", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    data = None
+    if not os.environ.get("CARS_DATA_DIR") and not paths.data_dir().is_dir():
+        data = paths.SHARED_DATA
+    if data is not None and not Path(data).is_dir():
+        parser.error(f"no dataset at {data}: set CARS_DATA_DIR")
+    params = loading.load("01_vit_scratch", "cpu", data_dir=data)
+    cfg = next((r for r in params.runs if r.name == args.run), None)
+    if cfg is None:
+        parser.error(f"params/cpu/01_vit_scratch.yaml has no run {args.run!r}")
+    update = {"epochs": args.epochs, "warmup_epochs": min(cfg.warmup_epochs, 1)}
+    if args.mix:
+        update |= {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
+    cfg = cfg.model_copy(update=update)
+    runtime.prepare_keras(params)
+
+    import keras
+
+    from common.data.study import load_task
+    from common.models import augmentation
+    from common.training import callbacks, keras_fit, vit_runs
+
+    timed(keras_fit.Batches, "__getitem__", "batches")
+    timed(augmentation.TorchAugmentation, "__call__", "augmentation")
+    timed(keras_fit, "_mix", "mixing")
+    timed(callbacks.BestCheckpoint, "on_epoch_end", "checkpoint")
+    epochs: list[dict] = []
+
+    class Phases(keras.callbacks.Callback):
+        """Each epoch's training and validation time, and what the wrappers counted."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            SPENT.clear()
+            self.start = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            self.trained = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            self.validated = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append({"train": self.trained - self.start,
+                           "validation": self.validated - self.trained,
+                           "end": time.perf_counter(), **SPENT})
+
+    task = load_task(params.study, TASKS["01_vit_scratch"])
+    with tempfile.TemporaryDirectory(prefix="profile-") as folder:
+        out, _, _ = vit_runs.train_config(cfg, task.parts, labels=task.labels,
+                                          model_dir=folder, verbose=0, callbacks=[Phases()])
+    rows = []
+    for e in epochs[1:] or epochs:
+        batches = e.get("batches", 0.0)
+        aug, mix = e.get("augmentation", 0.0), e.get("mixing", 0.0)
+        rows.append({"training steps (forward, backward, optimizer)": e["train"] - batches,
+                     "data handling (index, uint8 to float)": batches - aug - mix,
+                     "augmentation (flip and affine warp)": aug,
+                     "mixing (mixup, CutMix)": mix,
+                     "validation": e["validation"],
+                     "callbacks (checkpoint)": e.get("checkpoint", 0.0)})
+    table = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    total = sum(table.values())
+    images = len(task.parts.train)
+    print(f"01 {cfg.name}{' + mixup/CutMix' if args.mix else ''}: {images} training images, "
+          f"{len(task.parts.val)} validation, {os.cpu_count()} cores; median of "
+          f"{len(rows)} epochs; notebook rate {out['train_images_per_second']:.0f} images/s")
+    print(f"{'part of the epoch':48s} {'seconds':>8s} {'share':>6s} {'ms/image':>9s}")
+    for k, v in table.items():
+        print(f"{k:48s} {v:8.1f} {v / total:6.0%} {1e3 * v / images:9.2f}")
+    print(f"{'epoch':48s} {total:8.1f} {1:6.0%} {1e3 * total / images:9.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"run": cfg.name, "mix": args.mix, "table": table,
+                                         "images": images,
+                                         "images_per_second": out["train_images_per_second"]},
+                                        indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The faster training path on torch (issue 34) computes what the slower one did: the fused
+batch norm as Keras' own, the one-warp flip and affine as kornia's modules, plain attention
+as the flash kernel. Keras runs on torch in a child process (this suite's Keras is on
+tensorflow)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from common.models.augmentation import FlipAffine, augmentation_kornia
+
+TORCH_KERAS = textwrap.dedent("""
+    import os, sys
+    os.environ["KERAS_BACKEND"] = "torch"
+    import keras, numpy as np, torch
+    from common.models import vit
+    from common.training import keras_fit
+
+    # the fused batch norm: Keras' outputs, gradients and moving statistics
+    x = np.random.default_rng(0).normal(3, 2, (8, 6, 6, 5)).astype("float32")
+    theirs, mine = keras.layers.BatchNormalization(momentum=0.9), vit.BatchNorm(momentum=0.9)
+    for layer in (theirs, mine):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2, 5))
+        layer.beta.assign(np.linspace(-1, 1, 5))
+    for training in (True, True, False):
+        xa, xb = (torch.tensor(x, requires_grad=True) for _ in range(2))
+        ya, yb = theirs(xa, training=training), mine(xb, training=training)
+        (ya ** 2).sum().backward()
+        (yb ** 2).sum().backward()
+        np.testing.assert_allclose(yb.detach().numpy(), ya.detach().numpy(), atol=1e-5)
+        np.testing.assert_allclose(xb.grad.numpy(), xa.grad.numpy(), atol=1e-4)
+        for name in ("moving_mean", "moving_variance"):
+            np.testing.assert_allclose(getattr(mine, name).numpy(),
+                                       getattr(theirs, name).numpy(), rtol=1e-5)
+    assert not np.allclose(mine.moving_mean.numpy(), 0)  # the statistics moved
+    # the hybrid stem uses it, and a saved network reloads with it
+    model = vit.build_vit(3, 32, 8, projection_dim=16, num_heads=2, transformer_layers=1,
+                          mlp_head_units=(8,), stem_channels=[4, 8, 8], augmentation="none")
+    assert isinstance(model.get_layer("stem_bn0"), vit.BatchNorm)
+    path = sys.argv[1] + "/m.keras"
+    model.save(path)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    again = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(again.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-6)
+
+    # plain attention on the CPU: the same outputs and gradients as the flash kernel
+    mha = keras.layers.MultiHeadAttention(4, 16)
+    q = torch.randn(3, 36, 64, requires_grad=True)
+    flash = mha(q, q)
+    flash.sum().backward()
+    grad, q.grad = q.grad.clone(), None
+    with keras_fit.attention_kernel(model):
+        plain = mha(q, q)
+        plain.sum().backward()
+    np.testing.assert_allclose(plain.detach().numpy(), flash.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(q.grad.numpy(), grad.numpy(), atol=1e-4)
+    print("ok")
+""")
+
+
+def test_fused_batch_norm_and_plain_attention_compute_what_keras_did(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", TORCH_KERAS, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_flip_affine_warps_as_kornias_random_affine():
+    """The one warp is kornia's RandomAffine for the same draws, and a flip alone mirrors
+    the image exactly."""
+    import kornia.augmentation as K
+    from kornia.geometry.transform import get_affine_matrix2d, warp_affine
+
+    x = torch.rand(6, 3, 20, 24)
+    aug = K.RandomAffine(7.2, translate=(0.1, 0.1), scale=(0.8, 1.2, 0.8, 1.2),
+                         padding_mode="reflection", p=1.0)
+    params = aug.forward_parameters(x.shape)
+    matrix = get_affine_matrix2d(params["translations"], params["center"], params["scale"],
+                                 params["angle"])
+    ours = warp_affine(x, matrix[:, :2], (20, 24), padding_mode="reflection",
+                       align_corners=False)
+    torch.testing.assert_close(ours, aug(x, params=params))
+    # the draws' order in FlipAffine: angle, zoom (two axes), then one flip draw an image
+    flip_only = FlipAffine(0.0, scale=(1.0, 1.0))
+    out = flip_only(x, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    torch.rand(6, generator=g), torch.rand(6, 2, generator=g)
+    flipped = torch.rand(6, generator=g) < 0.5
+    assert 0 < int(flipped.sum()) < 6
+    torch.testing.assert_close(out[flipped], x[flipped].flip(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[~flipped], x[~flipped], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("level", ["standard", "strong", "heavy", "efficientnet"])
+def test_each_level_is_seeded_and_leaves_the_global_generator_alone(level):
+    augment = augmentation_kornia(level)
+    x = torch.rand(8, 3, 24, 24)
+    state = torch.get_rng_state()
+    first, again, other = augment(x, 3), augment(x, 3), augment(x, 4)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(first, again, atol=0, rtol=0)
+    assert not np.allclose(first.numpy(), other.numpy())
+    assert first.shape == x.shape and float(first.min()) >= -1e-6
