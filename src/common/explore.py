@@ -5,8 +5,9 @@ journal (:mod:`common.results.journal`). The test set is never read.
     python -m common.explore 02_vit_scratch_10classes fast-scratch -p epochs 150 \
         -p image_size 64 --seeds 0 1 2 --note "64 px, 3 seeds"
 
-``-p KEY VALUE`` changes a key of that run (VALUE read as YAML); the row records exactly
-those changes, against the params file of the commit it names.
+``-p KEY VALUE`` changes a key of that run, or a process switch of the notebook
+(``mixed_precision``, ``keras_backend``, ``torch_threads``); VALUE is read as YAML. The row
+records exactly those changes, against the params file of the commit it names.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from common.config import loading
+from common.config import loading, schema
 from common.config.study import TASKS
 from common.core import commands, paths, runtime
 from common.results import journal
@@ -53,7 +54,10 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
     if notebook not in SCRATCH:
         raise loading.ConfigError(f"exploration runs are for the from-scratch ViT notebooks "
                                   f"({', '.join(SCRATCH)}), not {notebook!r}")
-    overrides = {f"runs.{run}.{key}": value for key, value in settings.items()}
+    # a process switch (mixed_precision, keras_backend, torch_threads) is the notebook's,
+    # any other key the run's
+    overrides = {key if key in schema.KerasSwitches.model_fields else f"runs.{run}.{key}": value
+                 for key, value in settings.items()}
     params = loading.load(notebook, profile, data_dir=data_dir, **overrides)
     cfg = next((r for r in params.runs if r.name == run), None)
     if cfg is None:
@@ -110,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebook", choices=SCRATCH)
     parser.add_argument("run", help="the name of a run in the notebook's params file")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="change a key of that run (VALUE read as YAML)")
+                        help="change a key of that run, or a process switch of the notebook "
+                             "(mixed_precision, keras_backend, torch_threads); VALUE read "
+                             "as YAML")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--note", default="")

@@ -129,9 +129,10 @@ class BatchNorm(layers.BatchNormalization):
     fused kernel on the torch backend. Keras computes it there op by op: the batch's
     moments, then subtract, multiply and add, each over the whole feature map and each
     again in the backward pass; on the stem's 48x48 maps that made 01's training step about
-    a quarter slower on two CPU cores (``make bench``). Here ``torch.nn.functional.batch_norm`` normalises,
-    and the moving statistics follow Keras' rule (biased variance). Other backends, and the
-    cases it does not cover (a mask, renorm, another axis), run Keras' own code."""
+    a quarter slower on two CPU cores (``make bench``). Here
+    ``torch.nn.functional.batch_norm`` normalises, and the moving statistics follow Keras'
+    rule (biased variance), in float32 whatever the precision of the maps. Other backends,
+    and the cases it does not cover (a mask, renorm, another axis), run Keras' own code."""
 
     def call(self, inputs, training=None, mask=None):
         last = len(inputs.shape) - 1
@@ -141,8 +142,10 @@ class BatchNorm(layers.BatchNormalization):
         import torch
         import torch.nn.functional as F
 
-        # (N, C, ...): a view, channels last in memory
-        x = torch.movedim(ops.cast(inputs, "float32"), -1, 1)
+        # (N, C, ...): a view, channels last in memory. Under mixed precision the maps stay
+        # in bf16 (torch accumulates the moments in float32 and keeps float32 statistics;
+        # Keras casts each map to float32 and back, two more passes over it)
+        x = torch.movedim(inputs, -1, 1)
         train = bool(training) and self.trainable
         mean, var = self.moving_mean.value, self.moving_variance.value
         if train:  # the batch's moments (momentum 1: the buffers receive them as they are)
@@ -155,7 +158,7 @@ class BatchNorm(layers.BatchNormalization):
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
             self.moving_variance.assign(self.moving_variance * m + var * (1.0 - m))
-        return ops.cast(torch.movedim(out, 1, -1), self.compute_dtype)
+        return torch.movedim(out, 1, -1)
 
 
 def conv_stem(x, channels, name="stem"):
