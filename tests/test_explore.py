@@ -69,20 +69,44 @@ def test_committed_journals_hold_validation_figures_only():
         assert table["val_accuracy"].between(0, 1).all(), file
 
 
-def test_committed_journal_settings_are_relative_to_the_params_file_as_it_is():
-    """A row's settings, applied to today's params file, give the epochs it trained: when a
-    params file adopts a setting from the journal, its rows are restated."""
+def test_committed_journal_rows_record_every_setting_they_ran_with():
+    """Each row's ran_with is a whole run of its notebook's schema (so a change to the params
+    file never changes what the row says), and agrees with the row's epochs."""
     import json
 
-    from common.config import loading
+    from common.config import schema
 
     for file in sorted((paths.ROOT / "explorations").glob("*.csv")):
         for _, row in journal.read(file).iterrows():
-            overrides = {f"runs.{row['run']}.{k}": v
-                         for k, v in json.loads(row["settings"]).items()}
-            params = loading.load(row["notebook"], "cpu", **overrides)
-            run = next(r for r in params.runs if r.name == row["run"])
-            assert run.epochs == row["epochs"], (file.name, row["date"], row["settings"])
+            values = json.loads(row["ran_with"])
+            run = {k: v for k, v in values.items() if k not in journal.SWITCHES}
+            cfg = schema.KerasVitRun(name=row["run"], **run)
+            assert set(run) == set(schema.KerasVitRun.model_fields) - {"name"}, file.name
+            assert cfg.epochs == row["epochs"], (file.name, row["date"])
+
+
+def test_a_rows_settings_are_read_against_the_params_file_of_today():
+    """What a row changed is computed from its ran_with when the journal is read: the run
+    as the file has it reads as {}, another value as that key, whatever the file becomes."""
+    from common.config import loading
+
+    params = loading.load("01_vit_scratch", "cpu")
+    cfg = next(r for r in params.runs if r.name == "improved-hybrid")
+    same = journal.ran_with(params, cfg)
+    rows = [_row(notebook="01_vit_scratch", run="improved-hybrid", settings="{}",
+                 ran_with=journal.settings_text(same)),
+            _row(notebook="01_vit_scratch", run="improved-hybrid", settings="{}",
+                 ran_with=journal.settings_text({**same, "epochs": same["epochs"] + 1,
+                                                 "mixed_precision": True})),
+            _row(notebook="01_vit_scratch", run="gone", ran_with=journal.settings_text(
+                {"epochs": 3})),
+            _row(notebook="01_vit_scratch", run="improved-hybrid")]  # no ran_with
+    import pandas as pd
+
+    got = journal.changes(pd.DataFrame(rows)).tolist()
+    assert got == ["{}", journal.settings_text({"epochs": same["epochs"] + 1,
+                                                "mixed_precision": True}),
+                   '{"epochs":3}', '{"epochs":3}']
 
 
 @pytest.mark.slow

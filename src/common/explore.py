@@ -99,7 +99,8 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
                "train_seconds": round(out["train_seconds"], 1),
                "seconds": round(time.perf_counter() - started, 1),
                "images_per_second": round(out["train_images_per_second"], 1),
-               "cores": os.cpu_count(), "load_before": round(load, 2), "note": note}
+               "cores": os.cpu_count(), "load_before": round(load, 2), "note": note,
+               "ran_with": journal.settings_text(journal.ran_with(params, cfg))}
         journal.append(path, row)
         print(f"{run} seed {seed}: val {row['val_accuracy']:.1%} (epoch {row['best_epoch']}/"
               f"{cfg.epochs}), {row['train_seconds']:.0f} s of training -> {path}")

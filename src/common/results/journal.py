@@ -18,13 +18,18 @@ from common.core import atomic, paths
 
 COLUMNS = ["date", "commit", "notebook", "run", "settings", "seed", "val_accuracy",
            "val_images", "best_epoch", "epochs", "train_seconds", "seconds",
-           "images_per_second", "cores", "load_before", "note"]
-"""The journal's columns: ``settings`` is a JSON object of the keys that differ from the
-run's parameters in today's params file (when a params file adopts a setting, its journal's
-rows are restated: a test applies them to the file and checks their epochs);
-``train_seconds`` the training loop alone, ``seconds`` the whole run (images loaded, model
-built, trained); ``load_before`` the machine's one-minute load average when the run started
-(other work slows a run down)."""
+           "images_per_second", "cores", "load_before", "note", "ran_with"]
+"""The journal's columns: ``settings`` is a JSON object of the keys the exploration changed
+(``-p``), against the params file of its commit; ``ran_with`` every setting the run trained
+with, as JSON: each key of the run, and the notebook's process switches (``keras_backend``,
+``torch_threads``, ``mixed_precision``), so that a later change to the params file never
+changes what a row says (rows written before 2026-12-07 hold the run's keys only; their
+notes say their threads). ``train_seconds`` is the training loop alone, ``seconds`` the
+whole run (images loaded, model built, trained); ``load_before`` the machine's one-minute
+load average when the run started (other work slows a run down)."""
+
+SWITCHES = ("keras_backend", "torch_threads", "mixed_precision")
+"""The notebook's process switches a row records in ``ran_with``, beside the run's keys."""
 
 def journal_file(notebook: str) -> Path:
     """explorations/<notebook>.csv at the project's root."""
@@ -61,7 +66,8 @@ def read(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    table = pd.read_csv(path, dtype={"commit": str, "settings": str, "note": str},
+    table = pd.read_csv(path, dtype={"commit": str, "settings": str, "note": str,
+                                     "ran_with": str},
                         keep_default_na=False)
     missing = sorted(set(COLUMNS) - set(table.columns))
     if missing:
@@ -69,12 +75,47 @@ def read(path: Path | str) -> pd.DataFrame:
     return table
 
 
+def ran_with(params, cfg) -> dict:
+    """What a row's ``ran_with`` records: every key of the run ``cfg`` (its name aside) and
+    the process switches of the notebook's ``params``."""
+    values = cfg.model_dump(mode="json", exclude={"name"})
+    return {**values, **{key: getattr(params, key) for key in SWITCHES}}
+
+
+def changes(table: pd.DataFrame, profile: str = "cpu") -> pd.Series:
+    """For each row, what it ran with that differs from its run in today's params file
+    (``profile``), as the ``settings`` text (``{}``: the run as the file has it today):
+    read from ``ran_with``, the file being read now, so the rows themselves never change.
+    A row without ``ran_with`` gives its ``settings``; a run the file no longer has, all of
+    ``ran_with``."""
+    from common.config import loading
+
+    today: dict = {}
+
+    def differs(row) -> str:
+        text = row.get("ran_with")
+        if not isinstance(text, str) or not text.strip():
+            return str(row["settings"])
+        values = json.loads(text)
+        key = (row["notebook"], row["run"])
+        if key not in today:
+            params = loading.load(row["notebook"], profile)
+            cfg = next((r for r in params.runs if r.name == row["run"]), None)
+            today[key] = ran_with(params, cfg) if cfg is not None else {}
+        return settings_text({k: v for k, v in values.items()
+                              if k not in today[key] or today[key][k] != v})
+
+    return table.apply(differs, axis=1) if not table.empty else pd.Series(dtype=str)
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, settings): how many seeds, mean, lowest and highest validation
-    accuracy, mean training seconds; best mean first."""
+    """One row per (run, settings against today's params file, :func:`changes`): how many
+    seeds, mean, lowest and highest validation accuracy, mean training seconds; best mean
+    first."""
     if table.empty:
         return pd.DataFrame(columns=["run", "settings", "seeds", "val_mean", "val_min",
                                      "val_max", "train_seconds"])
+    table = table.assign(settings=changes(table))
     grouped = table.groupby(["run", "settings"], sort=False)
     out = grouped.agg(seeds=("seed", "nunique"), val_mean=("val_accuracy", "mean"),
                       val_min=("val_accuracy", "min"), val_max=("val_accuracy", "max"),
