@@ -185,3 +185,15 @@ def test_every_notebook_opens_with_the_same_three_cells(notebook):
     assert f'study = opening.start("{notebook}", globals())' in code[1].source
     assert code[2].source.strip() == "opening.show(study)"
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+
+
+def test_a_run_that_starts_from_01_with_another_shape_is_refused_on_loading():
+    """02's improved run starts from 01's network: a key that shapes the network (here the
+    width of the heads) set otherwise is one line, before any kernel, naming the key and 01's
+    value (it once reached the training as a shape mismatch deep in the notebook)."""
+    with pytest.raises(loading.ConfigError) as err:
+        loading.load("02_vit_scratch_10classes", "cpu", **{"runs.improved-hybrid.key_dim": 32})
+    message = str(err.value)
+    assert "\n" not in message and "key_dim is 32" in message and "has 16" in message
+    for profile in PROFILES:  # every profile's own files agree
+        loading.load("02_vit_scratch_10classes", profile)

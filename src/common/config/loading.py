@@ -185,20 +185,33 @@ def load(notebook: str, profile: str, dry_run: bool = False, data_dir=None,
     return shrink(params) if dry else params
 
 
+SHAPE_KEYS = ("patch_size", "projection_dim", "num_heads", "key_dim", "transformer_layers",
+              "mlp_head_units", "stem_channels")
+"""The keys of a from-scratch ViT run that shape its network's weights."""
+
+
 def _check_init_from(notebook: str, profile: str, params: schema.Notebook, file: Path) -> None:
-    """``init_from`` (02 only) names a run of notebook 01 of the same profile."""
+    """``init_from`` (02 only) names a run of notebook 01 of the same profile, whose network
+    has the shape this run's keys give (:data:`SHAPE_KEYS`)."""
     wanted = [r for r in getattr(params, "runs", []) if getattr(r, "init_from", None)]
     if not wanted:
         return
     if notebook != "02_vit_scratch_10classes":
         raise ConfigError(f"{_shown(file)}: in run {wanted[0].name!r}: init_from: only "
                           "02_vit_scratch_10classes starts from a network of 01_vit_scratch")
-    names = [r.name for r in load("01_vit_scratch", profile).runs]
+    first = {r.name: r for r in load("01_vit_scratch", profile).runs}
     for run in wanted:
-        if run.init_from not in names:
+        if run.init_from not in first:
             raise ConfigError(f"{_shown(file)}: in run {run.name!r}: init_from "
                               f"{run.init_from!r} is not a run of "
-                              f"params/{profile}/01_vit_scratch.yaml ({', '.join(names)})")
+                              f"params/{profile}/01_vit_scratch.yaml ({', '.join(first)})")
+        base = first[run.init_from]
+        for key in SHAPE_KEYS:  # the network is 01's: a key that shapes it must agree
+            if getattr(run, key) != getattr(base, key):
+                raise ConfigError(
+                    f"{_shown(file)}: in run {run.name!r}: {key} is {getattr(run, key)!r} but "
+                    f"the network it starts from (params/{profile}/01_vit_scratch.yaml, run "
+                    f"{base.name!r}) has {getattr(base, key)!r}: set {key} as there")
 
 
 # --------------------------------------------------------------------------- messages
