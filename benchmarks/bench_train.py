@@ -18,9 +18,13 @@ hits them alike, and each figure is the median round.
 - then each change in turn, the last being the notebooks' path now: ``+ fused batch norm``
   (``common.models.vit.BatchNorm``), ``+ batches on torch`` (made float on torch, flipped
   and warped in one kernel: ``common.models.augmentation.FlipAffine``), ``+ plain
-  attention`` (``common.training.keras_fit.attention_kernel``);
-- ``..., model only``: without augmentation, to show what the input pipeline costs;
-- ``now, 1 thread``: what the second core adds.
+  attention`` (``common.training.keras_fit.attention_kernel``), ``+ mixed bf16`` (Keras'
+  mixed_bfloat16 policy, ``mixed_precision: true`` in params/cpu/01);
+- ``..., model only``: without augmentation nor mixing, to show what the input pipeline
+  costs;
+- ``01's path, 1 thread``: what the second core adds.
+
+The recipe's mixing (mixup, CutMix) runs in every path that augments.
 
 The peak is a plain float32 and bfloat16 matmul (2048 x 2048) with one and two threads; a
 path's fraction of the peak is its FLOP rate (one training step's FLOPs an image, forward and
@@ -136,17 +140,21 @@ class Path_:
     """One training path: its model, its batches, and one timed round of ``steps`` steps.
     ``since``: how much of the notebooks' path it takes, in the order the changes came
     (0: cf135a4's; 1: the fused batch norm; 2: the batches on torch, one warp; 3: plain
-    attention on the CPU, the notebooks' path)."""
+    attention on the CPU; 4: mixed bf16, the cpu profile's 01)."""
 
     def __init__(self, name, cfg, x, y, *, since, threads=2, augment=True):
         self.name, self.threads, self.cfg, self.since = name, threads, cfg, since
         keras.utils.set_random_seed(0)
         pixels = x[:64].reshape(-1, 3).astype("float64")
-        if since < 1:
-            with keras_batch_norm():
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if since >= 4 else "float32")
+        try:
+            if since < 1:
+                with keras_batch_norm():
+                    self.model = vit_runs.build_from_config(cfg, CLASSES, pixels)
+            else:
                 self.model = vit_runs.build_from_config(cfg, CLASSES, pixels)
-        else:
-            self.model = vit_runs.build_from_config(cfg, CLASSES, pixels)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
         mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
         steps_per_epoch = -(-len(x) // cfg.batch_size)
         keras_fit.compile_classifier(self.model, vit_runs._optimizer_for(cfg, steps_per_epoch),
@@ -200,10 +208,11 @@ def main(argv=None) -> int:
              Path_("baseline, model only", cfg, x, y, since=0, augment=False),
              Path_("+ fused batch norm", cfg, x, y, since=1),
              Path_("+ batches on torch", cfg, x, y, since=2),
-             Path_("+ plain attention = now", cfg, x, y, since=3),
-             Path_("now, model only", cfg, x, y, since=3, augment=False),
-             Path_("now, 1 thread", cfg, x, y, since=3, threads=1)]
-    mflop = train_mflop_per_image(paths[-1].model)
+             Path_("+ plain attention", cfg, x, y, since=3),
+             Path_("+ mixed bf16 = 01's path", cfg, x, y, since=4),
+             Path_("01's path, model only", cfg, x, y, since=4, augment=False),
+             Path_("01's path, 1 thread", cfg, x, y, since=4, threads=1)]
+    mflop = train_mflop_per_image(paths[3].model)
     for p in paths:  # warm-up: the first steps allocate and pick kernels
         p.run(2, record=False)
     for _ in range(args.rounds):
@@ -215,7 +224,7 @@ def main(argv=None) -> int:
            "peak_gflops": {f"{d}_{t}t": round(g, 1) for (t, d), g in peak.items()},
            "paths": {}}
     print(f"one training step: {mflop:.1f} MFLOP an image")
-    print(f"{'path':26s} {'images/s':>9s} {'GFLOP/s':>8s} {'of f32 peak':>12s} "
+    print(f"{'path':27s} {'images/s':>9s} {'GFLOP/s':>8s} {'of f32 peak':>12s} "
           f"{'of bf16 peak':>13s} {'speed-up':>9s}")
     for p in paths:
         rate = p.images_per_second
@@ -224,7 +233,7 @@ def main(argv=None) -> int:
         # the speed-up of each round over the baseline's in the same round, the median of
         # them: the machine's drift between rounds cancels out
         speed_up = statistics.median(r / b for r, b in zip(p.rates, base.rates))
-        print(f"{p.name:26s} {rate:9.0f} {gflops:8.1f} {f32:12.0%} {bf16:13.0%} "
+        print(f"{p.name:27s} {rate:9.0f} {gflops:8.1f} {f32:12.0%} {bf16:13.0%} "
               f"{speed_up:8.2f}x")
         out["paths"][p.name] = {"images_per_second": round(rate, 1), "threads": p.threads,
                                 "fraction_of_f32_peak": round(f32, 3),
