@@ -15,7 +15,7 @@ hits them alike, and each figure is the median round.
 - ``baseline (cf135a4)``: Keras' ``BatchNormalization`` in the stem (op by op on torch),
   batches made float in numpy and augmented by kornia's modules in turn
   (``BaselineBatches``), torch's flash attention kernel, two threads;
-- then each change in turn, the last being the notebooks' path now: ``+ fused batch norm``
+- then each change in turn, the last being 01's path in the cpu profile: ``+ fused batch norm``
   (``common.models.vit.BatchNorm``), ``+ batches on torch`` (made float on torch, flipped
   and warped in one kernel: ``common.models.augmentation.FlipAffine``), ``+ plain
   attention`` (``common.training.keras_fit.attention_kernel``), ``+ mixed bf16`` (Keras'
@@ -136,9 +136,9 @@ class BaselineBatches(keras_fit.Batches):
         return batch, self.y[pick]
 
 
-class Path_:
+class TrainingPath:
     """One training path: its model, its batches, and one timed round of ``steps`` steps.
-    ``since``: how much of the notebooks' path it takes, in the order the changes came
+    ``since``: how much of 01's path it takes, in the order the changes came
     (0: cf135a4's; 1: the fused batch norm; 2: the batches on torch, one warp; 3: plain
     attention on the CPU; 4: mixed bf16, the cpu profile's 01)."""
 
@@ -204,14 +204,14 @@ def main(argv=None) -> int:
     n = cfg.batch_size * (args.steps + 2)
     x = rng.integers(0, 256, (n, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
     y = rng.integers(0, CLASSES, n)
-    paths = [Path_("baseline (cf135a4)", cfg, x, y, since=0),
-             Path_("baseline, model only", cfg, x, y, since=0, augment=False),
-             Path_("+ fused batch norm", cfg, x, y, since=1),
-             Path_("+ batches on torch", cfg, x, y, since=2),
-             Path_("+ plain attention", cfg, x, y, since=3),
-             Path_("+ mixed bf16 = 01's path", cfg, x, y, since=4),
-             Path_("01's path, model only", cfg, x, y, since=4, augment=False),
-             Path_("01's path, 1 thread", cfg, x, y, since=4, threads=1)]
+    paths = [TrainingPath("baseline (cf135a4)", cfg, x, y, since=0),
+             TrainingPath("baseline, model only", cfg, x, y, since=0, augment=False),
+             TrainingPath("+ fused batch norm", cfg, x, y, since=1),
+             TrainingPath("+ batches on torch", cfg, x, y, since=2),
+             TrainingPath("+ plain attention", cfg, x, y, since=3),
+             TrainingPath("+ mixed bf16 = 01's path", cfg, x, y, since=4),
+             TrainingPath("01's path, model only", cfg, x, y, since=4, augment=False),
+             TrainingPath("01's path, 1 thread", cfg, x, y, since=4, threads=1)]
     mflop = train_mflop_per_image(paths[3].model)
     for p in paths:  # warm-up: the first steps allocate and pick kernels
         p.run(2, record=False)

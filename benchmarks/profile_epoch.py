@@ -1,16 +1,15 @@
 """Where an epoch of notebook 01's improved run goes, second by second, as the notebook
 trains it: data handling, augmentation, mixing, training steps, validation, callbacks.
 
-    PYTHONPATH=src python benchmarks/profile_epoch.py                # the run as it is
-    PYTHONPATH=src python benchmarks/profile_epoch.py --mix          # with mixup + CutMix
+    PYTHONPATH=src python benchmarks/profile_epoch.py
+    PYTHONPATH=src python benchmarks/profile_epoch.py --epochs 6 --json profile.json
 
 It trains the run of params/cpu/01_vit_scratch.yaml (default improved-hybrid) for
 ``--epochs`` epochs on the real training split (CARS_DATA_DIR, else the shared copy),
 through ``common.training.vit_runs.train_config`` as the notebook does, and times each part
 with wrappers around the functions that do it; the table is the median of the epochs after
 the first (which allocates and picks kernels). The batches are made in the training loop's
-thread, so "training steps" is the epoch's training time less the batches' time.
-``--mix``: the journal's mixing recipe (mixup 0.8, CutMix 1.0) on the same run. The test
+thread, so "training steps" is the epoch's training time less the batches' time. The test
 set is never read.
 """
 
@@ -55,8 +54,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="improved-hybrid")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--mix", action="store_true",
-                        help="mixup 0.8 + CutMix 1.0 (the journal's best recipe)")
     parser.add_argument("--json", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     data = None
@@ -68,10 +65,8 @@ def main(argv=None) -> int:
     cfg = next((r for r in params.runs if r.name == args.run), None)
     if cfg is None:
         parser.error(f"params/cpu/01_vit_scratch.yaml has no run {args.run!r}")
-    update = {"epochs": args.epochs, "warmup_epochs": min(cfg.warmup_epochs, 1)}
-    if args.mix:
-        update |= {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
-    cfg = cfg.model_copy(update=update)
+    cfg = cfg.model_copy(update={"epochs": args.epochs,
+                                 "warmup_epochs": min(cfg.warmup_epochs, 1)})
     runtime.prepare_keras(params)
 
     import keras
@@ -121,7 +116,7 @@ def main(argv=None) -> int:
     table = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     total = sum(table.values())
     images = len(task.parts.train)
-    print(f"01 {cfg.name}{' + mixup/CutMix' if args.mix else ''}: {images} training images, "
+    print(f"01 {cfg.name}: {images} training images, "
           f"{len(task.parts.val)} validation, {os.cpu_count()} cores; median of "
           f"{len(rows)} epochs; notebook rate {out['train_images_per_second']:.0f} images/s")
     print(f"{'part of the epoch':48s} {'seconds':>8s} {'share':>6s} {'ms/image':>9s}")
@@ -129,7 +124,7 @@ def main(argv=None) -> int:
         print(f"{k:48s} {v:8.1f} {v / total:6.0%} {1e3 * v / images:9.2f}")
     print(f"{'epoch':48s} {total:8.1f} {1:6.0%} {1e3 * total / images:9.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"run": cfg.name, "mix": args.mix, "table": table,
+        args.json.write_text(json.dumps({"run": cfg.name, "table": table,
                                          "images": images,
                                          "images_per_second": out["train_images_per_second"]},
                                         indent=1) + "\n")
