@@ -120,21 +120,21 @@ GPU_CHECK := gpu-devices
 endif
 .PHONY: gpu-devices
 gpu-devices: $(STAMP)
-	@$(PY) -m common.pipeline.notebooks check --profile $(PROFILE) $(NOTEBOOKS) $(PARAMS)
+	@$(PY) -m common check --profile $(PROFILE) $(NOTEBOOKS) $(PARAMS)
 
 data: $(STAMP) $(GPU_CHECK) ## check the dataset (downloads it into data/stanford_cars when CARS_DATA_DIR is unset)
 ifeq ($(PROFILE),smoke)
-	@test -d "$(DATA_DIR)" || $(PY) -m common.synth "$(DATA_DIR)" --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
+	@test -d "$(DATA_DIR)" || $(PY) -m common synth "$(DATA_DIR)" --classes 12 --per-class 16 --test-per-class 4 --size 48 >/dev/null
 else ifeq ($(DATA_DIR),data/synth-196)
-	@test -d "$(DATA_DIR)" || $(PY) -m common.synth "$(DATA_DIR)" --classes 196 --per-class 3 --test-per-class 1 --size 48 >/dev/null
+	@test -d "$(DATA_DIR)" || $(PY) -m common synth "$(DATA_DIR)" --classes 196 --per-class 3 --test-per-class 1 --size 48 >/dev/null
 else ifeq ($(DATA_DIR),data/stanford_cars)
-	$(PY) -m common.data download data/stanford_cars
+	$(PY) -m common data download data/stanford_cars
 endif
-	$(PY) -m common.data summary "$(DATA_DIR)" --no-verify
+	$(PY) -m common data summary "$(DATA_DIR)" --no-verify
 
 # One results file per notebook; it is rebuilt when the notebook, its parameter file or a
 # module of src/common that it imports (directly or not) changed, or with FORCE=1. Those
-# modules are read from the import statements (python3 -m common.pipeline.dependencies) into
+# modules are read from the import statements (python3 -m common deps) into
 # $(DEPS). A failing notebook stops the run and keeps its previous results; its executed
 # copy stays in runs/$(PROFILE)/.
 # On a box with several GPUs, `make -j5 run PROFILE=gpu GPUS="0 1 2 3 4"` gives each
@@ -152,14 +152,14 @@ gpu_of = $(word $(patsubst 0%,%,$(firstword $(subst _, ,$(1)))),$(foreach n,$(NO
 run: $(RESULTS) ## run the five notebooks with papermill into runs/$(PROFILE)/ and results/$(PROFILE)/
 
 $(OUTPUT)/results/$(OUTPROFILE)/%.json: notebooks/%.py params/$(PROFILE)/%.yaml params/$(PROFILE)/study.yaml $(PARAMS_STAMP) $(if $(FORCE),force) | data
-	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common.pipeline.notebooks run $< --profile $(PROFILE) $(DRY_FLAG) -p data_dir "$(DATA_DIR)" $(PARAMS)
+	$(if $(call gpu_of,$*),CUDA_VISIBLE_DEVICES=$(call gpu_of,$*)) $(PY) -m common run $< --profile $(PROFILE) $(DRY_FLAG) -p data_dir "$(DATA_DIR)" $(PARAMS)
 
 # 02's improved configuration starts from the network that 01 trained.
 $(OUTPUT)/results/$(OUTPROFILE)/02_vit_scratch_10classes.json: $(OUTPUT)/results/$(OUTPROFILE)/01_vit_scratch.json
 
 $(DEPS): $(NOTEBOOKS) $(shell find src/common -name '*.py')
 	@mkdir -p $(dir $@)
-	@python3 -m common.pipeline.dependencies $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
+	@python3 -m common deps $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 
 ifeq ($(filter help setup lock test test-fast test-dry-run weights lint clean gpu-bundle,$(or $(MAKECMDGOALS),help)),)
 -include $(DEPS)
@@ -174,13 +174,13 @@ endif
 endif
 
 report: run ## run the notebooks, then render report/_output/$(PROFILE)/rapport.{html,pdf}
-	$(PY) -m common.pipeline.notebooks report --profile $(PROFILE) $(DRY_FLAG)
+	$(PY) -m common report --profile $(PROFILE) $(DRY_FLAG)
 
 .PHONY: force
 force:
 
 weights: $(STAMP) ## download the gpu profile's pretrained weights into weights/ (needs network)
-	$(PY) -m common.weights download
+	$(PY) -m common weights download
 
 bench: setup ## 01's training paths against the matmul peak, image loading, ViT throughput, time to accuracy
 	@# 01's improved run as the notebook trains it, path by path since cf135a4, side by side

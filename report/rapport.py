@@ -363,7 +363,7 @@ show_figure("02_vit_scratch_10classes", "_confusion.png")
 #
 # Chaque réglage essayé pour les modèles from scratch est consigné, avec son exactitude de
 # validation et sa durée, dans le journal du dépôt (`explorations/`, une ligne par
-# entraînement, écrite par `python -m common.explore`). Sur une petite validation, une
+# entraînement, écrite par `python -m common explore`). Sur une petite validation, une
 # différence ne compte que si elle dépasse l'écart entre graines. Les choix faits avant ce
 # journal sont dans la section sur l'historique des choix, plus bas.
 

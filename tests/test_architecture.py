@@ -14,7 +14,7 @@ SOURCE = paths.ROOT / "src" / "common"
 # bottom to top: a layer imports only the layers below it (and itself)
 LAYERS = ["core", "config", "data", "results", "models", "inference", "training", "report",
           "pipeline"]
-COMMANDS = {"explore", "predict", "synth", "weights"}  # python -m common.<name>: above every layer
+COMMANDS = {"__main__", "explore"}  # the command line and what only it runs: above every layer
 
 
 def _rank(module: str) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import predict
+from common.__main__ import main as cli
 from common.core import atomic, paths
 from common.data import synth
 from common.data import table as data
@@ -103,7 +103,7 @@ def test_corrupt_mat_file_is_one_line(synth_root, tmp_path, name):
 def test_non_utf8_path_is_one_line(synth_root, tmp_path):
     bad = os.fsencode(str(tmp_path)) + b"/caf\xe9"
     shutil.copytree(synth_root, os.fsdecode(bad))
-    proc = subprocess.run([sys.executable, "-m", "common.data", "summary", bad],
+    proc = subprocess.run([sys.executable, "-m", "common", "data", "summary", bad],
                           capture_output=True, timeout=120, env=CLI_ENV)
     assert proc.returncode == 2
     _one_line_error(proc.stderr.decode(errors="replace"), "is not a valid UTF-8 path",
@@ -140,14 +140,14 @@ def test_synth_refuses_an_existing_dataset(synth_root, tmp_path):
     root = tmp_path / "cars"
     shutil.copytree(synth_root, root)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    code, _, err = _cli("common.synth", str(root), "--classes", "3", "--per-class", "2")
+    code, _, err = _cli("common", "synth", str(root), "--classes", "3", "--per-class", "2")
     assert code == 2
     _one_line_error(err, "is not empty", "never overwrites")
     assert before == {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def test_synth_size_zero_leaves_nothing(tmp_path):
-    code, _, err = _cli("common.synth", str(tmp_path / "new"), "--classes", "3",
+    code, _, err = _cli("common", "synth", str(tmp_path / "new"), "--classes", "3",
                         "--per-class", "2", "--size", "0")
     assert code == 2
     _one_line_error(err, "--size must be at least 8")
@@ -156,7 +156,7 @@ def test_synth_size_zero_leaves_nothing(tmp_path):
 
 def test_synth_onto_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
-    code, _, err = _cli("common.synth", str(tmp_path / "file"), "--classes", "3",
+    code, _, err = _cli("common", "synth", str(tmp_path / "file"), "--classes", "3",
                         "--per-class", "2")
     assert code == 2
     _one_line_error(err, "is a file, not a folder")
@@ -327,7 +327,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 
 def _predict_error(capsys, *args) -> str:
-    code = predict.main([str(a) for a in args])
+    code = cli(["predict", *(str(a) for a in args)])
     err = capsys.readouterr().err
     assert code == 2, err
     _one_line_error(err)
@@ -377,7 +377,7 @@ def test_truncated_safetensors(hf_model_dir, tmp_path, capsys, image):
 @pytest.mark.parametrize("top", ["0", "-3", "two"])
 def test_top_must_be_positive(keras_model_dir, capsys, image, top):
     with pytest.raises(SystemExit) as exit_:
-        predict.main([str(keras_model_dir), image, "--top", top])
+        cli(["predict", str(keras_model_dir), image, "--top", top])
     assert exit_.value.code == 2
     assert "--top: must be a positive integer" in capsys.readouterr().err
 
@@ -394,7 +394,7 @@ def test_missing_image_and_decompression_bomb_are_named(keras_model_dir, tmp_pat
     bomb = tmp_path / "bomb.png"
     Image.new("RGB", (200, 200)).save(bomb)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40,000 pixels is then a bomb
-    code = predict.main([str(keras_model_dir), image, str(tmp_path / "absent.jpg"), str(bomb)])
+    code = cli(["predict", str(keras_model_dir), image, str(tmp_path / "absent.jpg"), str(bomb)])
     captured = capsys.readouterr()
     assert code == 1  # the readable image was still predicted
     assert captured.out.count("| top:") == 1
@@ -467,7 +467,7 @@ def test_sigterm_stops_the_kernel_and_commits_nothing(smoke_run, tmp_path):
     shutil.copytree(smoke_run["out"], out)
     before = _checksums(out)
     env = {**smoke_run["env"], "VIT_CARS_OUTPUT": str(out)}
-    proc = subprocess.Popen([sys.executable, "-m", "common.pipeline.notebooks", "run",
+    proc = subprocess.Popen([sys.executable, "-m", "common", "run",
                              "notebooks/02_vit_scratch_10classes.py", "--profile", "smoke",
                              "-p", "data_dir", str(smoke_run["data"])], cwd=paths.ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,11 +11,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from common import synth as synth_cli
 from common.config.study import TEN_CLASSES
 from common.data import download, images, splits, synth
 from common.data import table as data
-from common.data.__main__ import main as data_main
+from common.__main__ import main as cli
 from conftest import task_of
 
 
@@ -287,11 +286,11 @@ def test_class_ids_out_of_range(tmp_path):
 # ---------------------------------------------------------------- CLI and download
 
 def test_cli_summary_and_synth(tmp_path, capsys):
-    assert synth_cli.main([str(tmp_path / "s"), "--classes", "3", "--per-class", "4",
+    assert cli(["synth", str(tmp_path / "s"), "--classes", "3", "--per-class", "4",
                        "--layout", "annos", "--size", "24"]) == 0
     capsys.readouterr()
     (tmp_path / "s" / "car_ims" / "000002.jpg").write_bytes(b"not a jpeg")
-    assert data_main(["summary", str(tmp_path / "s")]) == 0
+    assert cli(["data", "summary", str(tmp_path / "s")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["layout"] == "annos" and out["n_images"] == 12 and out["n_classes"] == 3
     assert out["min_images_per_class"] == out["max_images_per_class"] == 4
@@ -299,7 +298,7 @@ def test_cli_summary_and_synth(tmp_path, capsys):
 
 
 def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
-    assert data_main(["summary", str(tmp_path / "missing")]) == 2
+    assert cli(["data", "summary", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: dataset folder not found") and "Traceback" not in err
 

@@ -1,4 +1,4 @@
-"""The exploration journal (explorations/*.csv) and `python -m common.explore`: rows of
+"""The exploration journal (explorations/*.csv) and `python -m common explore`: rows of
 validation scores only, written whole or not at all, and an exploration run that never
 reads the test set."""
 
@@ -124,8 +124,8 @@ def test_an_exploration_run_writes_one_row_keeps_its_network_and_never_reads_the
         "def spy(table, *a, **k):\n"
         "    seen.extend(table['path'].astype(str)); return real(table, *a, **k)\n"
         "images.load_images = spy\n"
-        "from common import explore\n"
-        "code = explore.main(sys.argv[1:])\n"
+        "from common.__main__ import main\n"
+        "code = main(['explore', *sys.argv[1:]])\n"
         f"open({str(tmp_path / 'seen.json')!r}, 'w').write(json.dumps(seen))\n"
         "sys.exit(code)\n")
     proc = subprocess.run(
@@ -160,7 +160,7 @@ def test_an_exploration_run_writes_one_row_keeps_its_network_and_never_reads_the
 
 
 def test_an_exploration_of_a_missing_run_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "common.explore", "02_vit_scratch_10classes",
+    proc = subprocess.run([sys.executable, "-m", "common", "explore", "02_vit_scratch_10classes",
                            "nope", "--profile", "smoke", "--journal", str(tmp_path / "j.csv")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

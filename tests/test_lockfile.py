@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from common.core import paths
+from common.__main__ import main as cli
 from common.results import lockfile
 
 LOCK = """\
@@ -80,7 +81,7 @@ def test_a_local_label_counts_as_another_version():
 def test_main_prints_json_and_exits_1_on_a_mismatch(tmp_path, capsys):
     lock = tmp_path / "x.lock.txt"
     lock.write_text("surely-not-installed-package==1.0\n")
-    assert lockfile.main([str(lock)]) == 1
+    assert cli(["lock", str(lock)]) == 1
     assert '"package": "surely-not-installed-package"' in capsys.readouterr().out
     lock.write_text(f"pytest=={lockfile.installed_version('pytest')}\n")
-    assert lockfile.main([str(lock)]) == 0
+    assert cli(["lock", str(lock)]) == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from common import predict
+from common.__main__ import main as cli
 from common.config import loading
 from common.core import paths
 from common.data import splits
@@ -119,7 +119,7 @@ def test_02_vit_scratch_10classes_and_predict(smoke_run, tmp_path, capsys):
     csv_out = tmp_path / "pred.csv"
     not_image = tmp_path / "notes.txt"
     not_image.write_text("not an image")
-    code = predict.main([str(_model_dir(smoke_run, learned)), *pick["path"], str(not_image),
+    code = cli(["predict", str(_model_dir(smoke_run, learned)), *pick["path"], str(not_image),
                          "--csv", str(csv_out)])
     assert code == 1  # one input was not an image; the others were predicted
     assert "notes.txt: error" in capsys.readouterr().err
@@ -138,7 +138,7 @@ def _predict(model_dir, root, class_ids, tmp_path, capsys):
     table = splits.select_classes(data.load_table(root), class_ids=class_ids)
     pick = table[table["split"] == "test"].groupby("class_id").head(1)
     out = tmp_path / "pred.csv"
-    assert predict.main([str(model_dir), *pick["path"], "--csv", str(out), "--top", "3"]) == 0
+    assert cli(["predict", str(model_dir), *pick["path"], "--csv", str(out), "--top", "3"]) == 0
     assert capsys.readouterr().out.count("| top:") == len(pick)
     rows = pd.read_csv(out)
     assert len(rows) == len(pick) and set(rows["class_id"]) <= set(class_ids)

@@ -130,7 +130,7 @@ def test_missing_results_are_named_in_the_report(smoke_report, tmp_path):
     shutil.copytree(smoke_report["out"] / "results", out / "results")
     (out / "results" / "smoke" / "05_efficientnet.json").unlink()
     env = {**smoke_report["env"], "VIT_CARS_OUTPUT": str(out)}
-    proc = subprocess.run([sys.executable, "-m", "common.pipeline.notebooks", "report", "--profile",
+    proc = subprocess.run([sys.executable, "-m", "common", "report", "--profile",
                            "smoke"], cwd=paths.ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

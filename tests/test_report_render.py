@@ -17,6 +17,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 pytest.importorskip("pypandoc")
 pytest.importorskip("typst")
 
+from common.__main__ import main as cli
 from common.report import rendering as report
 
 CODE_SOURCE = "SECRET_CODE_SOURCE = entrainer_modele(epochs=42)"
@@ -192,7 +193,7 @@ def test_quarto_command_line(tmp_path, monkeypatch, capsys):
 
     # quarto=None (CLI --no-quarto) bypasses Quarto even when it is on the PATH.
     assert (
-        report.main(
+        cli(
             [
                 "render",
                 str(nb),

@@ -39,7 +39,7 @@ def test_make_weights_without_network_fails_at_once_with_the_advice(tmp_path):
            "HF_ENDPOINT": "http://127.0.0.1:9", "VIT_CARS_WEIGHTS": str(tmp_path / "w")}
     env.pop("HF_HUB_OFFLINE", None)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "common.weights", "download"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "common", "weights", "download"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert time.perf_counter() - start < 60
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

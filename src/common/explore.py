@@ -1,8 +1,8 @@
-"""The command line of exploration runs: train one run of a from-scratch ViT notebook with
-some settings changed, score it on validation only, and write a row of the exploration
+"""Exploration runs (``python -m common explore``): train one run of a from-scratch ViT
+notebook with some settings changed, score it on validation only, and write a row of the exploration
 journal (:mod:`common.results.journal`). The test set is never read.
 
-    python -m common.explore 02_vit_scratch_10classes fast-scratch -p epochs 150 \
+    python -m common explore 02_vit_scratch_10classes fast-scratch -p epochs 150 \
         -p image_size 64 --seeds 0 1 2 --note "64 px, 3 seeds"
 
 ``-p KEY VALUE`` changes a key of that run, or a process switch of the notebook
@@ -12,21 +12,18 @@ records exactly those changes, against the params file of the commit it names.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 
 from common.config import loading, schema
 from common.config.study import TASKS
-from common.core import commands, paths, runtime
+from common.core import paths, runtime
 from common.results import journal
 
 SCRATCH = ("01_vit_scratch", "02_vit_scratch_10classes")
@@ -106,36 +103,3 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
               f"{cfg.epochs}), {row['train_seconds']:.0f} s of training -> {path}")
         rows.append(row)
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.explore",
-                                     description="An exploration run, scored on validation "
-                                                 "only, recorded in explorations/.")
-    parser.add_argument("notebook", choices=SCRATCH)
-    parser.add_argument("run", help="the name of a run in the notebook's params file")
-    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="change a key of that run, or a process switch of the notebook "
-                             "(mixed_precision, keras_backend, torch_threads); VALUE read "
-                             "as YAML")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--note", default="")
-    parser.add_argument("--data-dir", help="the dataset folder (default: the study file's)")
-    parser.add_argument("--journal", help="another journal file (default: "
-                                          "explorations/NOTEBOOK.csv)")
-    parser.add_argument("--torch-threads", type=int, help="torch threads, instead of the "
-                                                              "params file's")
-    parser.add_argument("--keep", help="keep the last seed's network as a model folder here")
-    parser.add_argument("--quiet", action="store_true", help="no Keras progress lines")
-    args = parser.parse_args(argv)
-    settings = {key: yaml.safe_load(value) for key, value in args.p}
-    return commands.run(lambda: explore(args.notebook, args.run, settings, args.seeds,
-                                        args.profile, args.note, args.journal,
-                                        args.data_dir, verbose=0 if args.quiet else 2,
-                                        torch_threads=args.torch_threads, keep=args.keep),
-                        loading.ConfigError, FileNotFoundError, ValueError)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

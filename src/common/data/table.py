@@ -20,7 +20,7 @@ Three layouts are recognised automatically (see :func:`detect_layout`):
 
 Class subsets and splits are in :mod:`common.data.splits`, generated data in
 :mod:`common.data.synth`, the download in :mod:`common.data.download`; the command line is
-``python -m common.data summary DIR`` and ``python -m common.data download [DIR]``.
+``python -m common data summary DIR`` and ``python -m common data download [DIR]``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def detect_layout(root: Path | str) -> str:
             (root / f).exists() for f in ("devkit", "cars_annos.mat", "car_ims")) \
             and not any(_images_in(d) for d in _subdirs(root)) and not _split_dirs(root):
         raise DataError(f"{root} holds an unfinished generated dataset: remove it and generate "
-                        "it again (python -m common.synth)")
+                        "it again (python -m common synth)")
     if (root / "devkit").is_dir() or (root / "cars_train").is_dir():
         for needed in (root / "devkit" / "cars_meta.mat",
                        root / "devkit" / "cars_train_annos.mat", root / "cars_train"):

@@ -138,3 +138,14 @@ def write_csv(rows: list[dict], out: Path) -> None:
                 writer.writerow([r["path"], r["class_id"], r["class_name"],
                                  f"{r['probability']:.6f}",
                                  " ".join(str(t[0]) for t in r["top"])])
+
+
+def csv_problem(out: Path) -> str | None:
+    """Why the CSV file ``out`` could not be written (None when it can), checked before any
+    prediction."""
+    if out.is_dir():
+        return f"--csv {out} is a folder: give a file name"
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        return f"--csv {out}: {parent} is a file, not a folder"
+    return None

@@ -1,7 +1,7 @@
 """Pretrained weights on disk: the ``weights/`` folder that ``make weights`` fills, and the
 stand-ins of a dry run.
 
-Its command line, ``python -m common.weights download``, is :mod:`common.weights`.
+Its command line is ``python -m common weights download``.
 
 ``weights/huggingface/<hub id>/`` holds a Hugging Face checkpoint (``snapshot_download``),
 ``weights/keras/efficientnetb0_notop.h5`` the Keras ImageNet file of EfficientNetB0. The

@@ -1,8 +1,7 @@
 """Running the jupytext notebooks headless with papermill, one transaction per notebook.
 
-    python -m common.pipeline.notebooks run notebooks/01_vit_scratch.py --profile smoke \
-        [-p KEY VALUE]
-    python -m common.pipeline.notebooks report --profile smoke
+    python -m common run notebooks/01_vit_scratch.py --profile smoke [-p KEY VALUE]
+    python -m common report --profile smoke
 
 The ``.py`` source is turned into a notebook (kernel ``vit-cars-poc``) and executed with
 papermill, which injects three parameters: ``profile`` (``<profile>-dry`` for a dry run),
@@ -25,7 +24,6 @@ failed or interrupted run leaves every earlier output as it was; its executed co
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -38,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from common.config import loading
-from common.config.study import NOTEBOOKS, PROFILES
+from common.config.study import NOTEBOOKS
 from common.core import paths
 from common.core.accelerators import NoGpu
 
@@ -267,10 +265,12 @@ def _watch_parent(parent: int) -> None:
             return
 
 
-def _check(args) -> int:
+def check_command(notebooks: list[Path], profile: str, pairs: list) -> int:
+    """``python -m common check``: whether each framework the notebooks train with sees a
+    GPU; exit status 2, one line, when one does not."""
     try:
-        overrides = {k: yaml.safe_load(v) for k, v in args.p}
-        seen = require_gpus(args.notebooks, args.profile, overrides)
+        overrides = {k: yaml.safe_load(v) for k, v in pairs}
+        seen = require_gpus(notebooks, profile, overrides)
     except (NoGpu, loading.ConfigError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -278,40 +278,22 @@ def _check(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.pipeline.notebooks")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute one notebook with papermill")
-    run.add_argument("notebook", type=Path)
-    run.add_argument("--profile", required=True, choices=PROFILES)
-    run.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                     help="override one parameter (VALUE is read as YAML)")
-    rep = sub.add_parser("report", help="execute report/rapport.py and render it (HTML, PDF)")
-    rep.add_argument("--profile", required=True, choices=PROFILES)
-    for p in (run, rep):
-        p.add_argument("--dry-run", action="store_true",
-                       help="the profile's models and settings with tiny amounts; outputs "
-                            "go to <profile>-dry")
-    rep.add_argument("--no-quarto", action="store_true", help="use the fallback renderer")
-    chk = sub.add_parser("check", help="check, before a real gpu run, that each framework the "
-                                       "notebooks train with sees a GPU")
-    chk.add_argument("notebooks", type=Path, nargs="+")
-    chk.add_argument("--profile", required=True, choices=PROFILES)
-    chk.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
-    args = parser.parse_args(argv)
-    if args.command == "check":
-        return _check(args)
+def command(notebook: Path | None, profile: str, pairs: list, dry_run: bool,
+            quarto: str | None = None) -> int:
+    """``python -m common run`` (``notebook``) and ``python -m common report`` (None: the
+    report, executed then rendered with ``quarto``). ``pairs``: the ``-p KEY VALUE``
+    overrides. Returns the exit status; every expected failure says so in one line."""
     signal.signal(signal.SIGTERM, _interrupt)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     # papermill logs the notebook's own output (training progress) at INFO level
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    notebook = REPORT if args.command == "report" else args.notebook
+    notebook = REPORT if notebook is None else notebook
     from common.results.contract import ResultsError
 
     kept = "earlier outputs left as they were"
     try:
-        overrides = {k: yaml.safe_load(v) for k, v in getattr(args, "p", [])}
-        out = execute(notebook, args.profile, overrides, dry_run=args.dry_run)
+        overrides = {k: yaml.safe_load(v) for k, v in pairs}
+        out = execute(notebook, profile, overrides, dry_run=dry_run)
     except (FileNotFoundError, loading.ConfigError, yaml.YAMLError, NoGpu) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -319,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KernelDied as exc:
-        failed = (paths.runs_dir(outputs(args.profile, args.dry_run))
+        failed = (paths.runs_dir(outputs(profile, dry_run))
                   / f"{notebook.stem}{'' if notebook == REPORT else '.failed'}.ipynb")
         print(f"error: {notebook}: the kernel died in {exc}; the system may have killed it "
               f"for lack of memory (out of memory, or kill -9); {kept}; executed copy in "
@@ -331,20 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # papermill's error names the notebook, cell and exception
         if type(exc).__name__ != "PapermillExecutionError":
             raise
-        failed = (paths.runs_dir(outputs(args.profile, args.dry_run))
-                  / f"{notebook.stem}.failed.ipynb")
+        failed = paths.runs_dir(outputs(profile, dry_run)) / f"{notebook.stem}.failed.ipynb"
         print(f"error: {notebook} failed; {kept}; executed copy in {failed}\n{exc}",
               file=sys.stderr)
         return 1
     print(f"executed {notebook} -> {out}")
-    if args.command == "report":
+    if notebook == REPORT:
         from common.report import rendering
 
         rendering.render(out, paths.output_root() / "report" / "_output"
-                      / outputs(args.profile, args.dry_run),
-                      quarto=None if args.no_quarto else "auto")
+                         / outputs(profile, dry_run), quarto=quarto)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

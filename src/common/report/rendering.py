@@ -15,7 +15,6 @@ Quarto-style ``::: {.callout-warning}`` divs become styled boxes in both outputs
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime
 import json
@@ -23,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -317,29 +315,3 @@ def _metadata(meta: dict) -> dict:
     if "title" not in meta:
         meta["pagetitle"] = "Rapport"
     return json.loads(json.dumps(meta, default=str))
-
-
-def main(argv=None) -> int:
-    doc = __doc__.splitlines()[0]
-    parser = argparse.ArgumentParser(prog="python -m common.report", description=doc)
-    cmd = parser.add_subparsers(dest="command", required=True).add_parser(
-        "render", help="render an executed notebook to HTML and PDF")
-    cmd.add_argument("notebook", type=Path)
-    cmd.add_argument("--out-dir", type=Path, required=True)
-    cmd.add_argument("--name", default="rapport")
-    cmd.add_argument("--formats", nargs="+", default=["html", "pdf"], choices=["html", "pdf"])
-    cmd.add_argument("--no-quarto", action="store_true", help="use the pandoc+typst fallback")
-    args = parser.parse_args(argv)
-    try:
-        result = render(args.notebook, args.out_dir, args.name, args.formats,
-                        quarto=None if args.no_quarto else "auto")
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for fmt in args.formats:
-        print(f"{fmt.upper()} : {result[fmt]}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,15 +6,13 @@ lock that is (its path and SHA-256) and where the running interpreter departs fr
 locked package that is missing or installed at another version. An empty ``mismatches``
 list means the results came from the locked environment.
 
-``python -m common.results.lockfile [LOCK]`` prints the same as JSON and exits 1 on a mismatch.
+``python -m common lock [LOCK]`` prints the same as JSON and exits 1 on a mismatch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
-import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -120,14 +118,3 @@ def lock_info(lock: Path | str = CPU_LOCK, version_of=installed_version) -> dict
         "packages": len(locked),
         "mismatches": mismatches(locked, version_of),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    info = lock_info(args[0]) if args else lock_info()
-    print(json.dumps(info, indent=2))
-    return 1 if info["mismatches"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

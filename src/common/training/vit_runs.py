@@ -78,7 +78,7 @@ def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, see
 
 def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str,
                      splits: Splits) -> None:
-    """The model folder's labels and preprocessing (what ``python -m common.predict`` reads);
+    """The model folder's labels and preprocessing (what ``python -m common predict`` reads);
     ``stats``: what the normalisation statistics were taken from (:func:`train_config`);
     ``splits``: the split it was trained on, whose ``study`` fingerprints a run that starts
     from this network checks, and whose ``crop`` the images it reads must get too."""
