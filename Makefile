@@ -14,6 +14,7 @@ LOCK ?= $(if $(filter .venv $(CURDIR)/.venv,$(VENV)),requirements/cpu.lock.txt,r
 KERNEL := vit-cars-poc
 VENV := .venv
 PY := $(VENV)/bin/python
+VIEWER := $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
 STAMP := $(VENV)/.setup-done
 export PYTHONPATH := $(CURDIR)/src
 ifdef CARS_DATA_DIR
@@ -38,8 +39,13 @@ help: ## list the targets
 	@echo "    VENV=\$$CONDA_PREFIX on a CUDA box (installs requirements/gpu.lock.txt there)"
 	@echo "    TEST_WORKERS=2 (make test, test-fast: pytest-xdist processes; 0: one process)"
 
-setup: $(STAMP) ## create .venv, install the lock's exact versions, the Jupyter kernel, the notebook pairs
+setup: $(STAMP) $(VIEWER) ## create .venv, install the lock's exact versions, the Jupyter kernel, the notebook pairs
 	@$(if $(PAIRED),$(VENV)/bin/jupytext --sync --quiet $(PAIRED))
+
+# JupyterLab opens a .py file (notebooks/*.py) as a notebook, jupytext's viewer, instead of
+# as text: a setting of this environment only (its etc/jupyter), not of the user's home
+$(VIEWER): $(STAMP)
+	@$(VENV)/bin/jupytext-config --settings-file $@ set-default-viewer python >/dev/null
 
 # pip at the lock's version first (it then installs the rest), then one pip call for the
 # whole lock, without resolving (--no-deps: the lock is complete). pip's byte-compiling is

@@ -146,23 +146,21 @@ class TrainingPath:
         self.name, self.threads, self.cfg, self.since = name, threads, cfg, since
         keras.utils.set_random_seed(0)
         pixels = x[:64].reshape(-1, 3).astype("float64")
+        stats = (pixels.mean(axis=0), pixels.var(axis=0))
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if since >= 4 else "float32")
         try:
             if since < 1:
                 with keras_batch_norm():
-                    self.model = vit_runs.build_from_config(cfg, CLASSES, pixels)
+                    self.model = vit.build_vit(cfg, CLASSES, stats)
             else:
-                self.model = vit_runs.build_from_config(cfg, CLASSES, pixels)
+                self.model = vit.build_vit(cfg, CLASSES, stats)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-        mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
-        steps_per_epoch = -(-len(x) // cfg.batch_size)
-        keras_fit.compile_classifier(self.model, vit_runs._optimizer_for(cfg, steps_per_epoch),
-                                     cfg.label_smoothing, cfg.jit_compile, soft_labels=mixing)
+        vit_runs.compile_model(self.model, cfg, vit_runs.Arrays(x, y, x[:0], y[:0]))
         self.batches = (BaselineBatches if since < 2 else keras_fit.Batches)(
             x, y, cfg.batch_size, shuffle=True, augmentation=cfg.augmentation if augment
             else "none", mix={"num_classes": CLASSES, "mixup_alpha": cfg.mixup_alpha,
-                              "cutmix_alpha": cfg.cutmix_alpha} if mixing else None)
+                              "cutmix_alpha": cfg.cutmix_alpha} if vit_runs.mixes(cfg) else None)
         self.rates: list[float] = []
 
     def run(self, steps: int, record: bool = True) -> None:

@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common.config.schema import KerasVitRun  # noqa: E402
 from common.models import vit  # noqa: E402
 from common.training import keras_fit  # noqa: E402
 
@@ -82,16 +83,25 @@ class StepTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
+def network(args, augmentation: str) -> KerasVitRun:
+    """The benchmarked network's settings: ``augmentation`` inside the model unless "none"."""
+    stem = [int(c) for c in args.stem_channels.split(",")] if args.stem_channels else None
+    return KerasVitRun(name="bench", image_size=args.image_size, patch_size=args.patch_size,
+                       stem_channels=stem, key_dim=args.key_dim,
+                       transformer_layers=4 if stem else 8,
+                       mlp_head_units=[256] if stem else [2048, 1024],
+                       augmentation="standard" if augmentation == "none" else augmentation,
+                       augment_in_model=augmentation != "none")
+
+
 def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
     """Build, compile and warm up one variant; return (run ``--steps`` steps, XLA used,
     list of the timed step durations)."""
     keras.utils.set_random_seed(0)
-    stem = [int(c) for c in args.stem_channels.split(",")] if args.stem_channels else None
-    model = vit.build_vit(args.num_classes, args.image_size, args.patch_size,
-                          augmentation=aug_in_model, stem_channels=stem, key_dim=args.key_dim,
-                          transformer_layers=4 if stem else 8,
-                          mlp_head_units=(256,) if stem else (2048, 1024))
-    keras_fit.compile_classifier(model, keras_fit.make_optimizer(), jit_compile=jit)
+    cfg = network(args, aug_in_model)
+    model = vit.build_vit(cfg, args.num_classes)
+    keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg, args.steps),
+                                 jit_compile=jit)
     timer = StepTimer()
     ds = dataset(x, y, args.batch_size, aug_in_pipeline)
     model.fit(ds, steps_per_epoch=args.warmup, epochs=1, verbose=0)
@@ -106,11 +116,7 @@ def train_flops(args) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    stem = [int(c) for c in args.stem_channels.split(",")] if args.stem_channels else None
-    model = vit.build_vit(args.num_classes, args.image_size, args.patch_size,
-                          augmentation="none", stem_channels=stem, key_dim=args.key_dim,
-                          transformer_layers=4 if stem else 8,
-                          mlp_head_units=(256,) if stem else (2048, 1024))
+    model = vit.build_vit(network(args, "none"), args.num_classes)
     x = torch.rand(8, args.image_size, args.image_size, 3) * 255
     with FlopCounterMode(display=False) as counter:
         model(x, training=True).sum().backward()

@@ -125,7 +125,8 @@ def vit_b16(cpu: bool) -> dict:
 def keras_configs(cpu: bool, steps: int, emit) -> list[dict]:
     """The gpu profile's from-scratch ViT configurations (01, 02), on random images, each
     handed to ``emit`` as soon as it is measured."""
-    from common.training import keras_fit, vit_runs
+    from common.models import vit
+    from common.training import keras_fit
 
     out = []
     for nb in ("01_vit_scratch", "02_vit_scratch_10classes"):
@@ -142,8 +143,8 @@ def keras_configs(cpu: bool, steps: int, emit) -> list[dict]:
             if cpu:  # torch.compile takes minutes a model on a CPU (the dry run's rule)
                 cfg = cfg.model_copy(update={"jit_compile": False})
             x, y = images(batch * steps, size, 196)
-            model = vit_runs.build_from_config(cfg, 196, x.reshape(-1, 3).astype(float))
-            keras_fit.compile_classifier(model, keras_fit.make_optimizer(),
+            model = vit.build_vit(cfg, 196)
+            keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg, steps),
                                          jit_compile=cfg.jit_compile)
             trained = keras_fit.train(
                 model, x, y, x[:batch], y[:batch], epochs=3, batch_size=batch, verbose=0,

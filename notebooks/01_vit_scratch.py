@@ -134,22 +134,91 @@ display(Markdown(narrative.vit_budget_markdown(p, provenance.hardware()) + " "
 pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %% [markdown]
-# Voici le ViT de la deuxième configuration, celle des patchs ci-dessus, couche par couche,
-# tel que Keras le construit : les patchs et leur encodage, puis les blocs de transformer,
-# chacun avec sa normalisation, son attention multi-têtes, son MLP et ses deux additions
-# résiduelles.
+# ## Le réseau
+#
+# Voici le ViT, écrit ici comme dans l'exemple keras.io : les couches `Patches` et
+# `PatchEncoder` et la fonction `mlp` de l'exemple (dans `common.models.vit`, pour qu'un
+# modèle enregistré se relise), puis les blocs de transformer et la tête. C'est cette fonction que
+# l'entraînement ci-dessous appelle : pour essayer une autre tête ou un autre bloc, il suffit
+# de la modifier et de relancer le notebook. Le deuxième notebook et les bancs d'essai
+# construisent le même réseau avec `common.models.vit.build_vit`, et un test vérifie que les
+# deux donnent les mêmes couches.
 
 # %%
-vit_runs.build_from_config(first, len(labels)).summary(line_length=100)
+import keras
+from keras import layers
+
+from common.models import vit
+from common.models.augmentation import augmentation_layers
+
+
+def create_vit_classifier(cfg, num_classes, stats):
+    """The keras.io ViT for one configuration ``cfg`` of the params file; ``stats``: the
+    training pixels' per-channel mean and variance (normalisation inside the model)."""
+    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+    x = inputs
+    for layer in augmentation_layers(cfg.augmentation if cfg.augment_in_model else "none"):
+        x = layer(x)  # on GPU the augmentation is part of the model (augment_in_model)
+    x = layers.Normalization(mean=stats[0], variance=stats[1], name="normalize")(x)
+    if cfg.stem_channels:  # hybrid: stride-2 convolutions, one token per cell of their map
+        x = vit.conv_stem(x, cfg.stem_channels)
+    else:
+        x = vit.Patches(cfg.patch_size, name="patches")(x)
+    x = vit.PatchEncoder(vit.num_patches(cfg.image_size, cfg.patch_size), cfg.projection_dim,
+                         name="encoder")(x)
+    for i in range(cfg.transformer_layers):
+        rate = cfg.stochastic_depth_rate * i / max(cfg.transformer_layers - 1, 1)
+        drop = vit.StochasticDepth(rate, name=f"block{i}_droppath") if rate else (lambda t: t)
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
+        h = layers.MultiHeadAttention(cfg.num_heads, cfg.key_dim or cfg.projection_dim,
+                                      dropout=cfg.dropout, name=f"block{i}_attention")(h, h)
+        x = layers.Add(name=f"block{i}_add1")([drop(h), x])
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln2")(x)
+        h = vit.mlp(h, [cfg.projection_dim * 2, cfg.projection_dim], cfg.dropout,
+                    f"block{i}_mlp")
+        x = layers.Add(name=f"block{i}_add2")([drop(h), x])
+    x = layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
+    x = layers.GlobalAveragePooling1D(name="gap")(x)
+    x = layers.Dropout(cfg.head_dropout, name="head_dropout")(x)
+    x = vit.mlp(x, cfg.mlp_head_units, cfg.head_dropout, "head")  # keras.io's MLP head
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32: stable
+    return keras.Model(inputs, logits, name=cfg.name)
+
+
+# %% [markdown]
+# Le ViT de la deuxième configuration, celle des patchs ci-dessus, couche par couche : les
+# patchs et leur encodage, puis les blocs de transformer, chacun avec sa normalisation, son
+# attention multi-têtes, son MLP et ses deux additions résiduelles.
 
 # %%
+create_vit_classifier(first, len(labels), (0.0, 1.0)).summary(line_length=100)
+
+# %% [markdown]
+# ## L'entraînement
+#
+# Chaque configuration suit les mêmes étapes : ses images d'entraînement et de validation,
+# le réseau, `AdamW` avec son taux d'apprentissage et son calendrier, l'entraînement (chaque
+# lot augmenté, et mélangé par mixup ou CutMix quand la configuration le demande), le
+# meilleur point de contrôle sur la validation, puis une seule évaluation sur le test.
+
+# %%
+from common.models.origin import weights_info
+
 records, tests = [], {}
 for cfg in p.runs:
     print(f"=== {cfg.name}")
-    record, test = vit_runs.fit_config(cfg, parts, labels=labels, seed=p.seed,
-                                       model_dir=study.model_dir(cfg.name))
-    records.append(record)
-    tests[cfg.name] = test
+    data = vit_runs.load_arrays(cfg, parts, seed=p.seed)
+    keras.utils.set_random_seed(p.seed)  # the same initial weights at every re-run
+    model = create_vit_classifier(cfg, len(labels), data.pixel_stats())
+    vit_runs.compile_model(model, cfg, data)
+    trained = vit_runs.fit(model, cfg, data, num_classes=len(labels), seed=p.seed,
+                           model_dir=study.model_dir(cfg.name))
+    tests[cfg.name] = vit_runs.evaluate(trained["model"], cfg, parts)
+    records.append(vit_runs.record(cfg, trained, tests[cfg.name],
+                                   weights=weights_info("random-init", pretrained=False),
+                                   labels=labels, splits=parts,
+                                   model_dir=study.model_dir(cfg.name),
+                                   stats="of the training set"))
 
 # %% [markdown]
 # ## Résultats

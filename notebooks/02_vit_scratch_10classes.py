@@ -121,19 +121,31 @@ display(Markdown(narrative.vit_budget_markdown(p, provenance.hardware()) + " "
 pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %%
+import keras
+
+from common.models.origin import weights_info
+
 records, tests = [], {}
 first_notebook = paths.models_dir(p.outputs, "01_vit_scratch", final=True)
 for cfg in p.runs:
     print(f"=== {cfg.name}")
-    record, test = vit_runs.fit_config(
-        cfg, parts, labels=labels, seed=p.seed, model_dir=study.model_dir(cfg.name),
-        init_from=first_notebook / cfg.init_from if cfg.init_from else None)
-    records.append(record)
-    tests[cfg.name] = test
-    if cfg.init_from:
-        display(Markdown(
-            f"**{cfg.name}** part du réseau `{record['weights']['from']}` du premier "
-            f"notebook, entraîné sur ses {record['weights']['classes']} classes."))
+    data = vit_runs.load_arrays(cfg, parts, seed=p.seed)
+    keras.utils.set_random_seed(p.seed)  # the same initial weights at every re-run
+    if cfg.init_from:  # 01's network, with a new output layer for our 10 classes
+        model, weights, stats = vit_runs.network_from(first_notebook / cfg.init_from, cfg,
+                                                      labels, parts)
+        display(Markdown(f"**{cfg.name}** part du réseau `{weights['from']}` du premier "
+                         f"notebook, entraîné sur ses {weights['classes']} classes."))
+    else:  # the keras.io ViT of the first notebook, built by the package at this size
+        model = vit_runs.build_from_config(cfg, len(labels), stats=data.pixel_stats())
+        weights, stats = weights_info("random-init", pretrained=False), "of the training set"
+    vit_runs.compile_model(model, cfg, data)
+    trained = vit_runs.fit(model, cfg, data, num_classes=len(labels), seed=p.seed,
+                           model_dir=study.model_dir(cfg.name))
+    tests[cfg.name] = vit_runs.evaluate(trained["model"], cfg, parts)
+    records.append(vit_runs.record(cfg, trained, tests[cfg.name], weights=weights,
+                                   labels=labels, splits=parts,
+                                   model_dir=study.model_dir(cfg.name), stats=stats))
 
 # %% [markdown]
 # ## Résultats

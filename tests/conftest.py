@@ -20,6 +20,16 @@ from common.data import synth
 HUB_ID = "google/vit-base-patch16-224-in21k"
 
 
+def small_vit(image_size: int = 16, patch_size: int = 8, **changes):
+    """The settings of a small ViT run (a ``KerasVitRun``: the schema's defaults, a narrow
+    and shallow network), with ``changes``."""
+    from common.config.schema import KerasVitRun
+
+    small = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=[32])
+    return KerasVitRun(name="small", image_size=image_size, patch_size=patch_size,
+                       **{**small, **changes})
+
+
 def task_of(root, class_ids=None, val_fraction=0.25, test_fraction=0.2, seed=0):
     """The study's data entry point on ``root``: all classes, or ``class_ids`` as the
     10-class task does."""

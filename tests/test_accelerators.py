@@ -16,6 +16,7 @@ import pytest
 from common.config import loading
 from common.core import accelerators, paths, runtime
 from common.training import hf_trainer
+from conftest import small_vit
 
 
 # --------------------------------------------------------------------------- GPU or refusal
@@ -152,7 +153,7 @@ def test_a_keras_run_records_the_device_its_framework_trained_on(tmp_path):
     x, y = rng.integers(0, 256, (8, 8, 8, 3)).astype("uint8"), rng.integers(0, 2, 8)
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(2)])
-    keras_fit.compile_classifier(model, keras_fit.make_optimizer())
+    keras_fit.compile_classifier(model, keras_fit.make_optimizer(small_vit(), 2))
     out = keras_fit.train(model, x, y, x, y, epochs=1, batch_size=4, verbose=0,
                           checkpoint_path=tmp_path / "m.keras")
     assert out["trained_on"] == {keras.backend.backend(): "cpu"}
@@ -231,8 +232,10 @@ def test_augmentation_computes_in_float32_and_the_model_in_bf16():
 
     try:
         runtime.set_keras_precision(True)
-        model = build_vit(10, 32, 8, transformer_layers=1, augmentation="strong")
-        heavy = build_vit(10, 32, 8, transformer_layers=1, augmentation="heavy")
+        model = build_vit(small_vit(32, 8, transformer_layers=1, augmentation="strong",
+                                    augment_in_model=True), 10)
+        heavy = build_vit(small_vit(32, 8, transformer_layers=1, augmentation="heavy",
+                                    augment_in_model=True), 10)
     finally:
         runtime.set_keras_precision(False)
     augment = [lyr for lyr in model.layers if lyr.name in

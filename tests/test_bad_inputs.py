@@ -29,7 +29,7 @@ from common.data import table as data
 from common.models import folder as model_folder
 from common.models.origin import weights_info
 from common.results import contract as results
-from conftest import doctored_results
+from conftest import doctored_results, small_vit
 
 CLI_ENV = {**os.environ, "PYTHONPATH": str(paths.ROOT / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -58,7 +58,7 @@ def test_devkit_without_cars_meta_names_the_missing_file(synth_root, tmp_path):
     (root / "devkit" / "cars_meta.mat").unlink()
     with pytest.raises(data.DataError, match=r"devkit/cars_meta.mat is missing"):
         data.load_table(root)
-    code, _, err = _cli("common.data", "summary", str(root))
+    code, _, err = _cli("common", "data", "summary", str(root))
     assert code == 2
     _one_line_error(err, "cars_meta.mat is missing")
 
@@ -95,7 +95,7 @@ def test_corrupt_mat_file_is_one_line(synth_root, tmp_path, name):
     root = tmp_path / "cars"
     shutil.copytree(synth_root, root)
     (root / name).write_bytes(b"MATLAB 5.0 MAT-file, truncated")
-    code, _, err = _cli("common.data", "summary", str(root))
+    code, _, err = _cli("common", "data", "summary", str(root))
     assert code == 2
     _one_line_error(err, f"cannot read {root / name}", "corrupt")
 
@@ -213,7 +213,7 @@ def test_report_stops_on_a_bad_results_file_in_one_line_before_any_kernel(tmp_pa
     payload["runs"][0]["metrics"]["test_accuracy"] = math.nan
     target.write_text(json.dumps(payload))
     env = {**CLI_ENV, "VIT_CARS_OUTPUT": str(out)}
-    code, _, err = _cli("common.pipeline.notebooks", "report", "--profile", "smoke", env=env)
+    code, _, err = _cli("common", "report", "--profile", "smoke", env=env)
     assert code == 1
     _one_line_error(err, "03_vit_finetune.json", "test_accuracy", "nan",
                     "make run PROFILE=smoke FORCE=1")
@@ -287,8 +287,8 @@ def keras_model_dir(tmp_path_factory):
     from common.models import vit
 
     folder = tmp_path_factory.mktemp("keras-model")
-    model = vit.build_vit(3, 16, 8, projection_dim=8, num_heads=1, transformer_layers=1,
-                          mlp_head_units=(8,), augmentation="none")
+    model = vit.build_vit(small_vit(projection_dim=8, num_heads=1, transformer_layers=1,
+                                    mlp_head_units=[8]), 3)
     model.save(folder / model_folder.KERAS_FILE)
     model_folder.write_info(folder, {0: (1, "A"), 1: (2, "B"), 2: (3, "C")},
                             {"framework": "keras", "image_size": 16, "crop_mode": "squash"})
@@ -414,7 +414,7 @@ def test_missing_image_and_decompression_bomb_are_named(keras_model_dir, tmp_pat
 ])
 def test_a_bad_parameter_stops_before_any_kernel(tmp_path, params, words):
     env = {**CLI_ENV, "VIT_CARS_OUTPUT": str(tmp_path)}
-    code, _, err = _cli("common.pipeline.notebooks", "run", "notebooks/01_vit_scratch.py",
+    code, _, err = _cli("common", "run", "notebooks/01_vit_scratch.py",
                         "--profile", "smoke", *params, env=env)
     assert code == 2
     _one_line_error(err, "params/smoke/01_vit_scratch.yaml", *words)
@@ -512,7 +512,7 @@ def test_a_killed_kernel_is_one_line_naming_the_cell(tmp_path):
     notebook.parent.mkdir()
     notebook.write_text(KILLED)
     env = {**CLI_ENV, "VIT_CARS_OUTPUT": str(out)}
-    code, _, err = _cli("common.pipeline.notebooks", "run", str(notebook), "--profile",
+    code, _, err = _cli("common", "run", str(notebook), "--profile",
                         "smoke", "-p", "data_dir", str(tmp_path / "absent"), env=env)
     assert code == 1
     failed = out / "runs" / "smoke" / "01_vit_scratch.failed.ipynb"

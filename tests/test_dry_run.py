@@ -218,8 +218,8 @@ def test_the_gpu_profiles_compiled_vit_trains_on_torch(tmp_path):
                                  batch_size=8, epochs=1)
         rng = np.random.default_rng(0)
         x, y = rng.integers(0, 255, (20, 24, 24, 3)).astype("uint8"), rng.integers(0, 3, 20)
-        model = vit_runs.build_from_config(cfg, 3, x.reshape(-1, 3).astype(float))
-        keras_fit.compile_classifier(model, keras_fit.make_optimizer(), jit_compile=True)
+        model = vit.build_vit(cfg, 3)
+        keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg, 3), jit_compile=True)
         out = keras_fit.train(model, x, y, x[:8], y[:8], epochs=1, batch_size=8, verbose=0,
                               checkpoint_path="%s", augmentation=cfg.augmentation)
         print("compiled", model.jit_compile, np.isfinite(out["history"]["loss"]).all())

@@ -14,6 +14,7 @@ from common.config.schema import KerasVitRun  # noqa: E402
 from common.models import vit  # noqa: E402
 from common.training import keras_fit  # noqa: E402
 from common.training.mixing import mix_batch  # noqa: E402
+from conftest import small_vit  # noqa: E402
 
 SMALL = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=(32,))
 
@@ -93,8 +94,9 @@ def test_a_run_trains_on_mixed_batches_and_validates_on_plain_labels(tmp_path):
     y = rng.integers(0, 3, 48).astype("int64")
     x = rng.integers(0, 256, (48, 16, 16, 3)).astype("uint8")
     keras.utils.set_random_seed(1)
-    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
-    keras_fit.compile_classifier(model, keras_fit.make_optimizer(3e-3), soft_labels=True)
+    cfg = small_vit(learning_rate=3e-3)
+    model = vit.build_vit(cfg, 3)
+    keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg, 1), soft_labels=True)
     out = keras_fit.train(model, x[:32], y[:32], x[32:], y[32:], epochs=2, batch_size=8,
                           checkpoint_path=str(tmp_path / "best.keras"), verbose=0,
                           mix={"num_classes": 3, "mixup_alpha": 0.4, "cutmix_alpha": 1.0})

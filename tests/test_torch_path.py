@@ -40,8 +40,11 @@ TORCH_KERAS = textwrap.dedent("""
                                        getattr(theirs, name).numpy(), rtol=1e-5)
     assert not np.allclose(mine.moving_mean.numpy(), 0)  # the statistics moved
     # the hybrid stem uses it, and a saved network reloads with it
-    model = vit.build_vit(3, 32, 8, projection_dim=16, num_heads=2, transformer_layers=1,
-                          mlp_head_units=(8,), stem_channels=[4, 8, 8], augmentation="none")
+    from common.config.schema import KerasVitRun
+
+    model = vit.build_vit(KerasVitRun(name="t", image_size=32, patch_size=8, projection_dim=16,
+                                      num_heads=2, transformer_layers=1, mlp_head_units=[8],
+                                      stem_channels=[4, 8, 8]), 3)
     assert isinstance(model.get_layer("stem_bn0"), vit.BatchNorm)
     path = sys.argv[1] + "/m.keras"
     model.save(path)

@@ -16,8 +16,10 @@ from common.inference.probabilities import keras_probabilities  # noqa: E402
 from common.models import vit  # noqa: E402
 from common.training import keras_fit as keras_training  # noqa: E402
 from common.training import vit_runs as vit_training  # noqa: E402
+from conftest import small_vit  # noqa: E402
 
 SMALL = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=(32,))
+
 
 
 @pytest.mark.parametrize(
@@ -43,15 +45,15 @@ def test_patches_to_image_inverts_patches(image_size, patch_size):
 
 
 @pytest.mark.parametrize(
-    "num_classes,image_size,patch_size,kwargs",
+    "num_classes,image_size,patch_size,kwargs,stats",
     [
-        (7, 32, 8, dict(augmentation="none")),
-        (3, 36, 6, dict(augmentation="strong", stochastic_depth_rate=0.1,
-                        mean=[120.0, 110.0, 100.0], variance=[3000.0, 2900.0, 2800.0])),
+        (7, 32, 8, dict(), None),
+        (3, 36, 6, dict(augmentation="strong", augment_in_model=True, stochastic_depth_rate=0.1),
+         ([120.0, 110.0, 100.0], [3000.0, 2900.0, 2800.0])),
     ],
 )
-def test_output_shape(num_classes, image_size, patch_size, kwargs):
-    model = vit.build_vit(num_classes, image_size, patch_size, **SMALL, **kwargs)
+def test_output_shape(num_classes, image_size, patch_size, kwargs, stats):
+    model = vit.build_vit(small_vit(image_size, patch_size, **kwargs), num_classes, stats)
     x = np.random.default_rng(0).integers(0, 256, (4, image_size, image_size, 3))
     assert model.predict(x.astype("float32"), verbose=0).shape == (4, num_classes)
     out = model(x.astype("float32"), training=True)  # augmentation + drop path active
@@ -60,7 +62,7 @@ def test_output_shape(num_classes, image_size, patch_size, kwargs):
 
 
 def test_hybrid_stem_tokens_and_reload(tmp_path):
-    model = vit.build_vit(4, 32, 8, stem_channels=[8, 8, 16], augmentation="none", **SMALL)
+    model = vit.build_vit(small_vit(32, 8, stem_channels=[8, 8, 16]), 4)
     # three stride-2 convolutions: 32 px -> a 4 x 4 grid of tokens, 8 px a side each
     assert model.get_layer("stem_tokens").output.shape == (None, 16, 16)
     assert model.get_layer("encoder").num_patches == vit.num_patches(32, 8)
@@ -73,14 +75,15 @@ def test_hybrid_stem_tokens_and_reload(tmp_path):
 
 @pytest.mark.parametrize("size,patch,channels", [(32, 4, [8, 8, 8]), (36, 8, [8, 8, 8])])
 def test_hybrid_stem_rejects_mismatched_patch_size(size, patch, channels):
-    with pytest.raises(ValueError, match="patch_size = 2 \\*\\* len"):
-        vit.build_vit(3, size, patch, stem_channels=channels, **SMALL)
+    with pytest.raises(ValueError, match="stem_channels|image_size"):
+        small_vit(size, patch, stem_channels=channels)
 
 
 def test_save_and_reload_gives_identical_predictions(tmp_path):
-    model = vit.build_vit(5, 32, 8, stochastic_depth_rate=0.1, augmentation="strong",
-                          mean=[127.0] * 3, variance=[4000.0] * 3, **SMALL)
-    optimizer = keras_training.make_optimizer(schedule="cosine", total_steps=10, warmup_steps=2)
+    cfg = small_vit(32, 8, stochastic_depth_rate=0.1, augmentation="strong",
+                    augment_in_model=True, schedule="cosine", epochs=10, warmup_epochs=2)
+    model = vit.build_vit(cfg, 5, ([127.0] * 3, [4000.0] * 3))
+    optimizer = keras_training.make_optimizer(cfg, 1)
     keras_training.compile_classifier(model, optimizer, label_smoothing=0.1)
     x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype("float32")
     model.optimizer.build(model.trainable_variables)
@@ -101,22 +104,24 @@ def test_smoothed_loss_matches_categorical_crossentropy():
 
 
 def test_make_optimizer_cosine_warmup():
-    opt = keras_training.make_optimizer(1e-3, total_steps=100, warmup_steps=10, schedule="cosine")
+    opt = keras_training.make_optimizer(
+        small_vit(learning_rate=1e-3, epochs=10, warmup_epochs=1, schedule="cosine"), 10)
     assert isinstance(opt, keras.optimizers.AdamW)
     for step, expected in [(0, 0.0), (5, 5e-4), (10, 1e-3), (55, 5e-4), (100, 0.0)]:
         opt.iterations.assign(step)
         assert float(opt.learning_rate) == pytest.approx(expected, abs=1e-9)
-    assert float(keras_training.make_optimizer(3e-4).learning_rate) == pytest.approx(3e-4)
+    constant = keras_training.make_optimizer(small_vit(learning_rate=3e-4), 10)
+    assert float(constant.learning_rate) == pytest.approx(3e-4)
 
 
 def test_make_optimizer_linear_decay_to_zero_at_the_budget():
-    opt = keras_training.make_optimizer(1e-3, total_steps=100, warmup_steps=10,
-                                        schedule="linear")
+    opt = keras_training.make_optimizer(
+        small_vit(learning_rate=1e-3, epochs=10, warmup_epochs=1, schedule="linear"), 10)
     for step, expected in [(0, 0.0), (5, 5e-4), (10, 1e-3), (55, 5e-4), (100, 0.0), (120, 0.0)]:
         opt.iterations.assign(step)
         assert float(opt.learning_rate) == pytest.approx(expected, abs=1e-9)
-    with pytest.raises(ValueError, match="unknown schedule"):
-        keras_training.make_optimizer(schedule="step")
+    with pytest.raises(ValueError, match="schedule"):
+        small_vit(schedule="step")
 
 
 def test_train_keeps_the_best_epoch_from_select_from_epoch_on(tmp_path):
@@ -126,8 +131,9 @@ def test_train_keeps_the_best_epoch_from_select_from_epoch_on(tmp_path):
     y = rng.integers(0, 3, 60).astype("int64")
     x = rng.integers(0, 256, (60, 16, 16, 3)).astype("uint8")  # noise: val accuracy wanders
     keras.utils.set_random_seed(1)
-    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
-    keras_training.compile_classifier(model, keras_training.make_optimizer(3e-3))
+    model = vit.build_vit(small_vit(), 3)
+    optimizer = keras_training.make_optimizer(small_vit(learning_rate=3e-3), 1)
+    keras_training.compile_classifier(model, optimizer)
     ckpt = tmp_path / "best.keras"
     out = keras_training.train(model, x[:40], y[:40], x[40:], y[40:], epochs=4, batch_size=8,
                                checkpoint_path=str(ckpt), label_smoothing=0.1, verbose=0,
@@ -158,9 +164,9 @@ def test_with_ema_the_checkpoint_and_validation_use_the_averaged_weights(tmp_pat
     y = rng.integers(0, 3, 60).astype("int64")
     x = rng.integers(0, 256, (60, 16, 16, 3)).astype("uint8")
     keras.utils.set_random_seed(2)
-    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
+    model = vit.build_vit(small_vit(), 3)
     keras_training.compile_classifier(
-        model, keras_training.make_optimizer(1e-2, ema_momentum=0.7))
+        model, keras_training.make_optimizer(small_vit(learning_rate=1e-2, ema_momentum=0.7), 1))
     averages = []  # per epoch: the moving average of the trainable weights, as numpy
 
     class Average(keras.callbacks.Callback):
@@ -196,7 +202,7 @@ def test_with_ema_the_checkpoint_and_validation_use_the_averaged_weights(tmp_pat
 def test_configure_precision_keeps_float32_logits():
     try:
         assert runtime.set_keras_precision(True) == "mixed_bfloat16"
-        model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
+        model = vit.build_vit(small_vit(), 3)
         assert model.get_layer("encoder").compute_dtype == "bfloat16"
         assert model.output.dtype == "float32"
     finally:
@@ -265,7 +271,7 @@ def test_use_keras_backend_names_the_fix():
 
 
 def test_with_new_head_shares_every_other_layer(tmp_path):
-    base = vit.build_vit(6, 32, 8, stem_channels=[8, 8, 16], augmentation="none", **SMALL)
+    base = vit.build_vit(small_vit(32, 8, stem_channels=[8, 8, 16]), 6)
     model = vit.with_new_head(base, 3, name="subset")
     x = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     assert model.predict(x, verbose=0).shape == (2, 3)
@@ -279,15 +285,15 @@ def test_with_new_head_shares_every_other_layer(tmp_path):
 
 
 def test_key_dim_sets_the_width_of_each_head():
-    narrow = vit.build_vit(6, 32, 8, augmentation="none", key_dim=4, **SMALL)
-    usual = vit.build_vit(6, 32, 8, augmentation="none", **SMALL)  # keras.io: projection_dim
+    narrow = vit.build_vit(small_vit(32, 8, key_dim=4), 6)
+    usual = vit.build_vit(small_vit(32, 8), 6)  # keras.io: projection_dim
     assert narrow.get_layer("block0_attention").get_config()["key_dim"] == 4
     assert usual.get_layer("block0_attention").get_config()["key_dim"] == SMALL["projection_dim"]
     assert narrow.count_params() < usual.count_params()
 
 
 def test_a_new_head_from_rows_keeps_those_classes_scores():
-    base = vit.build_vit(6, 32, 8, augmentation="none", **SMALL)
+    base = vit.build_vit(small_vit(32, 8), 6)
     model = vit.with_new_head(base, 2, rows=[4, 1])
     x = np.random.default_rng(5).integers(0, 256, (3, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), base.predict(x, verbose=0)[:, [4, 1]],
@@ -358,7 +364,7 @@ def test_set_torch_threads():
 
 
 def test_probabilities_with_test_time_flip_average_the_mirror_image():
-    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
+    model = vit.build_vit(small_vit(), 3)
     rng = np.random.default_rng(4)
     x = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
     plain = keras_probabilities(model, x)
@@ -384,7 +390,7 @@ def test_a_run_from_another_network_gets_its_own_augmentation_and_stochastic_dep
     first = KerasVitRun(name="first", augmentation="standard", augment_in_model=True,
                         dropout=0.1, **shape)
     keras.utils.set_random_seed(0)
-    network = vit_training.build_from_config(first, 6, np.full((4, 3), 100.0))
+    network = vit.build_vit(first, 6, (np.full(3, 100.0), np.zeros(3)))
     folder = tmp_path / "01" / "first"
     folder.mkdir(parents=True)
     network.save(folder / "model.keras")
@@ -423,8 +429,8 @@ def test_no_callback_of_a_training_waits_for_the_device_after_each_step(tmp_path
     class Stop(Exception):
         pass
 
-    model = vit.build_vit(3, 16, 8, augmentation="none", **SMALL)
-    keras_training.compile_classifier(model, keras_training.make_optimizer())
+    model = vit.build_vit(small_vit(), 3)
+    keras_training.compile_classifier(model, keras_training.make_optimizer(small_vit(), 1))
     model.optimizer.use_ema = True  # SwapEMAWeights too
 
     def fit(*args, callbacks, verbose, **kwargs):
@@ -457,7 +463,7 @@ def test_a_starting_network_of_another_study_is_refused_before_training(synth_ro
     folder = tmp_path / "first"
     folder.mkdir()
     keras.utils.set_random_seed(0)
-    vit_training.build_from_config(first, 6).save(folder / "model.keras")
+    vit.build_vit(first, 6).save(folder / "model.keras")
     cfg = first.model_copy(update={"name": "second", "init_from": "first", "epochs": 1})
 
     def start(task):

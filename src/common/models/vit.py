@@ -115,12 +115,12 @@ class StochasticDepth(layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-def _mlp(x, units, dropout, prefix):
+def mlp(x, units, dropout, prefix):
+    """keras.io's MLP: per entry of ``units``, a GELU Dense layer and dropout."""
     for i, u in enumerate(units):
         x = layers.Dense(u, activation=keras.activations.gelu, name=f"{prefix}_dense{i}")(x)
         x = layers.Dropout(dropout, name=f"{prefix}_dropout{i}")(x)
     return x
-
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -172,58 +172,55 @@ def conv_stem(x, channels, name="stem"):
     return layers.Reshape((x.shape[1] * x.shape[2], x.shape[3]), name=f"{name}_tokens")(x)
 
 
-def build_vit(num_classes, image_size, patch_size, projection_dim=64, num_heads=4,
-              key_dim=None, transformer_layers=8, mlp_head_units=(2048, 1024), dropout=0.1,
-              head_dropout=0.5, stochastic_depth_rate=0.0, augmentation="standard",
-              mean=None, variance=None, stem_channels=None, name="vit") -> keras.Model:
-    """keras.io ViT. Input: float images (image_size, image_size, 3), values 0..255.
+def build_vit(cfg, num_classes: int, stats: tuple | None = None,
+              name: str | None = None) -> keras.Model:
+    """The keras.io ViT of one run's settings ``cfg`` (a
+    :class:`common.config.schema.KerasVitRun`, which declares every default and checks the
+    shapes: a stem's tokens are ``patch_size`` px). Input: float images (image_size,
+    image_size, 3), values 0..255.
 
-    ``mean``/``variance`` (per channel, 0..255 scale, from the training set)
-    select ``Normalization``; otherwise pixels are rescaled by 1/255.
-    ``stochastic_depth_rate`` is the drop-path rate of the last block; block i
-    uses ``rate * i / (transformer_layers - 1)`` (linear, first block 0).
-    ``stem_channels`` (a list of ints) makes it a hybrid: :func:`conv_stem` instead of
-    :class:`Patches`; each token then covers ``2 ** len(stem_channels)`` pixels a side,
-    which must equal ``patch_size`` and divide ``image_size``. ``key_dim``: the width of each
-    attention head's queries and keys; by default ``projection_dim`` per head, as the
-    keras.io example (``projection_dim // num_heads`` is the usual ViT's, cheaper).
+    ``stats`` (per-channel mean and variance, 0..255 scale, from the training set) selects
+    ``Normalization``; otherwise pixels are rescaled by 1/255. Augmentation layers are inside
+    the model only with ``augment_in_model``. Block i's drop-path rate is
+    ``stochastic_depth_rate * i / (transformer_layers - 1)`` (linear, first block 0).
+    ``stem_channels`` makes it a hybrid (:func:`conv_stem` instead of :class:`Patches`).
+    ``key_dim``: the width of each head's queries and keys; by default ``projection_dim``,
+    as the keras.io example. Notebook 01 writes this same network out in its own cell.
     """
-    if stem_channels:
-        if 2 ** len(stem_channels) != patch_size or image_size % patch_size:
-            raise ValueError(
-                f"stem_channels {list(stem_channels)} give tokens of {2 ** len(stem_channels)} "
-                f"px, but patch_size is {patch_size} and image_size {image_size}: use "
-                f"patch_size = 2 ** len(stem_channels), dividing image_size")
-    inputs = keras.Input((image_size, image_size, 3), name="image")
+    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
     # Augment on raw 0..255 pixels, then normalise: Keras' colour layers (RandomContrast)
     # clip to value_range=(0, 255), which would cut every negative normalised value in
     # training only and make training and test inputs differ.
     x = inputs
-    for layer in augmentation_layers(augmentation):
+    for layer in augmentation_layers(cfg.augmentation if cfg.augment_in_model else "none"):
         x = layer(x)
-    if mean is not None and variance is not None:
-        x = layers.Normalization(mean=mean, variance=variance, name="normalize")(x)
+    if stats is not None:
+        x = layers.Normalization(mean=stats[0], variance=stats[1], name="normalize")(x)
     else:
         x = layers.Rescaling(1.0 / 255, name="rescale")(x)
-    x = conv_stem(x, stem_channels) if stem_channels else Patches(patch_size, name="patches")(x)
-    x = PatchEncoder(num_patches(image_size, patch_size), projection_dim, name="encoder")(x)
-    for i in range(transformer_layers):
-        rate = stochastic_depth_rate * i / max(transformer_layers - 1, 1)
+    if cfg.stem_channels:
+        x = conv_stem(x, cfg.stem_channels)
+    else:
+        x = Patches(cfg.patch_size, name="patches")(x)
+    x = PatchEncoder(num_patches(cfg.image_size, cfg.patch_size), cfg.projection_dim,
+                     name="encoder")(x)
+    for i in range(cfg.transformer_layers):
+        rate = cfg.stochastic_depth_rate * i / max(cfg.transformer_layers - 1, 1)
         drop = StochasticDepth(rate, name=f"block{i}_droppath") if rate > 0 else (lambda t: t)
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
-        h = layers.MultiHeadAttention(num_heads, key_dim or projection_dim, dropout=dropout,
-                                      name=f"block{i}_attention")(h, h)
+        h = layers.MultiHeadAttention(cfg.num_heads, cfg.key_dim or cfg.projection_dim,
+                                      dropout=cfg.dropout, name=f"block{i}_attention")(h, h)
         x = layers.Add(name=f"block{i}_add1")([drop(h), x])
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln2")(x)
-        h = _mlp(h, [projection_dim * 2, projection_dim], dropout, f"block{i}_mlp")
+        h = mlp(h, [cfg.projection_dim * 2, cfg.projection_dim], cfg.dropout, f"block{i}_mlp")
         x = layers.Add(name=f"block{i}_add2")([drop(h), x])
     x = layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
     x = layers.GlobalAveragePooling1D(name="gap")(x)
-    x = layers.Dropout(head_dropout, name="head_dropout")(x)
-    x = _mlp(x, mlp_head_units, head_dropout, "head")
+    x = layers.Dropout(cfg.head_dropout, name="head_dropout")(x)
+    x = mlp(x, cfg.mlp_head_units, cfg.head_dropout, "head")
     # float32 logits keep the softmax/loss stable under mixed precision.
     outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name or cfg.name)
 
 
 def with_new_head(model: keras.Model, num_classes: int, name: str | None = None,

@@ -49,31 +49,26 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 SCHEDULES = ("constant", "cosine", "linear")
 
 
-def make_optimizer(learning_rate=1e-3, weight_decay=1e-4, total_steps=None, warmup_steps=0,
-                   schedule="constant", ema_momentum=None):
-    """AdamW. ``schedule``: "constant"; "cosine", a linear warmup to ``learning_rate`` over
-    ``warmup_steps`` then a cosine decay to 0 at ``total_steps``; "linear", the same warmup
-    then a linear decay to 0 at ``total_steps``. ``ema_momentum``: the optimizer also keeps
-    an exponential moving average of the weights (``use_ema``), which :func:`train`
-    validates and saves."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}: use one of {SCHEDULES}")
-    if schedule != "constant" and not total_steps:
-        raise ValueError(f"schedule={schedule!r} needs total_steps")
-    if schedule == "cosine":
-        warmup_steps = int(warmup_steps)
+def make_optimizer(cfg, steps_per_epoch: int):
+    """AdamW for one run's settings ``cfg`` (a :class:`common.config.schema.KerasVitRun`,
+    which declares the defaults): ``learning_rate``, ``weight_decay`` and ``schedule`` over
+    its ``epochs`` of ``steps_per_epoch`` steps. "constant"; "cosine", a linear warmup to
+    ``learning_rate`` over ``warmup_epochs`` then a cosine decay to 0 at the end; "linear",
+    the same warmup then a linear decay to 0 at the end. ``ema_momentum``: the optimizer
+    also keeps an exponential moving average of the weights (``use_ema``), which
+    :func:`train` validates and saves."""
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    learning_rate = cfg.learning_rate
+    if cfg.schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0,
-            decay_steps=max(int(total_steps) - warmup_steps, 1),
-            warmup_target=learning_rate,
-            warmup_steps=warmup_steps,
-        )
-    elif schedule == "linear":
-        learning_rate = WarmupLinearDecay(learning_rate, int(total_steps), int(warmup_steps))
-    if ema_momentum is None:
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay,
-                                  use_ema=True, ema_momentum=float(ema_momentum))
+            initial_learning_rate=0.0, decay_steps=max(total - warmup, 1),
+            warmup_target=cfg.learning_rate, warmup_steps=warmup)
+    elif cfg.schedule == "linear":
+        learning_rate = WarmupLinearDecay(cfg.learning_rate, total, warmup)
+    ema = ({} if cfg.ema_momentum is None
+           else {"use_ema": True, "ema_momentum": float(cfg.ema_momentum)})
+    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=cfg.weight_decay,
+                                  **ema)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,5 +1,8 @@
-"""One configuration of a from-scratch ViT sweep (notebooks 01 and 02): build it (or start
-from another run's network), train, evaluate on the test split, save the model folder.
+"""A from-scratch ViT run (notebooks 01 and 02), in the steps a notebook shows: its images
+(:func:`load_arrays`), a network (the notebook's own, or :func:`common.models.vit.build_vit`,
+the package's keras.io ViT, or :func:`start_from` another run's network), :func:`compile_model`,
+:func:`fit`, :func:`evaluate` on the test set once, :func:`record`. :func:`fit_config` chains
+them for the package's network.
 
 A configuration is a :class:`common.config.schema.KerasVitRun`, whose docstrings say what
 each key does (``init_from``: the run of notebook 01 whose network this one starts from;
@@ -9,6 +12,7 @@ checkpoint still chosen on plain validation accuracy).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -25,55 +29,94 @@ from common.results.contract import run_record
 from common.training.keras_fit import compile_classifier, make_optimizer, train
 
 
-def build_from_config(cfg: KerasVitRun, num_classes: int, pixels: np.ndarray | None = None,
-                      name: str | None = None, stats: tuple | None = None) -> keras.Model:
-    """:func:`build_vit` from a sweep configuration. Normalisation from ``pixels`` (N, 3),
-    or from ``stats`` (per-channel mean and variance), else a plain 1/255 rescaling;
-    augmentation layers inside the model only when the configuration says
-    ``augment_in_model``."""
-    if pixels is not None:
-        stats = (pixels.mean(axis=0), pixels.var(axis=0))
-    return build_vit(num_classes, cfg.image_size, cfg.patch_size,
-                     projection_dim=cfg.projection_dim, num_heads=cfg.num_heads,
-                     key_dim=cfg.key_dim,
-                     transformer_layers=cfg.transformer_layers,
-                     mlp_head_units=tuple(cfg.mlp_head_units), dropout=cfg.dropout,
-                     head_dropout=cfg.head_dropout,
-                     stochastic_depth_rate=cfg.stochastic_depth_rate,
-                     augmentation=cfg.augmentation if cfg.augment_in_model else "none",
-                     mean=None if stats is None else stats[0],
-                     variance=None if stats is None else stats[1],
-                     stem_channels=cfg.stem_channels, name=name or cfg.name)
+@dataclass
+class Arrays:
+    """A run's training and validation images as arrays (N, size, size, 3), 0..255, with their
+    0-based labels: its share of the task's split (``cap_per_class``). The test images are
+    not here: :func:`evaluate` reads them once, after training."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    def pixel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and variance of the training pixels (the model's normalisation)."""
+        pixels = self.x_train.reshape(-1, 3).astype("float64")
+        return pixels.mean(axis=0), pixels.var(axis=0)
 
 
-def _optimizer_for(cfg: KerasVitRun, steps_per_epoch: int):
-    return make_optimizer(cfg.learning_rate, cfg.weight_decay,
-                          total_steps=cfg.epochs * steps_per_epoch,
-                          warmup_steps=cfg.warmup_epochs * steps_per_epoch,
-                          schedule=cfg.schedule, ema_momentum=cfg.ema_momentum)
+def load_arrays(cfg: KerasVitRun, splits: Splits, *, seed: int = 0, cache=True) -> Arrays:
+    """The run's images at its ``image_size``, cut square as the whole study
+    (``splits.crop``); at most ``cap_per_class`` a class, drawn with ``seed``."""
+    size, (mode, margin) = cfg.image_size, splits.crop
+    splits = budget(splits, cfg.cap_per_class, seed=seed)
+    (x_tr, t_tr), (x_va, t_va) = (images.load_images(part, size, mode, margin, cache=cache)
+                                  for part in (splits.train, splits.val))
+    return Arrays(x_tr, t_tr["label"].to_numpy(), x_va, t_va["label"].to_numpy())
+
+
+def mixes(cfg: KerasVitRun) -> bool:
+    """Whether the run mixes its training batches (mixup or CutMix)."""
+    return cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
+
+
+def compile_model(model: keras.Model, cfg: KerasVitRun, arrays: Arrays) -> None:
+    """Compile ``model`` as the run says: AdamW with its learning rate, weight decay and
+    schedule over its epochs (``make_optimizer``), the cross-entropy with its label smoothing
+    (on mixed labels when it mixes), top-1 and top-5 accuracy."""
+    optimizer = make_optimizer(cfg, -(-len(arrays.x_train) // cfg.batch_size))
+    compile_classifier(model, optimizer, cfg.label_smoothing, cfg.jit_compile,
+                       soft_labels=mixes(cfg))
+
+
+def fit(model: keras.Model, cfg: KerasVitRun, arrays: Arrays, *, num_classes: int, model_dir,
+        seed: int = 0, verbose: int = 2, callbacks: list | None = None) -> dict:
+    """Train a compiled ``model`` for the run's epochs on ``arrays``, augmenting each batch
+    (unless the model augments itself: ``augment_in_model``) and mixing it (mixup, CutMix)
+    as the run says; keep the epoch of best validation accuracy in ``model_dir``. Returns
+    :func:`common.training.keras_fit.train`'s numbers, the kept network as ``"model"``."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    mix = ({"num_classes": num_classes, "mixup_alpha": cfg.mixup_alpha,
+            "cutmix_alpha": cfg.cutmix_alpha} if mixes(cfg) else None)
+    return train(model, arrays.x_train, arrays.y_train, arrays.x_val, arrays.y_val,
+                 epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=verbose, seed=seed,
+                 checkpoint_path=model_dir / model_folder.KERAS_FILE,
+                 augmentation="none" if cfg.augment_in_model else cfg.augmentation,
+                 select_from_epoch=cfg.select_from_epoch, callbacks=callbacks, mix=mix)
+
+
+def evaluate(model: keras.Model, cfg: KerasVitRun, splits: Splits, cache=True) -> dict:
+    """The test set, read once: its images (``x``), labels (``y``), table and the model's
+    probabilities (averaged with the mirror images when ``test_time_flip``)."""
+    (mode, margin) = splits.crop
+    x_te, t_te = images.load_images(splits.test, cfg.image_size, mode, margin, cache=cache)
+    probs = keras_probabilities(model, x_te, cfg.batch_size, flip=cfg.test_time_flip)
+    return {"x": x_te, "y": t_te["label"].to_numpy(), "probs": probs, "table": t_te}
+
+
+def record(cfg: KerasVitRun, trained: dict, test: dict, *, weights: dict, labels: dict,
+           splits: Splits, model_dir, stats: str) -> dict:
+    """Finish the model folder (labels, preprocessing, the study it was trained in) and
+    return the run's record of the results contract. ``stats``: what the normalisation
+    statistics were taken from."""
+    write_model_info(cfg, model_dir, labels, stats, splits)
+    return run_record(cfg.name, cfg, weights, test["y"], test["probs"], trained,
+                      Path(model_dir), images=row_ids(test["table"]))
 
 
 def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
                verbose: int = 2, cache=True, init_from: Path | None = None) -> tuple[dict, dict]:
-    """Train and evaluate one configuration of a notebook's sweep; save its model folder.
-
-    ``splits``: the task's split; the run uses its share of the training and validation
-    sets (``cap_per_class``) and the whole test set. ``init_from``: a model folder of another
-    run (01's network, for 02): its network, every layer but the output, starts this run with
-    a new head for ``labels``. ``labels``: 0-based label -> (class id, name). Returns the run
-    record of the results contract and the test arrays and probabilities.
-    """
-    size, (mode, margin) = cfg.image_size, splits.crop
+    """One configuration with the package's ViT (:func:`common.models.vit.build_vit`), or
+    from another run's network (``init_from``, 01's for 02): :func:`train_config`, :func:`evaluate`,
+    :func:`record`. Returns the run record and the test arrays and probabilities."""
     out, weights, stats = train_config(cfg, splits, labels=labels, model_dir=model_dir,
                                        seed=seed, verbose=verbose, cache=cache,
                                        init_from=init_from)
-    x_te, t_te = images.load_images(splits.test, size, mode, margin, cache=cache)
-    probs = keras_probabilities(out["model"], x_te, cfg.batch_size, flip=cfg.test_time_flip)
-    y_te = t_te["label"].to_numpy()
-    write_model_info(cfg, model_dir, labels, stats, splits)
-    run = run_record(cfg.name, cfg, weights, y_te, probs, out, Path(model_dir),
-                     images=row_ids(t_te))
-    return run, {"x": x_te, "y": y_te, "probs": probs, "table": t_te}
+    test = evaluate(out["model"], cfg, splits, cache=cache)
+    return record(cfg, out, test, weights=weights, labels=labels, splits=splits,
+                  model_dir=model_dir, stats=stats), test
 
 
 def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str,
@@ -94,45 +137,43 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
                  verbose: int = 2, cache=True, init_from: Path | None = None,
                  callbacks: list | None = None) -> tuple[dict, dict, str]:
     """Build (or start from ``init_from``) and train one configuration on its share of the
-    training and validation sets; the test set is never read. Returns the output of
-    :func:`common.training.keras_fit.train` (best validation epoch, history, durations,
-    model), the weights' origin, and what the normalisation statistics were taken from.
+    training and validation sets; the test set is never read. Returns :func:`fit`'s output,
+    the weights' origin, and what the normalisation statistics were taken from.
     ``callbacks``: more Keras callbacks for ``fit`` (the time-to-accuracy benchmark's)."""
-    size, (mode, margin) = cfg.image_size, splits.crop
     if init_from is not None:  # before any work: a network of this study only
         _same_study(Path(init_from), splits.study)
-    splits = budget(splits, cfg.cap_per_class, seed=seed)
-    (x_tr, t_tr), (x_va, t_va) = (images.load_images(part, size, mode, margin, cache=cache)
-                                  for part in (splits.train, splits.val))
+    arrays = load_arrays(cfg, splits, seed=seed, cache=cache)
     keras.utils.set_random_seed(seed)
     if init_from is not None:
-        base = _load_network(Path(init_from), size)
-        rows = _same_classes(Path(init_from), labels) if cfg.head_from_init else None
-        model = start_from(base, cfg, len(labels), rows=rows, origin=Path(init_from))
-        weights = weights_info(
-            "pretrained-here", pretrained=False, classes=int(base.output_shape[-1]),
-            head="the same classes' output units" if rows else "random-init",
-            layers="built from this run's settings (augmentation inside the model, dropout, "
-                   "stochastic depth); every weight but the output layer's from the network",
-            **{"from": f"{Path(init_from).parent.name}/{Path(init_from).name}"})
-        stats = f"of the training set of {Path(init_from).parent.name}"
+        model, weights, stats = network_from(Path(init_from), cfg, labels, splits)
     else:
-        model = build_from_config(cfg, len(labels), x_tr.reshape(-1, 3).astype("float64"))
+        model = build_vit(cfg, len(labels), stats=arrays.pixel_stats())
         weights = weights_info("random-init", pretrained=False)
         stats = "of the training set"
-    mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
-    compile_classifier(model, _optimizer_for(cfg, -(-len(x_tr) // cfg.batch_size)),
-                       cfg.label_smoothing, cfg.jit_compile, soft_labels=mixing)
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    out = train(model, x_tr, t_tr["label"].to_numpy(), x_va, t_va["label"].to_numpy(),
-                epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=verbose, seed=seed,
-                checkpoint_path=model_dir / model_folder.KERAS_FILE,
-                augmentation="none" if cfg.augment_in_model else cfg.augmentation,
-                select_from_epoch=cfg.select_from_epoch, callbacks=callbacks,
-                mix={"num_classes": len(labels), "mixup_alpha": cfg.mixup_alpha,
-                     "cutmix_alpha": cfg.cutmix_alpha} if mixing else None)
+    compile_model(model, cfg, arrays)
+    out = fit(model, cfg, arrays, num_classes=len(labels), model_dir=model_dir, seed=seed,
+              verbose=verbose, callbacks=callbacks)
     return out, weights, stats
+
+
+def network_from(folder: Path, cfg: KerasVitRun, labels: dict,
+                 splits: Splits) -> tuple[keras.Model, dict, str]:
+    """This run's network started from the trained network in model folder ``folder``
+    (another run of this study, on the same data and split: refused in one line otherwise):
+    every layer but the output, which is new for ``labels`` (from the same classes' units
+    when ``head_from_init``). Returns the network, its weights' origin, and what its
+    normalisation statistics were taken from."""
+    _same_study(folder, splits.study)
+    base = _load_network(folder, cfg.image_size)
+    rows = _same_classes(folder, labels) if cfg.head_from_init else None
+    model = start_from(base, cfg, len(labels), rows=rows, origin=folder)
+    weights = weights_info(
+        "pretrained-here", pretrained=False, classes=int(base.output_shape[-1]),
+        head="the same classes' output units" if rows else "random-init",
+        layers="built from this run's settings (augmentation inside the model, dropout, "
+               "stochastic depth); every weight but the output layer's from the network",
+        **{"from": f"{folder.parent.name}/{folder.name}"})
+    return model, weights, f"of the training set of {folder.parent.name}"
 
 
 def start_from(base: keras.Model, cfg: KerasVitRun, num_classes: int, *,
@@ -151,7 +192,7 @@ def start_from(base: keras.Model, cfg: KerasVitRun, num_classes: int, *,
     except ValueError:  # rescaled by 1/255, no statistics
         stats = None
     head = with_new_head(base, num_classes, name=cfg.name, rows=rows).get_layer("logits")
-    model = build_from_config(cfg, num_classes, stats=stats)
+    model = build_vit(cfg, num_classes, stats=stats)
     mine = {layer.name: layer for layer in model.layers if layer.weights}
     theirs = {layer.name: layer for layer in base.layers if layer.weights}
     for name in sorted((set(mine) ^ set(theirs)) - {"logits"}):
