@@ -123,6 +123,7 @@ pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 # %%
 import keras
 
+from common.models import vit
 from common.models.origin import weights_info
 
 records, tests = [], {}
@@ -137,7 +138,7 @@ for cfg in p.runs:
         display(Markdown(f"**{cfg.name}** part du réseau `{weights['from']}` du premier "
                          f"notebook, entraîné sur ses {weights['classes']} classes."))
     else:  # the keras.io ViT of the first notebook, built by the package at this size
-        model = vit_runs.build_from_config(cfg, len(labels), stats=data.pixel_stats())
+        model = vit.build_vit(cfg, len(labels), data.pixel_stats())
         weights, stats = weights_info("random-init", pretrained=False), "of the training set"
     vit_runs.compile_model(model, cfg, data)
     trained = vit_runs.fit(model, cfg, data, num_classes=len(labels), seed=p.seed,

@@ -201,3 +201,12 @@ def test_the_installed_transformers_has_set_attn_implementation():
     from transformers import PreTrainedModel
 
     assert callable(getattr(PreTrainedModel, "set_attn_implementation", None))
+
+
+def test_jupyterlab_opens_python_files_as_notebooks():
+    # make setup's setting, in this environment only: a notebooks/*.py opens as a notebook
+    import json
+
+    settings = Path(sys.prefix) / "etc" / "jupyter" / "labconfig" / "default_setting_overrides.json"
+    viewers = json.loads(settings.read_text())["@jupyterlab/docmanager-extension:plugin"]
+    assert viewers["defaultViewers"]["python"] == "Jupytext Notebook"

@@ -223,7 +223,7 @@ def test_misspelt_key_in_a_run_stops_the_notebook_before_training(smoke_run, mon
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    # through common.pipeline.notebooks (make run): refused before any kernel starts
+    # through python -m common run (make run): refused before any kernel starts
     with pytest.raises(loading.ConfigError, match="'epochz'.*accepted keys"):
         _execute(smoke_run, monkeypatch, tmp_path, "01_vit_scratch", "smoke", epochz=3)
     # through papermill directly: the notebook's first code cell stops it

@@ -42,7 +42,7 @@ def smoke_report(smoke_run, tmp_path_factory):
 
 
 def test_report_uses_the_results_and_runs_no_notebook_again(smoke_report):
-    assert "common.pipeline.notebooks run notebooks/" not in smoke_report["log"]
+    assert "-m common run notebooks/" not in smoke_report["log"]
     out = smoke_report["out"] / "report" / "_output" / "smoke"
     html = (out / "rapport.html").read_text(encoding="utf-8").replace("&nbsp;", "\u00a0")
     import pypdf
@@ -85,7 +85,7 @@ def test_rerun_reuses_results(smoke_report):
     folder = smoke_report["out"] / "results" / "smoke"
     before = {p: p.stat().st_mtime_ns for p in folder.glob("*.json")}
     proc = _make("run", *smoke_report["args"], env=smoke_report["env"])
-    assert "common.pipeline.notebooks run" not in proc.stdout
+    assert "-m common run" not in proc.stdout
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
 
@@ -122,7 +122,7 @@ def test_unknown_parameter_is_refused_and_a_new_params_reruns(smoke_report):
     assert proc.returncode != 0 and "'epochz'" in proc.stderr
     # a changed PARAMS makes every results file out of date (-n: nothing runs)
     proc = _make("-n", "run", *smoke_report["args"], "PARAMS=-p seed 3", env=smoke_report["env"])
-    assert len(re.findall(r"common.pipeline.notebooks run notebooks/0", proc.stdout)) == 5
+    assert len(re.findall(r"-m common run notebooks/0", proc.stdout)) == 5
 
 
 def test_missing_results_are_named_in_the_report(smoke_report, tmp_path):
