@@ -211,7 +211,8 @@ def test_the_gpu_profiles_compiled_vit_trains_on_torch(tmp_path):
     code = textwrap.dedent('''
         import numpy as np
         from common.config import schema
-        from common.training import keras_fit, vit_runs
+        from common.models import vit
+        from common.training import keras_fit
         cfg = schema.KerasVitRun(name="t", image_size=24, patch_size=4, stem_channels=[8, 16],
                                  projection_dim=16, num_heads=2, transformer_layers=1,
                                  mlp_head_units=[32], augmentation="standard", jit_compile=True,
