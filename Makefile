@@ -86,13 +86,13 @@ lock: $(STAMP) ## refresh requirements/{cpu,gpu}.lock.txt from pyproject.toml (U
 # (one per core here); the smoke run of the notebooks is made once and shared, and the
 # report's tests keep to one process (--dist loadgroup). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-test: $(STAMP) ## run the test suite (unit tests, smoke notebooks and report; not the dry run)
+test: $(STAMP) $(VIEWER) ## run the test suite (unit tests, smoke notebooks and report; not the dry run)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-test-fast: $(STAMP) ## run the unit tests only (no notebook, no report)
+test-fast: $(STAMP) $(VIEWER) ## run the unit tests only (no notebook, no report)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow and not dryrun"
 
-test-dry-run: $(STAMP) ## the gpu profile's dry run and the gpu path's slower checks (bundle, refusals)
+test-dry-run: $(STAMP) $(VIEWER) ## the gpu profile's dry run and the gpu path's slower checks (bundle, refusals)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -m dryrun
 
 # Where results/, models/, runs/ and report/_output/ go (the tests point it elsewhere).

@@ -234,16 +234,16 @@ study.figures.append(figures.training_curves(records, study.figure("curves")))
 # elle est juste, en rouge sinon).
 
 # %%
-best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
-study.figures.append(figures.prediction_grid(tests[best["name"]], labels, 15,
+best = max(records, key=lambda r: r.metrics.best_val_accuracy)
+study.figures.append(figures.prediction_grid(tests[best.name], labels, 15,
                                              study.figure("predictions")))
 
 # %%
 out = study.write_results(records)
 chance = 1 / len(labels)
 display(Markdown(
-    f"La meilleure configuration sur la validation, **{best['name']}**, atteint "
-    f"**{presentation.pct(best['metrics']['test_accuracy'])}** d'exactitude sur le test "
-    f"(top-5 : {presentation.pct(best['metrics']['test_top5_accuracy'])}), pour un hasard à "
+    f"La meilleure configuration sur la validation, **{best.name}**, atteint "
+    f"**{presentation.pct(best.metrics.test_accuracy)}** d'exactitude sur le test "
+    f"(top-5 : {presentation.pct(best.metrics.test_top5_accuracy)}), pour un hasard à "
     f"{presentation.pct(chance)}. "
     f"Résultats écrits dans `{out.name}`."))

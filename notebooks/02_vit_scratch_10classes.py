@@ -160,8 +160,8 @@ study.figures.append(figures.training_curves(records, study.figure("curves")))
 # quelles voitures le modèle confond.
 
 # %%
-best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
-test = tests[best["name"]]
+best = max(records, key=lambda r: r.metrics.best_val_accuracy)
+test = tests[best.name]
 names = [name for _, name in labels.values()]
 study.figures.append(figures.confusion(test["y"], np.argmax(test["probs"], axis=1), names,
                                        study.figure("confusion")))
@@ -173,10 +173,10 @@ study.figures.append(figures.prediction_grid(test, labels, 10, study.figure("pre
 out = study.write_results(records)
 baseline = records[0]
 display(Markdown(
-    f"La configuration choisie sur la validation, **{best['name']}**, atteint "
-    f"**{presentation.pct(best['metrics']['test_accuracy'])}** sur le test (hasard : "
+    f"La configuration choisie sur la validation, **{best.name}**, atteint "
+    f"**{presentation.pct(best.metrics.test_accuracy)}** sur le test (hasard : "
     f"{presentation.pct(1 / len(labels), 0)}), contre "
-    f"{presentation.pct(baseline['metrics']['test_accuracy'])} pour la première configuration "
+    f"{presentation.pct(baseline.metrics.test_accuracy)} pour la première configuration "
     "de 2022 "
     f"rejouée ici. Résultats écrits dans `{out.name}`."))
 if p.target_accuracy:

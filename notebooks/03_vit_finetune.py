@@ -136,21 +136,21 @@ study.figures.append(figures.training_curves(records, study.figure("curves")))
 reference = {q["run"]: q["value"] for q in REFERENCE_2022[study.notebook]}
 display(Markdown(presentation.markdown_table(
     ["essai", "images d'entraînement", "validation 2022", "validation (ici)", "test (ici)"],
-    [[r["name"], presentation.number(r["params"]["split_sizes"]["train"]),
-      presentation.pct(reference["balanced" if r["params"].get("balance") else "cap64"], 0),
-      presentation.pct(r["metrics"]["best_val_accuracy"]),
-      presentation.pct(r["metrics"]["test_accuracy"])] for r in records],
+    [[r.name, presentation.number(r.params["split_sizes"]["train"]),
+      presentation.pct(reference["balanced" if r.params.get("balance") else "cap64"], 0),
+      presentation.pct(r.metrics.best_val_accuracy),
+      presentation.pct(r.metrics.test_accuracy)] for r in records],
     [12, 12, 10, 10, 10])))
-best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
-test = tests[best["name"]]
+best = max(records, key=lambda r: r.metrics.best_val_accuracy)
+test = tests[best.name]
 display(Markdown(
-    f"Le meilleur essai sur la validation est **{best['name']}** : "
-    f"**{presentation.pct(best['metrics']['test_accuracy'])}** d'exactitude sur le test, "
-    f"{presentation.pct(best['metrics']['test_top5_accuracy'])} en top-5, pour un hasard à "
+    f"Le meilleur essai sur la validation est **{best.name}** : "
+    f"**{presentation.pct(best.metrics.test_accuracy)}** d'exactitude sur le test, "
+    f"{presentation.pct(best.metrics.test_top5_accuracy)} en top-5, pour un hasard à "
     f"{presentation.pct(1 / len(labels), 2)}. Entraînement : "
-    f"{presentation.number(best['train_seconds'])} s, "
-    f"{presentation.number(best['train_images_per_second'], 1)} images/s "
-    f"(poids de départ : `{best['weights']['source']}`)."))
+    f"{presentation.number(best.train_seconds)} s, "
+    f"{presentation.number(best.train_images_per_second, 1)} images/s "
+    f"(poids de départ : `{best.weights.source}`)."))
 
 # %% [markdown]
 # ## Classe par classe
@@ -193,11 +193,11 @@ study.figures.append(attention_figure.attention_examples(
 
 # %%
 out = study.write_results(records)
-metrics = best["metrics"]
-gap = metrics["best_val_accuracy"] - metrics["test_accuracy"]
+metrics = best.metrics
+gap = metrics.best_val_accuracy - metrics.test_accuracy
 display(Markdown(
-    f"Entre la meilleure validation ({presentation.pct(metrics['best_val_accuracy'])}) et le "
-    f"test ({presentation.pct(metrics['test_accuracy'])}), l'écart est de "
+    f"Entre la meilleure validation ({presentation.pct(metrics.best_val_accuracy)}) et le "
+    f"test ({presentation.pct(metrics.test_accuracy)}), l'écart est de "
     f"{'+' if gap >= 0 else '−'}{presentation.points(gap)} points. La "
     f"validation a servi à choisir l'époque ; seul le test mesure le modèle sans biais. "
     f"Résultats écrits dans `{out.name}`."))

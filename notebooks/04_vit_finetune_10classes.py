@@ -102,20 +102,20 @@ records, tests = study.fit_runs(lambda run: finetune_runs.fit_config(
 # %%
 display(presentation.runs_table(records))
 study.figures.append(figures.training_curves(records, study.figure("curves")))
-best = max(records, key=lambda r: r["metrics"]["best_val_accuracy"])
-test = tests[best["name"]]
+best = max(records, key=lambda r: r.metrics.best_val_accuracy)
+test = tests[best.name]
 # the 2022 number, as quoted once for the whole project (validation accuracy)
 quoted = REFERENCE_2022[study.notebook][0]
-metrics = best["metrics"]
+metrics = best.metrics
 display(Markdown(
-    f"Meilleure exactitude de validation : **{presentation.pct(metrics['best_val_accuracy'])}** "
+    f"Meilleure exactitude de validation : **{presentation.pct(metrics.best_val_accuracy)}** "
     f"(2022 : {presentation.pct(quoted['value'], 0)}). Sur le test : "
-    f"**{presentation.pct(metrics['test_accuracy'])}**, F1 macro "
-    f"{presentation.pct(metrics['test_macro_f1'])}, pour un hasard à "
+    f"**{presentation.pct(metrics.test_accuracy)}**, F1 macro "
+    f"{presentation.pct(metrics.test_macro_f1)}, pour un hasard à "
     f"{presentation.pct(1 / len(labels), 0)}. Entraînement : "
-    f"{presentation.number(best['train_seconds'])} s, "
-    f"{presentation.number(best['train_images_per_second'], 1)} images/s (poids de départ : "
-    f"`{best['weights']['source']}`)."))
+    f"{presentation.number(best.train_seconds)} s, "
+    f"{presentation.number(best.train_images_per_second, 1)} images/s (poids de départ : "
+    f"`{best.weights.source}`)."))
 
 # %% [markdown]
 # L'exactitude d'entraînement des courbes est mesurée à la fin de chaque époque, sans

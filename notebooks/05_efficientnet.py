@@ -114,10 +114,10 @@ study.figures.append(figures.prediction_grid({"x": x_test, "y": y_test, "probs":
 
 # %%
 out = study.write_results(records)
-gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]
+gain = unfrozen_run.metrics.test_accuracy - frozen_run.metrics.test_accuracy
 display(Markdown(
-    f"Réseau gelé : **{presentation.pct(frozen_run['metrics']['test_accuracy'])}** sur le "
+    f"Réseau gelé : **{presentation.pct(frozen_run.metrics.test_accuracy)}** sur le "
     "test ; après le dégel du haut du réseau : "
-    f"**{presentation.pct(unfrozen_run['metrics']['test_accuracy'])}**, soit "
+    f"**{presentation.pct(unfrozen_run.metrics.test_accuracy)}**, soit "
     f"{'un gain' if gain >= 0 else 'une perte'} de {presentation.points(gain)} points. "
     f"Résultats écrits dans `{out.name}`."))

@@ -46,7 +46,7 @@ report_figures = paths.results_dir(profile) / "figures"
 def show_figure(notebook, suffix):
     """Display a figure a notebook saved; say so when it is missing."""
     payload = collected.get(notebook)
-    match = [f for f in (payload or {}).get("figures", []) if f.endswith(suffix)]
+    match = [f for f in (payload.figures if payload else []) if f.endswith(suffix)]
     if match:
         display(Image(filename=results.resolve(match[0])))
     elif payload:
@@ -70,7 +70,7 @@ def missing_note(notebook):
 def sweep_table(notebook):
     """The table of a notebook's runs, or the note that it has no results."""
     if not missing_note(notebook):
-        display(presentation.runs_table(collected[notebook]["runs"]))
+        display(presentation.runs_table(collected[notebook].runs))
 
 
 def best_note(notebook):
@@ -78,13 +78,13 @@ def best_note(notebook):
     b = best(notebook)
     if b is None:
         return
-    m = b["metrics"]
-    chance = 1 / collected[notebook]["dataset"]["n_classes"]
+    m = b.metrics
+    chance = 1 / collected[notebook].dataset.n_classes
     display(Markdown(
-        f"Meilleure configuration (sur la validation) : **{b['name']}**, "
-        f"{pct(m['test_accuracy'])} sur le test (IC 95 % : "
-        f"{presentation.interval(m.get('test_accuracy_ci95'))} ; top-5 : "
-        f"{pct(m['test_top5_accuracy'])}, F1 macro : {pct(m['test_macro_f1'])}), pour un "
+        f"Meilleure configuration (sur la validation) : **{b.name}**, "
+        f"{pct(m.test_accuracy)} sur le test (IC 95 % : "
+        f"{presentation.interval(m.test_accuracy_ci95)} ; top-5 : "
+        f"{pct(m.test_top5_accuracy)}, F1 macro : {pct(m.test_macro_f1)}), pour un "
         f"hasard à {pct(chance)}."))
 
 
@@ -123,43 +123,43 @@ def lock_line(lock):
     """The lock of exact versions, and a warning when the installed ones differ from it."""
     if not lock:
         return "- **Verrou des versions** : aucun (versions non figées)\n"
-    line = (f"- **Verrou des versions** : `{lock['file']}` ({lock['packages']} paquets, "
-            f"SHA-256 `{lock['sha256'][:12]}`)")
-    if not lock["mismatches"]:
+    line = (f"- **Verrou des versions** : `{lock.file}` ({lock.packages} paquets, "
+            f"SHA-256 `{lock.sha256[:12]}`)")
+    if not lock.mismatches:
         return line + ", respecté\n"
-    shown = ", ".join(f"{m['package']} {m['installed'] or 'absent'} au lieu de {m['locked']}"
-                      for m in lock["mismatches"][:5])
-    more = f" et {len(lock['mismatches']) - 5} autres" if len(lock["mismatches"]) > 5 else ""
+    shown = ", ".join(f"{m.package} {m.installed or 'absent'} au lieu de {m.locked}"
+                      for m in lock.mismatches[:5])
+    more = f" et {len(lock.mismatches) - 5} autres" if len(lock.mismatches) > 5 else ""
     return (line + f".\n  **⚠️ Versions installées différentes du verrou** : {shown}{more}. "
             "Ces résultats ne viennent pas exactement de l'environnement figé.\n")
 
 
 first = collected[done[0]] if done else None
 if first:
-    env = first["environment"]
-    ds = first["dataset"]
-    commits = sorted({p["git_commit"] or "inconnu" for p in collected.values() if p})
-    dates = sorted(p["created"] for p in collected.values() if p)
-    backends = ", ".join(f"{n[:2]} {p['environment']['keras_backend']}"
+    env = first.environment
+    ds = first.dataset
+    commits = sorted({p.git_commit or "inconnu" for p in collected.values() if p})
+    dates = sorted(p.created for p in collected.values() if p)
+    backends = ", ".join(f"{n[:2]} {p.environment.keras_backend}"
                          for n, p in collected.items()
-                         if p and p["environment"].get("keras_backend"))
+                         if p and p.environment.keras_backend)
     display(Markdown(
         "::: {.callout-note}\n## Provenance {.unnumbered}\n\n"
         f"- **Profil** : `{profile}` ; rapport produit le "
         f"{datetime.date.today().isoformat()}, expériences du {dates[0][:10]} au "
         f"{dates[-1][:10]}\n"
         f"- **Commit git** : {', '.join(f'`{c}`' for c in commits)}\n"
-        f"- **Matériel** : {env['device']}\n"
-        f"- **Bibliothèques** : Python {env['python']}, Keras {env['keras']}, "
-        f"TensorFlow {env['tensorflow']}, PyTorch {env['torch']}, "
-        f"Transformers {env['transformers']}\n"
-        + lock_line(env.get("lock"))
+        f"- **Matériel** : {env.device}\n"
+        f"- **Bibliothèques** : Python {env.python}, Keras {env.keras}, "
+        f"TensorFlow {env.tensorflow}, PyTorch {env.torch}, "
+        f"Transformers {env.transformers}\n"
+        + lock_line(env.lock)
         + (f"- **Backend Keras** (par notebook) : {backends}\n" if backends else "")
         + "- **Durée de chaque notebook** : " + ", ".join(
-            f"{n[:2]} {p['duration_s'] / 60:.1f} min".replace(".", ",")
+            f"{n[:2]} {p.duration_s / 60:.1f} min".replace(".", ",")
             for n, p in collected.items() if p) + "\n"
-        + f"- **Données** : `{ds['root']}` (organisation {ds['layout']}"
-        f"{', données générées' if ds['synthetic'] else ''})\n:::"))
+        + f"- **Données** : `{ds.root}` (organisation {ds.layout}"
+        f"{', données générées' if ds.synthetic else ''})\n:::"))
 
 # %% [markdown]
 # ## Introduction
@@ -312,12 +312,12 @@ show_figure("04_vit_finetune_10classes", "_confusion.png")
 sweep_table("05_efficientnet")
 
 # %%
-if collected["05_efficientnet"] and len(collected["05_efficientnet"]["runs"]) == 2:
-    frozen_run, unfrozen_run = collected["05_efficientnet"]["runs"]
-    gain = unfrozen_run["metrics"]["test_accuracy"] - frozen_run["metrics"]["test_accuracy"]
+if collected["05_efficientnet"] and len(collected["05_efficientnet"].runs) == 2:
+    frozen_run, unfrozen_run = collected["05_efficientnet"].runs
+    gain = unfrozen_run.metrics.test_accuracy - frozen_run.metrics.test_accuracy
     display(Markdown(f"Le dégel du haut du réseau fait passer le test de "
-                     f"{pct(frozen_run['metrics']['test_accuracy'])} à "
-                     f"{pct(unfrozen_run['metrics']['test_accuracy'])} "
+                     f"{pct(frozen_run.metrics.test_accuracy)} à "
+                     f"{pct(unfrozen_run.metrics.test_accuracy)} "
                      f"({'+' if gain >= 0 else '−'}{presentation.points(gain)} points)."))
 
 # %% [markdown]
@@ -391,7 +391,7 @@ if len(runs):
     best_rows = runs.loc[runs.groupby("notebook")["best_val_accuracy"].idxmax()]
     rows = [[TITLES[r.notebook], presentation.breakable(r.run), pct(r.test_accuracy),
              presentation.interval([r.ci_low, r.ci_high]), number(r.test_images),
-             pct(1 / collected[r.notebook]["dataset"]["n_classes"]),
+             pct(1 / collected[r.notebook].dataset.n_classes),
              presentation.short_weights(r.weights)] for r in best_rows.itertuples()]
     display(Markdown(presentation.markdown_table(
         ["expérience", "configuration", "top-1 test", "IC 95 %", "images de test", "hasard",
@@ -403,7 +403,7 @@ if len(runs):
 #| label: fig-comparison
 #| fig-cap: "Exactitude de test de chaque configuration, par expérience, avec les chiffres de 2022 et le hasard."
 if len(runs):
-    chance = {n: 1 / p["dataset"]["n_classes"] for n, p in collected.items() if p}
+    chance = {n: 1 / p.dataset.n_classes for n, p in collected.items() if p}
     figures.comparison(runs, reference, TITLES, chance, report_figures / "rapport_comparaison.png")
 
 # %% [markdown]

@@ -210,13 +210,15 @@ def doctored_results(out: Path, profile: str = "cpu", *, classes: int = 3, cores
     the report must describe from these files alone. ``classes``: the classes of both tasks;
     ``other_test``: notebooks scored on other test images (another fingerprint);
     ``other_crop``: notebooks that read the same test images cropped on their boxes;
-    ``accuracies``: notebook -> the test accuracy of its run chosen on validation."""
+    ``accuracies``: notebook -> the test accuracy of its run chosen on validation. Returns
+    each notebook's :class:`common.results.contract.Results`."""
     import hashlib
 
     import numpy as np
 
     from common.data.splits import inputs_fingerprint
     from common.results import predictions
+    from common.results.contract import Results
     from common.results.metrics import wilson
 
     accuracies = {"01_vit_scratch": 0.30, "02_vit_scratch_10classes": 0.40,
@@ -289,5 +291,5 @@ def doctored_results(out: Path, profile: str = "cpu", *, classes: int = 3, cores
             "predictions": {"file": f"results/{outputs}/{notebook}.predictions.csv",
                             "sha256": hashlib.sha256(csv).hexdigest()}}
         (folder / f"{notebook}.json").write_text(json.dumps(payload), encoding="utf-8")
-        collected[notebook] = payload
+        collected[notebook] = Results.model_validate(payload)
     return collected

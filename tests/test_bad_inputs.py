@@ -257,9 +257,11 @@ def test_results_paths_are_relative_so_a_copied_folder_shows_its_own_figures(smo
     shutil.copytree(smoke_run["out"], copy)
     monkeypatch.setenv("VIT_CARS_OUTPUT", str(copy))
     payload = results.read("smoke", "01_vit_scratch")
-    assert all(results.resolve(f).is_relative_to(copy) for f in payload["figures"])
-    absolute = {**payload, "figures": [str(smoke_run["out"] / f) for f in payload["figures"]]}
-    assert any("must be relative" in p for p in results.problems(absolute))
+    assert all(results.resolve(f).is_relative_to(copy) for f in payload.figures)
+    absolute = {**payload.model_dump(mode="json"),
+                "figures": [str(smoke_run["out"] / f) for f in payload.figures]}
+    assert any(p.startswith("figures[0]: must be relative to the output folder")
+               for p in results.problems(absolute))
 
 
 def test_a_diverging_run_says_so():

@@ -82,8 +82,8 @@ def test_the_fine_tuning_kernel_initialises_no_cuda_before_or_between_its_launch
         processes=study.processes))
     assert launches == [(2, []), (2, [])], launches
     assert calls == []
-    assert [r["params"]["world_size"] for r in records] == [2, 2]
-    assert all(r["metrics"]["test_images"] == len(study.task.parts.test) for r in records)
+    assert [r.params["world_size"] for r in records] == [2, 2]
+    assert all(r.metrics.test_images == len(study.task.parts.test) for r in records)
 
 
 def test_the_probe_sees_what_initialises_cuda(monkeypatch):

@@ -252,16 +252,17 @@ def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_pat
     record, test = finetune_runs.fit_config(
         HfRun(name="balanced", balance=True, epochs=2, batch_size=8, learning_rate=1e-3,
               train_eval_images=8), task.parts, task.labels, p, model_dir=tmp_path / "model")
-    assert record["weights"]["source"] == str(tiny_checkpoint)
-    assert record["params"]["balance"] is True and record["params"]["image_size"] == 32
-    assert len(record["history"]["loss"]) == 2
-    assert record["metrics"]["test_images"] == len(task.parts.test) == 12  # the official test
+    assert record.weights.source == str(tiny_checkpoint)
+    assert record.params["balance"] is True and record.params["image_size"] == 32
+    assert len(record.history.loss) == 2
+    assert record.metrics.test_images == len(task.parts.test) == 12  # the official test
     assert set(test["table"]["class_id"]) == {1, 2, 3}
-    csv = predictions.to_csv({"balanced": record.pop("predictions")})
+    csv = predictions.to_csv({"balanced": record.predictions})
     payload = {
         "notebook": "03_vit_finetune", "profile": "smoke", "dry_run": False, "created": "",
         "duration_s": 1, "git_commit": None, "params": {}, "figures": [],
-        "runs": [{**record, "model_dir": "models/smoke/03_vit_finetune/balanced"}],
+        "runs": [{**record.model_dump(mode="json"),
+                  "model_dir": "models/smoke/03_vit_finetune/balanced"}],
         "environment": environment(), "dataset": task.record(),
         "predictions": {"file": "p.csv", "sha256": predictions.sha256(csv)}}
     assert results.problems(payload, predictions=csv) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from types import SimpleNamespace
 
 import jupytext
 import numpy as np
@@ -19,7 +20,8 @@ from scipy.stats import binomtest
 
 from common.core import paths
 from common.report import narrative, verdicts
-from common.results import comparison
+from common.results import comparison, records
+from common.results.provenance import Machine
 from conftest import doctored_results
 
 
@@ -121,7 +123,7 @@ def test_the_report_compares_each_pair_on_the_same_images(tmp_path, monkeypatch)
     assert "Comme en 2022, la leçon principale tient" in text
     # the run shown for 01 is the one chosen on validation, not the best test score
     assert "ViT from scratch, 3 classes** : 30,0 %" in text
-    assert collected["01_vit_scratch"]["runs"][1]["metrics"]["test_accuracy"] > 0.3
+    assert collected["01_vit_scratch"].runs[1].metrics.test_accuracy > 0.3
 
 
 def test_runs_scored_on_different_images_are_not_compared(tmp_path, monkeypatch):
@@ -224,16 +226,17 @@ def test_target_verdict_reads_the_interval(ci, verdict):
 
 
 def test_the_target_sentence_names_the_run_chosen_on_validation():
-    run = {"name": "improved-hybrid", "metrics": {"test_accuracy": 0.429,
-                                                  "test_accuracy_ci95": [0.328, 0.535]}}
+    run = SimpleNamespace(name="improved-hybrid", metrics=records.Metrics(
+        test_accuracy=0.429, test_top5_accuracy=0.8, test_macro_f1=0.4, best_val_accuracy=0.4,
+        test_accuracy_ci95=(0.328, 0.535)))
     text = flat(verdicts.target_markdown(run, 0.40))
     assert "configuration choisie sur la validation, **improved-hybrid** : 42,9 %" in text
     assert "Objectif **indécis** : l'intervalle contient la cible" in text
 
 
 def test_narrative_hardware_from_the_environment():
-    assert narrative.hardware({"device": "CPU (2 cores, x86_64)"}) == "2 cœurs de CPU"
-    assert narrative.hardware({"device": "1 GPU: NVIDIA H200", "cores": 16, "gpus": 1}) \
+    assert narrative.hardware(Machine(device="CPU (2 cores, x86_64)")) == "2 cœurs de CPU"
+    assert narrative.hardware(Machine(device="1 GPU: NVIDIA H200", cores=16, gpus=1)) \
         == "1 GPU : NVIDIA H200"
     assert math.isclose(comparison.ALPHA, 0.05)
 
@@ -246,7 +249,7 @@ def test_a_scratch_notebook_tells_its_budget_from_its_parameters(notebook, profi
     from common.config import loading
 
     p = loading.load(notebook, profile)
-    machine = {"device": "CPU (3 cores, x86_64)", "cores": 3, "gpus": 0}
+    machine = Machine(device="CPU (3 cores, x86_64)", cores=3, gpus=0)
     text = flat(narrative.vit_budget_markdown(p, machine))
     assert text.startswith(f"Ici (profil `{p.outputs}`, 3 cœurs de CPU), ")
     for run in p.runs:
@@ -265,7 +268,7 @@ def test_the_budget_sentence_follows_overrides_and_gpus():
     from common.config import loading
 
     p = loading.load("01_vit_scratch", "cpu", **{"runs.*.epochs": 3, "runs.*.cap_per_class": 5})
-    text = flat(narrative.vit_budget_markdown(p, {"device": "1 GPU: A100", "gpus": 1}))
+    text = flat(narrative.vit_budget_markdown(p, Machine(device="1 GPU: A100", gpus=1)))
     assert "(profil `cpu`, 1 GPU : A100)" in text
     assert text.count("au plus 5 images par classe") == 2 and text.count("3 époques") == 2
     assert "notre ViT hybride (*improved-hybrid*) reçoit" in text
@@ -283,13 +286,14 @@ def test_notebook_prose_types_no_machine_fact():
 
 
 def test_the_report_budget_of_01_separates_our_hybrid_from_the_pure_vits():
-    def run(name, epochs, cap, stem=None):
-        return {"name": name, "params": {"cap_per_class": cap, "stem_channels": stem},
-                "history": {"loss": [1.0] * epochs}}
+    def run(name, epochs, cap, stem=None):  # the fields the sentence reads
+        return SimpleNamespace(name=name, params={"cap_per_class": cap, "stem_channels": stem},
+                               history=SimpleNamespace(loss=[1.0] * epochs))
 
-    payload = {"profile": "cpu", "dry_run": False,
-               "environment": {"device": "CPU (2 cores, x86_64)", "cores": 2},
-               "runs": [run("a", 6, 8), run("b", 1, 8), run("hybrid", 70, None, [16, 32])]}
+    payload = SimpleNamespace(
+        profile="cpu", dry_run=False, environment=Machine(device="CPU (2 cores, x86_64)",
+                                                          cores=2),
+        runs=[run("a", 6, 8), run("b", 1, 8), run("hybrid", 70, None, [16, 32])])
     assert flat(narrative.budget_markdown(payload)) == (
         "Ici (profil `cpu`, 2 cœurs de CPU), les ViT « purs », comme ceux de 2022 (*a*, *b*), "
         "ont reçu au plus 8 images par classe pour l'entraînement comme pour la validation, "
@@ -328,26 +332,23 @@ def test_the_setup_sentences_about_splits_crops_and_starting_networks_follow_the
             "sont disjoints.") in text  # the doctored files do not record it
     assert "Toutes les expériences lisent chaque image de la même façon" not in text
     for payload in collected.values():
-        payload["dataset"]["split"]["disjoint"] = True
-        payload["dataset"]["crop"] = {"mode": "squash", "margin": None, "images_with_box": 0,
-                                      "images": 600}
+        payload.dataset.split.disjoint = True
+        payload.dataset.crop = records.Crop(mode="squash", images_with_box=0, images=600)
     assert "chaque notebook l'a vérifié" in narrative.split_markdown(collected)
     assert ("Toutes les expériences lisent chaque image de la même façon : l'image entière "
             "ramenée au carré, comme en 2022") in narrative.split_markdown(collected)
-    collected["05_efficientnet"]["dataset"]["crop"] = {"mode": "bbox", "margin": 0.1,
-                                                       "images_with_box": 600, "images": 600}
+    collected["05_efficientnet"].dataset.crop = records.Crop(mode="bbox", margin=0.1,
+                                                             images_with_box=600, images=600)
     assert "05 : l'image recadrée sur sa boîte englobante" in narrative.split_markdown(collected)
     # 02 from 01's network: the same split, read from both files, or a warning
     ten = collected["02_vit_scratch_10classes"]
     assert narrative.starting_network_markdown(collected) is None  # no such run
-    ten["runs"][0]["weights"] = {"source": "pretrained-here", "pretrained": False,
-                                 "reason": None}
+    ten.runs[0].weights = records.Weights(source="pretrained-here", pretrained=False)
     same = {"data": "d1", "split": "s1"}
-    ten["dataset"]["split"]["fingerprints"] = same
-    collected["01_vit_scratch"]["dataset"]["split"]["fingerprints"] = dict(same)
+    ten.dataset.split.fingerprints = same
+    collected["01_vit_scratch"].dataset.split.fingerprints = dict(same)
     assert "aucune image de ce test n'a servi à l'entraîner" in \
         narrative.starting_network_markdown(collected)
-    collected["01_vit_scratch"]["dataset"]["split"]["fingerprints"] = {"data": "d1",
-                                                                       "split": "s2"}
+    collected["01_vit_scratch"].dataset.split.fingerprints = {"data": "d1", "split": "s2"}
     assert narrative.starting_network_markdown(collected).startswith(
         "Les résultats ne permettent pas de vérifier")

@@ -54,7 +54,7 @@ class Study:
             records.append(record)
         return records, tests
 
-    def write_results(self, runs: list[dict]) -> Path:
+    def write_results(self, runs: list) -> Path:
         """Validate and write ``results/<outputs>/<notebook>.json`` (the figures saved so
         far included); return its path."""
         from common.results.contract import write
@@ -108,8 +108,10 @@ def show(study: Study) -> None:
     from IPython.display import Markdown, display
 
     from common.report.presentation import task_markdown
+    from common.results.records import Dataset
 
-    display(Markdown(task_markdown(study.task.record(), study.params.outputs)))
+    display(Markdown(task_markdown(Dataset.model_validate(study.task.record()),
+                                   study.params.outputs)))
 
 
 def show_weights(study: Study) -> None:

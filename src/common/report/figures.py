@@ -67,17 +67,18 @@ def patches(image, patch_size: int, path) -> Path:
     return _save(fig, path)
 
 
-def training_curves(runs: list[dict], path) -> Path:
-    """Loss and accuracy per epoch (train dashed, validation solid) for each run."""
+def training_curves(runs: list, path) -> Path:
+    """Loss and accuracy per epoch (train dashed, validation solid) for each run
+    (:class:`common.results.contract.Run`)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2))
     palette = sns.color_palette(n_colors=max(1, len(runs)))
     for colour, run in zip(palette, runs):
-        h = run["history"]
-        epochs = np.arange(1, len(h["loss"]) + 1)
-        ax_loss.plot(epochs, h["loss"], "--", color=colour, alpha=0.7)
-        ax_loss.plot(epochs, h["val_loss"], color=colour, label=run["name"])
-        ax_acc.plot(epochs, h["accuracy"], "--", color=colour, alpha=0.7)
-        ax_acc.plot(epochs, h["val_accuracy"], color=colour, label=run["name"])
+        h = run.history
+        epochs = np.arange(1, len(h.loss) + 1)
+        ax_loss.plot(epochs, h.loss, "--", color=colour, alpha=0.7)
+        ax_loss.plot(epochs, h.val_loss, color=colour, label=run.name)
+        ax_acc.plot(epochs, h.accuracy, "--", color=colour, alpha=0.7)
+        ax_acc.plot(epochs, h.val_accuracy, color=colour, label=run.name)
     ax_loss.set(xlabel="époque", ylabel="perte", title="Perte (tirets : entraînement)")
     ax_acc.set(xlabel="époque", ylabel="exactitude", title="Exactitude (trait plein : validation)")
     percent_axis(ax_acc.yaxis)

@@ -5,7 +5,8 @@ Every claim here (the profile, a dry run, the cores or GPUs, the number of class
 dataset's counts and whether it has the official test split, the checkpoint a fine-tuning
 started from, the rule that chose each kept epoch) comes from the ``results`` payloads
 (:mod:`common.results.contract`); the only typed facts are quotations, marked as such in
-:mod:`common.config.study`. ``collected``: notebook -> payload, or None when it has not run.
+:mod:`common.config.study`. ``collected``: notebook -> its
+:class:`common.results.contract.Results`, or None when it has not run.
 A notebook's budgets, Keras backend and hardware come from its parameters
 (:mod:`common.config.schema`) and :func:`common.results.provenance.hardware`.
 """
@@ -18,37 +19,40 @@ from common.config.study import CHECKPOINT_2022, NOTEBOOKS, STANFORD_CARS, TASKS
 from common.report.presentation import CROPS, NBSP, crop_words, number, pct
 
 
-def title(notebook: str, payload: dict | None) -> str:
+def title(notebook: str, payload) -> str:
     """'ViT from scratch, 196 classes': the model and the classes its results record."""
     if payload is None:
         return NOTEBOOKS[notebook] + (" (toutes les classes)" if TASKS[notebook] == "all"
                                       else " (classes choisies)")
-    return f"{NOTEBOOKS[notebook]}, {payload['dataset']['n_classes']} classes"
+    return f"{NOTEBOOKS[notebook]}, {payload.dataset.n_classes} classes"
 
 
 def titles(collected: dict) -> dict[str, str]:
     return {n: title(n, p) for n, p in collected.items()}
 
 
-def _first(collected: dict, task: str | None = None) -> dict | None:
+def _first(collected: dict, task: str | None = None):
     return next((p for n, p in collected.items()
                  if p and (task is None or TASKS[n] == task)), None)
 
 
-def cores(environment: dict) -> int | None:
-    """The CPU cores a run had (older files: read from the device description)."""
-    if environment.get("cores"):
-        return int(environment["cores"])
-    m = re.search(r"(\d+) cores", environment.get("device", ""))
+def cores(machine) -> int | None:
+    """The CPU cores a run had (a :class:`common.results.provenance.Machine`, or the
+    results' environment; older files: read from the device description)."""
+    if machine.cores:
+        return int(machine.cores)
+    m = re.search(r"(\d+) cores", machine.device)
     return int(m.group(1)) if m else None
 
 
-def hardware(environment: dict) -> str:
-    """'2 cœurs de CPU', '1 cœur de CPU' or '4 GPU (NVIDIA H200, …)', from the results."""
-    device = environment.get("device", "")
-    if environment.get("gpus") or device.split(" ", 2)[1:2] == ["GPU:"]:
+def hardware(machine) -> str:
+    """'2 cœurs de CPU', '1 cœur de CPU' or '4 GPU (NVIDIA H200, …)', from the results
+    (``machine``: a :class:`common.results.provenance.Machine` or the results'
+    environment)."""
+    device = machine.device
+    if machine.gpus or device.split(" ", 2)[1:2] == ["GPU:"]:
         return device.replace("GPU:", "GPU :")
-    n = cores(environment)
+    n = cores(machine)
     if n is None:
         return f"le matériel noté dans les résultats ({device})"
     return f"{n} cœur{'s' if n > 1 else ''} de CPU"
@@ -56,10 +60,10 @@ def hardware(environment: dict) -> str:
 
 def dry_run_warning(collected: dict) -> str | None:
     """The warning of a dry run, naming the profile it ran (None when no run was dry)."""
-    dry = [p for p in collected.values() if p and p.get("dry_run")]
+    dry = [p for p in collected.values() if p and p.dry_run]
     if not dry:
         return None
-    profiles = ", ".join(f"`{p}`" for p in sorted({p["profile"] for p in dry}))
+    profiles = ", ".join(f"`{p}`" for p in sorted({p.profile for p in dry}))
     return (f"**Exécution à blanc (dry run)** du profil {profiles} : les mêmes modèles et "
             "réglages, mais sur quelques images, une époque par étape et des poids de "
             "substitution quand les vrais manquent. Ce rapport vérifie que toute la chaîne "
@@ -78,19 +82,18 @@ def dataset_markdown(collected: dict) -> str:
     payload = _first(collected, "all") or _first(collected)
     if payload is None:
         return text
-    ds = payload["dataset"]
-    copy = f"{number(ds['n_images'])} images de {ds['n_classes']} classes"
-    if ds["synthetic"]:
+    ds = payload.dataset
+    copy = f"{number(ds.n_images)} images de {ds.n_classes} classes"
+    if ds.synthetic:
         return (text + f" Les expériences de ce rapport n'ont pas tourné sur Stanford Cars, "
                 f"mais sur des **données générées** : {copy}.")
-    complete = (ds["n_images"] == ref["images"] and ds["n_classes"] == ref["classes"]
-                and ds["official_test"])
+    complete = (ds.n_images == ref["images"] and ds.n_classes == ref["classes"]
+                and ds.official_test)
     if complete:
         return text + f" La copie utilisée ici est complète : {copy}, avec le test officiel."
-    split = ds["split"]
-    test = ("elle a le test officiel" if ds["official_test"] else
+    test = ("elle a le test officiel" if ds.official_test else
             "elle n'a pas le test officiel : le test y est tiré au hasard, "
-            f"{pct(split['test_fraction'], 0)} de chaque classe")
+            f"{pct(ds.split.test_fraction, 0)} de chaque classe")
     return text + f" La copie utilisée ici compte {copy} ; {test}."
 
 
@@ -99,17 +102,17 @@ def split_markdown(collected: dict) -> str | None:
     payload = _first(collected, "all")
     if payload is None:
         return None
-    ds = payload["dataset"]
-    sizes = ds["split_sizes"]
-    drawn = ("le test officiel du jeu" if ds["official_test"] else
-             f"{pct(ds['split']['test_fraction'], 0)} de chaque classe, tirés au hasard")
+    ds = payload.dataset
+    sizes = ds.split_sizes
+    drawn = ("le test officiel du jeu" if ds.official_test else
+             f"{pct(ds.split.test_fraction, 0)} de chaque classe, tirés au hasard")
     ten = _first(collected, "ten")
-    return (f"Pour ce rapport, le jeu utilisé compte {ds['n_classes']} classes ; entraînement : "
-            f"{number(sizes['train'])} images, validation : {number(sizes['val'])}, test : "
-            f"{number(sizes['test'])} ({drawn}). Ces trois ensembles sont tirés une seule "
-            f"fois, sur tout le jeu : les expériences sur les {ds['n_classes']} classes "
+    return (f"Pour ce rapport, le jeu utilisé compte {ds.n_classes} classes ; entraînement : "
+            f"{number(sizes.train)} images, validation : {number(sizes.val)}, test : "
+            f"{number(sizes.test)} ({drawn}). Ces trois ensembles sont tirés une seule "
+            f"fois, sur tout le jeu : les expériences sur les {ds.n_classes} classes "
             "partagent ce test"
-            + (f", et celles sur {ten['dataset']['n_classes']} classes en partagent la part de "
+            + (f", et celles sur {ten.dataset.n_classes} classes en partagent la part de "
                "leurs classes" if ten else "")
             + ". L'empreinte des images de test, notée dans chaque fichier de résultats, le "
             "vérifie. " + _disjoint(collected) + " " + _crops(collected))
@@ -118,7 +121,7 @@ def split_markdown(collected: dict) -> str | None:
 def _disjoint(collected: dict) -> str:
     """Whether every notebook recorded that its sets share no image."""
     done = {n: p for n, p in collected.items() if p}
-    unchecked = [n[:2] for n, p in done.items() if not p["dataset"]["split"].get("disjoint")]
+    unchecked = [n[:2] for n, p in done.items() if not p.dataset.split.disjoint]
     if not unchecked:
         return ("Aucune image n'est dans deux de ces ensembles : chaque notebook l'a vérifié "
                 "sur ses données avant de s'entraîner (`dataset.split.disjoint`).")
@@ -128,16 +131,16 @@ def _disjoint(collected: dict) -> str:
 
 def _crops(collected: dict) -> str:
     """How the experiments read their images, from each results file's ``dataset.crop``."""
-    crops = {n: p["dataset"].get("crop") for n, p in collected.items() if p}
+    crops = {n: p.dataset.crop for n, p in collected.items() if p}
     known = {n: c for n, c in crops.items() if c}
     if not known:
         return "Les résultats ne disent pas comment les images ont été recadrées."
-    kinds = {(c["mode"], c.get("margin")) for c in known.values()}
+    kinds = {(c.mode, c.margin) for c in known.values()}
     if len(kinds) == 1 and len(known) == len(crops):
         return ("Toutes les expériences lisent chaque image de la même façon : "
                 f"{crop_words(next(iter(known.values())))} ; les modèles comparés voient les "
                 "mêmes entrées.")
-    parts = [f"{n[:2]} : {CROPS[c['mode']] if c else 'non noté'}" for n, c in crops.items()]
+    parts = [f"{n[:2]} : {CROPS[c.mode] if c else 'non noté'}" for n, c in crops.items()]
     return ("Les expériences ne lisent pas toutes leurs images de la même façon ("
             + " ; ".join(parts) + ") : le rapport ne compare pas celles qui diffèrent.")
 
@@ -146,10 +149,10 @@ def starting_network_markdown(collected: dict) -> str | None:
     """For 02's runs that start from 01's network: whether that network was trained on the
     same data and split, read from both results files (None without such a run)."""
     ten, first = collected.get("02_vit_scratch_10classes"), collected.get("01_vit_scratch")
-    if not ten or not any(r["weights"]["source"] == "pretrained-here" for r in ten["runs"]):
+    if not ten or not any(r.weights.source == "pretrained-here" for r in ten.runs):
         return None
-    mine = ten["dataset"]["split"].get("fingerprints")
-    theirs = first and first["dataset"]["split"].get("fingerprints")
+    mine = ten.dataset.split.fingerprints
+    theirs = first and first.dataset.split.fingerprints
     if mine and mine == theirs:
         return ("Le réseau de départ a été entraîné sur les mêmes données et le même "
                 f"découpage (empreinte `{mine['split']}`, vérifiée avant l'entraînement) : "
@@ -160,46 +163,46 @@ def starting_network_markdown(collected: dict) -> str | None:
             "prudence.")
 
 
-def budget_markdown(payload: dict) -> str:
+def budget_markdown(payload) -> str:
     """What the configurations of 01 received here, as its results record them: the
     hardware, then the epochs each ran and the images per class of the pure ViTs (those of
     2022) and of our hybrid ones (not in a dry run, whose images its warning gives)."""
-    configs = [{"name": r["name"], "hybrid": bool(r["params"].get("stem_channels")),
-                "epochs": len(r["history"]["loss"]),
-                **({"cap": r["params"]["cap_per_class"]}
-                   if "cap_per_class" in r["params"] and not payload.get("dry_run") else {})}
-               for r in payload["runs"]]
-    return (_budget(payload["profile"], payload["environment"], configs, "ont reçu")
+    configs = [{"name": r.name, "hybrid": bool(r.params.get("stem_channels")),
+                "epochs": len(r.history.loss),
+                **({"cap": r.params["cap_per_class"]}
+                   if "cap_per_class" in r.params and not payload.dry_run else {})}
+               for r in payload.runs]
+    return (_budget(payload.profile, payload.environment, configs, "ont reçu")
             + f" Le résultat des ViT «{NBSP}purs{NBSP}» mesure ce budget.")
 
 
-def checkpoint_markdown(payload: dict, outputs: str) -> str:
+def checkpoint_markdown(payload, outputs: str) -> str:
     """Which weights the fine-tuning runs of a notebook started from, against 2022's."""
-    asked = payload["params"]["checkpoint"]
-    run = payload["runs"][0]
-    weights = run["weights"]
-    if not weights["pretrained"]:
+    asked = payload.params["checkpoint"]
+    run = payload.runs[0]
+    weights = run.weights
+    if not weights.pretrained:
         return (f"Ici, le profil `{outputs}` demandait `{asked}`, mais ces poids n'ont pas pu "
-                f"être chargés ({weights.get('reason')}) : les modèles ci-dessous partent de "
+                f"être chargés ({weights.reason}) : les modèles ci-dessous partent de "
                 "**poids aléatoires**.")
-    size = run["params"].get("model_parameters")
-    text = f"Ici, le profil `{outputs}` part de `{weights['source']}`"
+    size = run.params.get("model_parameters")
+    text = f"Ici, le profil `{outputs}` part de `{weights.source}`"
     text += f" ({number(size / 1e6, 1)} millions de paramètres)." if size else "."
-    if weights["source"] != CHECKPOINT_2022:
+    if weights.source != CHECKPOINT_2022:
         text += f" Ce n'est pas le point de départ de 2022 (`{CHECKPOINT_2022}`)."
     return text
 
 
-def checkpoint_rule_markdown(payload: dict) -> str:
+def checkpoint_rule_markdown(payload) -> str:
     """The rule that chose each run's kept epoch, as the runs record it."""
     rules = {}
-    for run in payload["runs"]:
-        rule = run.get("checkpoint_rule")
-        key = (rule["metric"], rule["from_epoch"]) if rule else None
+    for run in payload.runs:
+        rule = run.checkpoint_rule
+        key = (rule.metric, rule.from_epoch) if rule else None
         rules.setdefault(key, []).append(run)
     parts = []
     for key, runs in rules.items():
-        names = ", ".join(f"*{r['name']}*" for r in runs)
+        names = _names(runs)
         if key is None:
             parts.append(f"{names} : règle non notée dans les résultats")
             continue
@@ -207,7 +210,7 @@ def checkpoint_rule_markdown(payload: dict) -> str:
         what = ("la meilleure exactitude de validation" if metric == "val_accuracy"
                 else f"le meilleur `{metric}`")
         since = "" if first <= 1 else f", à partir de l'époque {first}"
-        kept = ", ".join(f"{r['best_epoch']}" for r in runs if r.get("best_epoch"))
+        kept = ", ".join(f"{r.best_epoch}" for r in runs if r.best_epoch)
         parts.append(f"{names} : {what}{since}"
                      + (f" (époque retenue : {kept})" if kept and len(runs) == 1 else
                         f" (époques retenues : {kept})" if kept else ""))
@@ -246,7 +249,7 @@ def _images(configs) -> str | None:
         else f"toutes les images pour *{c['name']}*" for c in configs)
 
 
-def _budget(profile: str, machine: dict, configs: list[dict], verb: str) -> str:
+def _budget(profile: str, machine, configs: list[dict], verb: str) -> str:
     """'Ici (profil `cpu`, 2 cœurs de CPU), les ViT « purs » ... ; notre ViT hybride ...':
     ``configs``: name, hybrid (a convolutional stem), epochs and, when known, cap (images
     per class, None: all); ``verb``: 'reçoivent' or 'ont reçu' (the singular follows)."""
@@ -265,7 +268,7 @@ def _budget(profile: str, machine: dict, configs: list[dict], verb: str) -> str:
     return f"Ici (profil `{profile}`, {hardware(machine)}), " + " ; ".join(parts) + "."
 
 
-def vit_budget_markdown(params, machine: dict) -> str:
+def vit_budget_markdown(params, machine) -> str:
     """What each configuration of a ViT-from-scratch notebook (01, 02) receives here: the
     profile, the hardware, then the images per class and the epochs of the pure ViTs (those of
     2022) and of our hybrid ones (with a convolutional stem; the images per class not in a

@@ -123,22 +123,22 @@ def _display(text: str):
     return Markdown(text)
 
 
-def runs_table(runs: list[dict], legend: bool = True):
+def runs_table(runs: list, legend: bool = True):
     """The runs of one notebook as a Markdown table (test top-1 with its 95 % interval,
     top-5, macro F1, best validation, epochs, training time and speed, weights), with its
-    legend below."""
+    legend below. ``runs``: :class:`common.results.contract.Run` records."""
     rows, weights = [], []
     for r in runs:
-        m = r["metrics"]
-        epochs = len(r["history"]["loss"])
-        kept = r.get("best_epoch")
-        w = short_weights(r["weights"])
+        m = r.metrics
+        epochs = len(r.history.loss)
+        kept = r.best_epoch
+        w = short_weights(r.weights.model_dump())
         weights.append(w)
-        rows.append([breakable(r["name"]), pct(m["test_accuracy"]),
-                     interval(m.get("test_accuracy_ci95")), pct(m["test_top5_accuracy"]),
-                     pct(m["test_macro_f1"]), pct(m["best_val_accuracy"]),
+        rows.append([breakable(r.name), pct(m.test_accuracy),
+                     interval(m.test_accuracy_ci95), pct(m.test_top5_accuracy),
+                     pct(m.test_macro_f1), pct(m.best_val_accuracy),
                      f"{epochs} ({kept})" if kept else str(epochs),
-                     number(r["train_seconds"]), number(r["train_images_per_second"]), w])
+                     number(r.train_seconds), number(r.train_images_per_second), w])
     header = ["configuration", "top-1 test", "IC 95 %", "top-5", "F1 macro", "val.",
               "époques (retenue)", "durée (s)", "img/s", "poids"]
     text = markdown_table(header, rows, [16, 8, 11, 7, 7, 7, 9, 7, 7, 12])
@@ -230,37 +230,38 @@ CROPS = {"squash": "l'image entière ramenée au carré, comme en 2022",
          "bbox": "l'image recadrée sur sa boîte englobante"}
 
 
-def crop_words(crop: dict) -> str:
+def crop_words(crop) -> str:
     """How images were read (a results file's ``dataset.crop``), in French; with ``bbox``,
     the margin and how many images had a box."""
-    if crop["mode"] != "bbox":
-        return CROPS[crop["mode"]]
-    return (f"{CROPS['bbox']} (marge {pct(crop['margin'], 0)} ; "
-            f"{number(crop['images_with_box'])} images sur {number(crop['images'])} ont une "
+    if crop.mode != "bbox":
+        return CROPS[crop.mode]
+    return (f"{CROPS['bbox']} (marge {pct(crop.margin, 0)} ; "
+            f"{number(crop.images_with_box)} images sur {number(crop.images)} ont une "
             "boîte, les autres sont prises entières)")
 
 
-def task_markdown(dataset: dict, outputs: str) -> str:
+def task_markdown(dataset, outputs: str) -> str:
     """What a notebook tells its reader about its data: the task's images and classes, the
-    study's split and its test set (``dataset``: the ``dataset`` block of the results)."""
-    sizes, split, test = dataset["split_sizes"], dataset["split"], dataset["test_set"]
-    kind = "données générées" if dataset["synthetic"] else f"organisation {dataset['layout']}"
-    ids = "" if dataset["task"] == "all" else \
-        " : identifiants officiels " + ", ".join(str(c) for c in dataset["class_ids"])
-    low, high = dataset["images_per_class"]
-    drawn = ("le test officiel du jeu de données" if dataset["official_test"] else
-             f"{pct(split['test_fraction'], 0)} de chaque classe, tirés au hasard")
+    study's split and its test set (``dataset``: the results'
+    :class:`common.results.contract.Dataset`)."""
+    sizes, split, test = dataset.split_sizes, dataset.split, dataset.test_set
+    kind = "données générées" if dataset.synthetic else f"organisation {dataset.layout}"
+    ids = "" if dataset.task == "all" else \
+        " : identifiants officiels " + ", ".join(str(c) for c in dataset.class_ids)
+    low, high = dataset.images_per_class
+    drawn = ("le test officiel du jeu de données" if dataset.official_test else
+             f"{pct(split.test_fraction, 0)} de chaque classe, tirés au hasard")
     dry = (f" Exécution à blanc (profil `{outputs}`) : quelques images par ensemble seulement."
            if outputs.endswith("-dry") else "")
-    if dataset.get("crop"):
+    if dataset.crop:
         dry = (" Chaque notebook lit chaque image de la même façon : "
-               f"{crop_words(dataset['crop'])}." + dry)
-    return (f"Jeu de données : **{number(dataset['n_images'])} images**, "
-            f"**{dataset['n_classes']} classes**{ids} ({kind}), "
+               f"{crop_words(dataset.crop)}." + dry)
+    return (f"Jeu de données : **{number(dataset.n_images)} images**, "
+            f"**{dataset.n_classes} classes**{ids} ({kind}), "
             + (f"{number(low)} images par classe" if low == high else
                f"de {number(low)} à {number(high)} images par classe")
             + f". Un seul découpage pour toute l'étude (graine "
-            f"{split['seed']}) : entraînement {number(sizes['train'])}, validation "
-            f"{number(sizes['val'])}, test **{number(sizes['test'])} images**, {drawn} "
-            f"(empreinte `{test['fingerprint']}`, la même pour tous les notebooks de cette "
+            f"{split.seed}) : entraînement {number(sizes.train)}, validation "
+            f"{number(sizes.val)}, test **{number(sizes.test)} images**, {drawn} "
+            f"(empreinte `{test.fingerprint}`, la même pour tous les notebooks de cette "
             f"tâche).{dry}")

@@ -66,8 +66,8 @@ def pair_markdown(title_a: str, title_b: str, result: dict | None, caveat: str =
 def compare_chosen(collected: dict, a: str, b: str) -> dict | None:
     """The runs of notebooks ``a`` and ``b`` chosen on validation, compared (None when
     scored on different images)."""
-    return compare(collected[a], chosen_run(collected[a])["name"],
-                   collected[b], chosen_run(collected[b])["name"])
+    return compare(collected[a], chosen_run(collected[a]).name,
+                   collected[b], chosen_run(collected[b]).name)
 
 
 def compare_pairs(collected: dict, pairs) -> dict:
@@ -87,11 +87,11 @@ def conclusions_markdown(collected: dict, pairs, titles: dict[str, str],
     lines = []
     for n, payload in done.items():
         run = chosen_run(payload)
-        m = run["metrics"]
-        random = "" if run["weights"]["pretrained"] or n in scratch else ", poids aléatoires"
-        lines.append(f"- **{titles[n]}** : {pct(m['test_accuracy'])} (IC 95 % : "
-                     f"{interval(m.get('test_accuracy_ci95'))}) sur le test (configuration "
-                     f"{run['name']}{random}).")
+        m = run.metrics
+        random = "" if run.weights.pretrained or n in scratch else ", poids aléatoires"
+        lines.append(f"- **{titles[n]}** : {pct(m.test_accuracy)} (IC 95 % : "
+                     f"{interval(m.test_accuracy_ci95)}) sur le test (configuration "
+                     f"{run.name}{random}).")
     text = ["Meilleur résultat de chaque expérience (configuration choisie sur la validation), "
             "avec son intervalle de confiance à 95 % (Wilson, sur le nombre d'images de test) :",
             "", *lines, "",
@@ -102,10 +102,10 @@ def conclusions_markdown(collected: dict, pairs, titles: dict[str, str],
             f"comparaisons ; quand la p-valeur ajustée n'est pas sous {pct(ALPHA, 0)}, ces "
             "images ne décèlent pas de différence, ce qui ne prouve pas une égalité :", ""]
     for (a, b), result in compare_pairs(collected, pairs).items():
-        pretrained = chosen_run(done[a])["weights"]["pretrained"]
+        pretrained = chosen_run(done[a]).weights.pretrained
         caveat = "" if pretrained or a in scratch else \
             " (poids aléatoires : sans vrai pré-entraînement)"
-        crops = tuple(done[n]["dataset"]["test_set"].get("crop") for n in (a, b))
+        crops = tuple(done[n].dataset.test_set.crop for n in (a, b))
         text.append("- " + pair_markdown(titles[a], titles[b], result, caveat, crops))
     return "\n".join(text)
 
@@ -118,7 +118,7 @@ def lesson_held(collected: dict, pairs, compared=None) -> bool:
     for a, b in pairs:
         if (a, b) not in compared:
             return False
-        if not chosen_run(collected[a])["weights"]["pretrained"]:
+        if not chosen_run(collected[a]).weights.pretrained:
             return False
         result = compared[(a, b)]
         if result is None or not result["separated"] or result["difference"] <= 0:
@@ -126,15 +126,15 @@ def lesson_held(collected: dict, pairs, compared=None) -> bool:
     return True
 
 
-def target_markdown(run: dict, target: float) -> str:
-    """A run chosen on validation against a target test accuracy, verdict from its 95 %
-    interval: reached, missed or undecided."""
-    m = run["metrics"]
-    ci = m["test_accuracy_ci95"]
+def target_markdown(run, target: float) -> str:
+    """A run chosen on validation (a :class:`common.results.contract.Run`) against a target
+    test accuracy, verdict from its 95 % interval: reached, missed or undecided."""
+    m = run.metrics
+    ci = m.test_accuracy_ci95
     verdict = target_verdict(ci, target)
     why = {"reached": f"la borne basse de l'intervalle ({pct(ci[0])}) atteint la cible",
            "missed": f"même la borne haute de l'intervalle ({pct(ci[1])}) reste en dessous",
            "undecided": "l'intervalle contient la cible : ce test ne suffit pas à trancher"}
     return (f"Nous visions au moins **{pct(target, 0)}** sur le test pour la configuration "
-            f"choisie sur la validation, **{run['name']}** : {pct(m['test_accuracy'])} (IC "
+            f"choisie sur la validation, **{run.name}** : {pct(m.test_accuracy)} (IC "
             f"95 % : {interval(ci)}). Objectif **{VERDICTS[verdict]}** : {why[verdict]}.")

@@ -34,15 +34,15 @@ from common.results.metrics import wilson
 ALPHA = 0.05
 
 
-def run_predictions(payload: dict, run: str) -> pd.DataFrame:
-    """The per-image predictions of one run of a results payload, indexed by image id."""
-    frame = predictions_file.read(paths.output_root() / payload["predictions"]["file"])
+def run_predictions(results, run: str) -> pd.DataFrame:
+    """The per-image predictions of one run of a notebook's results, indexed by image id."""
+    frame = predictions_file.read(paths.output_root() / results.predictions.file)
     return predictions_file.of_run(frame, run)
 
 
-def same_test(a: dict, b: dict) -> bool:
-    """Whether two results payloads were scored on the same test images."""
-    return a["dataset"]["test_set"]["fingerprint"] == b["dataset"]["test_set"]["fingerprint"]
+def same_test(a, b) -> bool:
+    """Whether two notebooks' results were scored on the same test images."""
+    return a.dataset.test_set.fingerprint == b.dataset.test_set.fingerprint
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
@@ -133,7 +133,7 @@ def target_verdict(ci95, target: float) -> str:
     return "undecided"
 
 
-def chosen_run(payload: dict) -> dict:
+def chosen_run(results):
     """The run of a notebook chosen on validation: the highest ``best_val_accuracy`` (the
-    first one on a tie)."""
-    return max(payload["runs"], key=lambda r: r["metrics"]["best_val_accuracy"])
+    first one on a tie); ``results``: a :class:`common.results.contract.Results`."""
+    return max(results.runs, key=lambda r: r.metrics.best_val_accuracy)

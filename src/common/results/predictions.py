@@ -64,38 +64,39 @@ def of_run(frame: pd.DataFrame, run: str) -> pd.DataFrame:
     return frame[frame["run"] == run].drop(columns="run").set_index("image")
 
 
-def problems(data: bytes, payload: dict) -> list[str]:
-    """Every way the predictions CSV ``data`` disagrees with the results ``payload``."""
-    record = payload.get("predictions") or {}
-    if sha256(data) != record.get("sha256"):
-        return [f"predictions file {record.get('file')} is not the one these results were "
+def problems(data: bytes, results) -> list[str]:
+    """Every way the predictions CSV ``data`` disagrees with ``results`` (a
+    :class:`common.results.contract.Results`)."""
+    record = results.predictions
+    if sha256(data) != record.sha256:
+        return [f"predictions file {record.file} is not the one these results were "
                 "written with (its SHA-256 differs)"]
     try:
         frame = read(io.BytesIO(data))
     except (ValueError, pd.errors.ParserError) as exc:
-        return [f"predictions file {record.get('file')} is not a valid CSV ({exc})"]
+        return [f"predictions file {record.file} is not a valid CSV ({exc})"]
     if tuple(frame.columns) != COLUMNS:
-        return [f"predictions file {record.get('file')} must have the columns "
+        return [f"predictions file {record.file} must have the columns "
                 f"{', '.join(COLUMNS)}, got {', '.join(frame.columns)}"]
-    test_set = payload["dataset"]["test_set"]
+    test_set = results.dataset.test_set
     out = []
-    for run in payload["runs"]:
-        rows = frame[frame["run"] == run["name"]]
-        where = f"predictions of run {run['name']}"
+    for run in results.runs:
+        rows = frame[frame["run"] == run.name]
+        where = f"predictions of run {run.name}"
         if rows["image"].duplicated().any():
             out.append(f"{where} list an image twice")
-        covered = inputs_fingerprint(rows["image"], test_set.get("crop"))
-        if len(rows) != test_set["images"] or covered != test_set["fingerprint"]:
+        covered = inputs_fingerprint(rows["image"], test_set.crop)
+        if len(rows) != test_set.images or covered != test_set.fingerprint:
             out.append(f"{where} cover {len(rows)} images, not the task's test set "
-                       f"({test_set['images']} images, fingerprint {test_set['fingerprint']})")
+                       f"({test_set.images} images, fingerprint {test_set.fingerprint})")
             continue
         accuracy = float((rows["label"] == rows["predicted"]).mean())
-        recorded = run["metrics"]["test_accuracy"]
+        recorded = run.metrics.test_accuracy
         if not math.isclose(accuracy, recorded, abs_tol=1e-9):
             out.append(f"{where} give a test accuracy of {accuracy:.6f}, the results record "
                        f"{recorded:.6f}")
-    extra = sorted(set(frame["run"]) - {r["name"] for r in payload["runs"]})
+    extra = sorted(set(frame["run"]) - {r.name for r in results.runs})
     if extra:
-        out.append(f"predictions file {record.get('file')} holds runs the results do not: "
+        out.append(f"predictions file {record.file} holds runs the results do not: "
                    f"{', '.join(extra)}")
     return out

@@ -7,6 +7,9 @@ import platform
 import subprocess
 import sys
 from importlib import metadata
+from typing import Annotated
+
+from pydantic import BaseModel, Field
 
 from common.core import accelerators, paths
 from common.results import lockfile
@@ -48,10 +51,19 @@ def lock() -> dict | None:
     return min(infos, key=lambda info: len(info["mismatches"])) if infos else None
 
 
-def hardware() -> dict:
+class Machine(BaseModel):
+    """The device a notebook ran on: its description, its CPU cores and the GPUs torch saw
+    (None where not recorded)."""
+
+    device: str
+    cores: Annotated[int, Field(strict=True, ge=1)] | None = None
+    gpus: Annotated[int, Field(strict=True, ge=0)] | None = None
+
+
+def hardware() -> Machine:
     """The device a notebook runs on: its description, the CPU cores and the GPUs torch sees
     (when torch is loaded)."""
-    return {"device": device_description(), "cores": os.cpu_count(), "gpus": _gpu_count()}
+    return Machine(device=device_description(), cores=os.cpu_count(), gpus=_gpu_count())
 
 
 def environment() -> dict:
@@ -63,7 +75,7 @@ def environment() -> dict:
             **{p: _version(p) for p in PACKAGES},
             "lock": lock(),
             "keras_backend": keras.backend.backend() if keras else None,
-            **hardware()}
+            **hardware().model_dump()}
 
 
 def git_commit() -> str | None:
