@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from common.config import loading  # noqa: E402
-from common.config.study import TASKS  # noqa: E402
+from common.config.study import NOTEBOOKS  # noqa: E402
 from common.core import paths, runtime  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                            "validation": self.validated - self.trained,
                            "end": time.perf_counter(), **SPENT})
 
-    task = load_task(params.study, TASKS["01_vit_scratch"])
+    task = load_task(params.study, NOTEBOOKS["01_vit_scratch"].task)
     with tempfile.TemporaryDirectory(prefix="profile-") as folder:
         out, _, _ = vit_runs.train_config(cfg, task.parts, labels=task.labels,
                                           model_dir=folder, verbose=0, callbacks=[Phases()])

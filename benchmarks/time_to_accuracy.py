@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from common.config import loading  # noqa: E402
-from common.config.study import TASKS  # noqa: E402
+from common.config.study import NOTEBOOKS  # noqa: E402
 from common.core import paths, runtime  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from common.results.metrics import wilson
     from common.training import vit_runs
 
-    task = load_task(params.study, TASKS[args.notebook])
+    task = load_task(params.study, NOTEBOOKS[args.notebook].task)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tta-") as folder:
         out, _, _ = vit_runs.train_config(cfg, task.parts, labels=task.labels,

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
+from common.config.study import NOTEBOOKS
 from common.core import paths
 from common.data import images
 from common.report import figures, narrative, presentation, verdicts
@@ -127,7 +128,8 @@ from common.models import vit
 from common.models.origin import weights_info
 
 records, tests = [], {}
-first_notebook = paths.models_dir(p.outputs, "01_vit_scratch", final=True)
+first_notebook = paths.models_dir(p.outputs, NOTEBOOKS[study.notebook].starts_from,
+                                  final=True)
 for cfg in p.runs:
     print(f"=== {cfg.name}")
     data = vit_runs.load_arrays(cfg, parts, seed=p.seed)

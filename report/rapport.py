@@ -28,7 +28,7 @@ import datetime
 
 from IPython.display import Image, Markdown, display
 
-from common.config.study import REFERENCE_2022
+from common.config.study import NOTEBOOKS, REFERENCE_2022
 from common.core import paths
 from common.report import figures, narrative, presentation, verdicts
 from common.report.explorations import explorations_markdown, explorations_table
@@ -106,8 +106,8 @@ if len(runs) and runs["synthetic"].any():
     warnings.append("Certaines expériences ont tourné sur des **données générées** (formes "
                     "colorées), pas sur Stanford Cars : leurs chiffres ne disent rien des "
                     "voitures et les conclusions ci-dessous n'en sont pas.")
-if len(runs) and (~runs["pretrained"] & runs["notebook"].isin(
-        ["03_vit_finetune", "04_vit_finetune_10classes", "05_efficientnet"])).any():
+if len(runs) and (~runs["pretrained"] & runs["notebook"].map(
+        lambda n: NOTEBOOKS[n].pretrained)).any():
     warnings.append("Les poids pré-entraînés n'ont pas pu être chargés pour certains modèles, "
                     "qui sont partis de **poids aléatoires** (colonne « poids » des tableaux) : "
                     "ils ne mesurent pas l'apprentissage par transfert, et leur comparaison "

@@ -233,15 +233,13 @@ def doctored_results(out: Path, profile: str = "cpu", *, classes: int = 3, cores
     labels = {task: rng.integers(0, classes, len(ids)) for task, ids in tests.items()}
     collected = {}
     for notebook in NOTEBOOKS:
-        task = "all" if notebook in ("01_vit_scratch", "03_vit_finetune", "05_efficientnet") \
-            else "ten"
+        task = NOTEBOOKS[notebook].task
         ids = [i.replace("cars_test", "other") for i in tests[task]] \
             if notebook in other_test else tests[task]
         y = labels[task]
         n = len(ids)
         right = round(accuracies[notebook] * n)
-        pretrained = notebook in ("03_vit_finetune", "04_vit_finetune_10classes",
-                                  "05_efficientnet")
+        pretrained = NOTEBOOKS[notebook].pretrained
         runs, frames = [], {}
         for k, (name, acc_right, val) in enumerate([("chosen", right, 0.6),
                                                     ("other", n - right, 0.5)]):

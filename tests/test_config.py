@@ -197,3 +197,19 @@ def test_a_run_that_starts_from_01_with_another_shape_is_refused_on_loading():
     assert "\n" not in message and "key_dim is 32" in message and "has 16" in message
     for profile in PROFILES:  # every profile's own files agree
         loading.load("02_vit_scratch_10classes", profile)
+
+
+def test_one_table_defines_the_notebooks():
+    """The table of notebooks names every notebook source, params file and schema, and a
+    notebook starts only from the networks of one that runs before it, of its kind."""
+    names = list(NOTEBOOKS)
+    assert sorted(p.stem for p in (paths.ROOT / "notebooks").glob("[0-9]*.py")) == names
+    for profile in PROFILES:
+        assert sorted(p.stem for p in (paths.ROOT / "params" / profile).glob("[0-9]*.yaml")) \
+            == names
+    for name, entry in NOTEBOOKS.items():
+        assert schema.SCHEMAS[name].__name__ == entry.schema
+        if entry.starts_from:
+            source = NOTEBOOKS[entry.starts_from]
+            assert names.index(entry.starts_from) < names.index(name)
+            assert source.kind == entry.kind == "scratch"

@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from common.config.study import PROFILES  # the standard library only, as every import here
+# the standard library only, as every import here
+from common.config.study import PROFILES, SCRATCH
 
 
 def _overrides(pairs) -> dict:
@@ -214,7 +215,7 @@ def _check(p):
 
 
 def _explore(p):
-    p.add_argument("notebook", choices=["01_vit_scratch", "02_vit_scratch_10classes"])
+    p.add_argument("notebook", choices=SCRATCH)
     p.add_argument("run", help="the name of a run in the notebook's params file")
     _params(p, "change a key of that run, or a process switch of the notebook "
                "(mixed_precision, keras_backend, torch_threads); VALUE read as YAML")

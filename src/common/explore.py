@@ -22,11 +22,10 @@ from pathlib import Path
 
 
 from common.config import loading, schema
-from common.config.study import TASKS
+from common.config.study import NOTEBOOKS, SCRATCH
 from common.core import paths, runtime
 from common.results import journal
 
-SCRATCH = ("01_vit_scratch", "02_vit_scratch_10classes")
 
 
 def _commit() -> str:
@@ -67,10 +66,11 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
     from common.models import folder as model_folder
     from common.training import vit_runs
 
-    task = load_task(params.study, TASKS[notebook])
+    task = load_task(params.study, NOTEBOOKS[notebook].task)
     init_from = None
     if cfg.init_from:
-        init_from = paths.models_dir(params.outputs, SCRATCH[0], final=True) / cfg.init_from
+        init_from = (paths.models_dir(params.outputs, NOTEBOOKS[notebook].starts_from,
+                                      final=True) / cfg.init_from)
     path = journal_path or journal.journal_file(notebook)
     commit = _commit()  # the code and params the runs start from
     rows = []

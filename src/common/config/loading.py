@@ -191,26 +191,30 @@ SHAPE_KEYS = ("patch_size", "projection_dim", "num_heads", "key_dim", "transform
 
 
 def _check_init_from(notebook: str, profile: str, params: schema.Notebook, file: Path) -> None:
-    """``init_from`` (02 only) names a run of notebook 01 of the same profile, whose network
-    has the shape this run's keys give (:data:`SHAPE_KEYS`)."""
+    """``init_from`` names a run of the notebook this one starts from (its ``starts_from``
+    in the table of notebooks: 02 from 01), of the same profile, whose network has the shape
+    this run's keys give (:data:`SHAPE_KEYS`)."""
     wanted = [r for r in getattr(params, "runs", []) if getattr(r, "init_from", None)]
     if not wanted:
         return
-    if notebook != "02_vit_scratch_10classes":
-        raise ConfigError(f"{_shown(file)}: in run {wanted[0].name!r}: init_from: only "
-                          "02_vit_scratch_10classes starts from a network of 01_vit_scratch")
-    first = {r.name: r for r in load("01_vit_scratch", profile).runs}
+    source = NOTEBOOKS[notebook].starts_from
+    if source is None:
+        starters = [f"{n} from {e.starts_from}" for n, e in NOTEBOOKS.items() if e.starts_from]
+        raise ConfigError(f"{_shown(file)}: in run {wanted[0].name!r}: init_from: {notebook} "
+                          f"starts from no other notebook's network (only "
+                          f"{', '.join(starters)})")
+    first = {r.name: r for r in load(source, profile).runs}
     for run in wanted:
         if run.init_from not in first:
             raise ConfigError(f"{_shown(file)}: in run {run.name!r}: init_from "
                               f"{run.init_from!r} is not a run of "
-                              f"params/{profile}/01_vit_scratch.yaml ({', '.join(first)})")
+                              f"params/{profile}/{source}.yaml ({', '.join(first)})")
         base = first[run.init_from]
         for key in SHAPE_KEYS:  # the network is 01's: a key that shapes it must agree
             if getattr(run, key) != getattr(base, key):
                 raise ConfigError(
                     f"{_shown(file)}: in run {run.name!r}: {key} is {getattr(run, key)!r} but "
-                    f"the network it starts from (params/{profile}/01_vit_scratch.yaml, run "
+                    f"the network it starts from (params/{profile}/{source}.yaml, run "
                     f"{base.name!r}) has {getattr(base, key)!r}: set {key} as there")
 
 

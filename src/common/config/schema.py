@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from common.config.study import TEN_CLASSES
+from common.config.study import NOTEBOOKS, TEN_CLASSES
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]  # strictly between 0 and 1
 Rate = Annotated[float, Field(ge=0, lt=1)]  # 0 included
@@ -360,10 +360,6 @@ class EfficientNetNotebook(Notebook, KerasSwitches, EfficientNetRun):
     """Notebook 05: EfficientNetB0 transfer learning."""
 
 
-SCHEMAS: dict[str, type[Notebook]] = {
-    "01_vit_scratch": KerasVitNotebook,
-    "02_vit_scratch_10classes": KerasVitTenNotebook,
-    "03_vit_finetune": HfNotebook,
-    "04_vit_finetune_10classes": HfNotebook,
-    "05_efficientnet": EfficientNetNotebook,
-}
+SCHEMAS: dict[str, type[Notebook]] = {name: globals()[entry.schema]
+                                       for name, entry in NOTEBOOKS.items()}
+"""Notebook -> the schema of its params file, as the table of notebooks names it."""

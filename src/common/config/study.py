@@ -1,5 +1,5 @@
-"""The study itself: its profiles, its notebooks and their tasks, and the numbers of the
-2022 report it replays.
+"""The study itself: its profiles, the one table of its notebooks (:data:`NOTEBOOKS`), and the
+numbers of the 2022 report it replays.
 
 A task is a set of classes with one train / validation / test split, shared by every
 notebook of that task (:mod:`common.data.study`): the 196 classes (01, 03, 05) and the 10
@@ -8,27 +8,49 @@ classes of the 2022 report (02, 04), whose split is the 196 classes' split cut d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 PROFILES = ("smoke", "cpu", "gpu")
 
-# notebook -> its model, as the report names it (French); the report adds the number of
-# classes that the notebook's results record
-NOTEBOOKS = {
-    "01_vit_scratch": "ViT from scratch",
-    "02_vit_scratch_10classes": "ViT from scratch",
-    "03_vit_finetune": "ViT fine-tuné",
-    "04_vit_finetune_10classes": "ViT fine-tuné",
-    "05_efficientnet": "EfficientNetB0",
-}
+@dataclass(frozen=True)
+class NotebookEntry:
+    """What defines one notebook of the study; everything else reads it from
+    :data:`NOTEBOOKS`. ``model``: its model, as the report names it (French; the report adds
+    the number of classes its results record); ``task``: "all" (every class of the dataset)
+    or "ten" (the study file's ``ten_classes``); ``kind``: its kind of run, "scratch" (a
+    Keras ViT trained from random weights), "finetune" (a pretrained Hugging Face ViT) or
+    "transfer" (a pretrained Keras EfficientNet); ``schema``: the class of
+    :mod:`common.config.schema` its params file follows; ``starts_from``: the notebook
+    whose trained networks its runs may start from (``init_from``)."""
 
-# notebook -> its task: "all" (every class of the dataset) or "ten" (the study file's
-# ten_classes)
-TASKS = {
-    "01_vit_scratch": "all",
-    "02_vit_scratch_10classes": "ten",
-    "03_vit_finetune": "all",
-    "04_vit_finetune_10classes": "ten",
-    "05_efficientnet": "all",
+    model: str
+    task: Literal["all", "ten"]
+    kind: Literal["scratch", "finetune", "transfer"]
+    schema: str
+    starts_from: str | None = None
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether its weights come pretrained from elsewhere (fine-tuning, transfer)."""
+        return self.kind != "scratch"
+
+
+NOTEBOOKS: dict[str, NotebookEntry] = {
+    "01_vit_scratch": NotebookEntry("ViT from scratch", "all", "scratch", "KerasVitNotebook"),
+    "02_vit_scratch_10classes": NotebookEntry("ViT from scratch", "ten", "scratch",
+                                              "KerasVitTenNotebook",
+                                              starts_from="01_vit_scratch"),
+    "03_vit_finetune": NotebookEntry("ViT fine-tuné", "all", "finetune", "HfNotebook"),
+    "04_vit_finetune_10classes": NotebookEntry("ViT fine-tuné", "ten", "finetune",
+                                               "HfNotebook"),
+    "05_efficientnet": NotebookEntry("EfficientNetB0", "all", "transfer",
+                                     "EfficientNetNotebook"),
 }
+"""The study's notebooks, in the order they run and the report tells them."""
+
+SCRATCH = tuple(n for n, entry in NOTEBOOKS.items() if entry.kind == "scratch")
+"""The from-scratch ViT notebooks (01, 02): the ones an exploration run trains."""
 
 # The 10 classes of the 2022 report (official ids).
 TEN_CLASSES = [56, 79, 98, 119, 144, 161, 167, 171, 182, 191]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import loading, schema
-from common.config.study import TASKS
+from common.config.study import NOTEBOOKS
 from common.core import accelerators, paths, runtime
 from common.data.study import Task, load_task
 
@@ -90,7 +90,7 @@ def start(notebook: str, namespace: dict) -> Study:
                           data_dir=namespace.get("data_dir"),
                           **(namespace.get("overrides") or {}))
     # the data first: a bad data folder stops before Keras, TensorFlow or torch is imported
-    task = load_task(params.study, TASKS[notebook], loading.limits(params))
+    task = load_task(params.study, NOTEBOOKS[notebook].task, loading.limits(params))
     processes = 1
     if isinstance(params, schema.KerasSwitches):
         runtime.prepare_keras(params)

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import re
 
-from common.config.study import CHECKPOINT_2022, NOTEBOOKS, STANFORD_CARS, TASKS
+from common.config.study import CHECKPOINT_2022, NOTEBOOKS, STANFORD_CARS
 from common.report.presentation import CROPS, NBSP, crop_words, number, pct
 
 
 def title(notebook: str, payload) -> str:
     """'ViT from scratch, 196 classes': the model and the classes its results record."""
     if payload is None:
-        return NOTEBOOKS[notebook] + (" (toutes les classes)" if TASKS[notebook] == "all"
+        return NOTEBOOKS[notebook].model + (" (toutes les classes)"
+                                            if NOTEBOOKS[notebook].task == "all"
                                       else " (classes choisies)")
-    return f"{NOTEBOOKS[notebook]}, {payload.dataset.n_classes} classes"
+    return f"{NOTEBOOKS[notebook].model}, {payload.dataset.n_classes} classes"
 
 
 def titles(collected: dict) -> dict[str, str]:
@@ -33,7 +34,7 @@ def titles(collected: dict) -> dict[str, str]:
 
 def _first(collected: dict, task: str | None = None):
     return next((p for n, p in collected.items()
-                 if p and (task is None or TASKS[n] == task)), None)
+                 if p and (task is None or NOTEBOOKS[n].task == task)), None)
 
 
 def cores(machine) -> int | None:
@@ -148,7 +149,8 @@ def _crops(collected: dict) -> str:
 def starting_network_markdown(collected: dict) -> str | None:
     """For 02's runs that start from 01's network: whether that network was trained on the
     same data and split, read from both results files (None without such a run)."""
-    ten, first = collected.get("02_vit_scratch_10classes"), collected.get("01_vit_scratch")
+    name = next(n for n, entry in NOTEBOOKS.items() if entry.starts_from)  # 02, from 01
+    ten, first = collected.get(name), collected.get(NOTEBOOKS[name].starts_from)
     if not ten or not any(r.weights.source == "pretrained-here" for r in ten.runs):
         return None
     mine = ten.dataset.split.fingerprints

@@ -10,6 +10,7 @@ below 5 % (no evidence of a difference, which is not evidence of equality).
 
 from __future__ import annotations
 
+from common.config.study import SCRATCH
 from common.report.presentation import interval, number, pct, points
 from common.results.comparison import ALPHA, chosen_run, compare, compare_all, target_verdict
 
@@ -80,7 +81,7 @@ def compare_pairs(collected: dict, pairs) -> dict:
 
 
 def conclusions_markdown(collected: dict, pairs, titles: dict[str, str],
-                         scratch=("01_vit_scratch", "02_vit_scratch_10classes")) -> str:
+                         scratch=SCRATCH) -> str:
     """Each notebook's run chosen on validation with its interval, then each pair of
     ``pairs`` whose two notebooks have results, compared."""
     done = {n: p for n, p in collected.items() if p}
