@@ -17,7 +17,7 @@ hits them alike, and each figure is the median round.
   (``BaselineBatches``), torch's flash attention kernel, two threads;
 - then each change in turn, the last being 01's path in the cpu profile: ``+ fused batch norm``
   (``common.models.vit.BatchNorm``), ``+ batches on torch`` (made float on torch, flipped
-  and warped in one kernel: ``common.models.augmentation.FlipAffine``), ``+ plain
+  and warped in one kernel: ``common.training.batch_augmentation.FlipAffine``), ``+ plain
   attention`` (``common.training.keras_fit.attention_kernel``), ``+ mixed bf16`` (Keras'
   mixed_bfloat16 policy, ``mixed_precision: true`` in params/cpu/01);
 - ``..., model only``: without augmentation nor mixing, to show what the input pipeline

@@ -197,7 +197,7 @@ def keras_loss():
 
 def notebooks_02_04(data: Path, cpu: bool, epochs: int) -> dict:
     """02's improved run and 04's fine-tuning at their gpu settings, a few epochs."""
-    from common.data.study import load_task
+    from common.data.task import load_task
     from common.training import finetune_runs, vit_runs
 
     out = {}

@@ -71,8 +71,8 @@ def main(argv=None) -> int:
 
     import keras
 
-    from common.data.study import load_task
-    from common.models import augmentation
+    from common.data.task import load_task
+    from common.training import batch_augmentation as augmentation
     from common.training import callbacks, keras_fit, vit_runs
 
     timed(keras_fit.Batches, "__getitem__", "batches")

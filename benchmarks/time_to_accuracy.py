@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                      f"(init_from): this benchmark times recipes from scratch")
     runtime.prepare_keras(params)
     from common.data import images
-    from common.data.study import load_task
+    from common.data.task import load_task
     from common.inference.probabilities import keras_probabilities
     from common.results.metrics import wilson
     from common.training import vit_runs

@@ -42,7 +42,7 @@ overrides = {}  # values that replace the parameter files', e.g. {"runs.*.epochs
 # %%
 from common.pipeline import opening
 
-study = opening.start("01_vit_scratch", globals())
+session = opening.start("01_vit_scratch", globals())
 
 # %% [markdown]
 # ## Les données
@@ -59,7 +59,7 @@ study = opening.start("01_vit_scratch", globals())
 # construction, et c'est vérifié.
 
 # %%
-opening.show(study)
+opening.show(session)
 
 # %%
 import pandas as pd
@@ -69,17 +69,18 @@ from common.report import figures, narrative, presentation
 from common.results import provenance
 from common.training import vit_runs
 
-for part in (study.task.parts.train, study.task.parts.val, study.task.parts.test):
-    assert part["label"].between(0, len(study.task.labels) - 1).all()  # 0-based everywhere
-p, table, parts, labels = study.params, study.task.table, study.task.parts, study.task.labels
-study.figures.append(figures.class_counts(table["class_id"].value_counts(),
-                                          study.figure("class_counts")))
+for part in (session.task.parts.train, session.task.parts.val, session.task.parts.test):
+    assert part["label"].between(0, len(session.task.labels) - 1).all()  # 0-based everywhere
+p, task = session.params, session.task
+table, parts, labels = task.table, task.parts, task.labels
+session.figures.append(figures.class_counts(table["class_id"].value_counts(),
+                                          session.figure("class_counts")))
 
 # %%
 sample = parts.train.groupby("class_id").head(1).head(12)
 x_sample, sample = images.load_images(sample, 160, "squash", progress=False)
-study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
-                                           study.figure("samples")))
+session.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           session.figure("samples")))
 
 # %% [markdown]
 # ## Le découpage en patchs
@@ -96,7 +97,7 @@ first = p.runs[min(1, len(p.runs) - 1)]
 display(Markdown(presentation.patches_markdown(first)))
 x_patch, _ = images.load_images(parts.train.head(1), first.image_size, "squash",
                                 progress=False)
-study.figures.append(figures.patches(x_patch[0], first.patch_size, study.figure("patches")))
+session.figures.append(figures.patches(x_patch[0], first.patch_size, session.figure("patches")))
 
 # %% [markdown]
 # ## Les configurations essayées
@@ -212,12 +213,12 @@ for cfg in p.runs:
     model = create_vit_classifier(cfg, len(labels), data.pixel_stats())
     vit_runs.compile_model(model, cfg, data)
     trained = vit_runs.fit(model, cfg, data, num_classes=len(labels), seed=p.seed,
-                           model_dir=study.model_dir(cfg.name))
+                           model_dir=session.model_dir(cfg.name))
     tests[cfg.name] = vit_runs.evaluate(trained["model"], cfg, parts)
     records.append(vit_runs.record(cfg, trained, tests[cfg.name],
                                    weights=weights_info("random-init", pretrained=False),
                                    labels=labels, splits=parts,
-                                   model_dir=study.model_dir(cfg.name),
+                                   model_dir=session.model_dir(cfg.name),
                                    stats="of the training set"))
 
 # %% [markdown]
@@ -227,7 +228,7 @@ for cfg in p.runs:
 display(presentation.runs_table(records))
 
 # %%
-study.figures.append(figures.training_curves(records, study.figure("curves")))
+session.figures.append(figures.training_curves(records, session.figure("curves")))
 
 # %% [markdown]
 # Quelques images de test avec la classe prédite par la meilleure configuration (en vert quand
@@ -235,11 +236,11 @@ study.figures.append(figures.training_curves(records, study.figure("curves")))
 
 # %%
 best = max(records, key=lambda r: r.metrics.best_val_accuracy)
-study.figures.append(figures.prediction_grid(tests[best.name], labels, 15,
-                                             study.figure("predictions")))
+session.figures.append(figures.prediction_grid(tests[best.name], labels, 15,
+                                             session.figure("predictions")))
 
 # %%
-out = study.write_results(records)
+out = session.write_results(records)
 chance = 1 / len(labels)
 display(Markdown(
     f"La meilleure configuration sur la validation, **{best.name}**, atteint "

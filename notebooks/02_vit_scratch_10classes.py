@@ -38,7 +38,7 @@ overrides = {}  # values that replace the parameter files', e.g. {"runs.*.epochs
 # %%
 from common.pipeline import opening
 
-study = opening.start("02_vit_scratch_10classes", globals())
+session = opening.start("02_vit_scratch_10classes", globals())
 
 # %% [markdown]
 # ## Les 10 classes
@@ -50,7 +50,7 @@ study = opening.start("02_vit_scratch_10classes", globals())
 # évalué sur ces mêmes images.
 
 # %%
-opening.show(study)
+opening.show(session)
 
 # %%
 import numpy as np
@@ -64,16 +64,16 @@ from common.report import figures, narrative, presentation, verdicts
 from common.results import provenance
 from common.training import vit_runs
 
-p, parts, labels = study.params, study.task.parts, study.task.labels
+p, parts, labels = session.params, session.task.parts, session.task.labels
 pd.DataFrame([{"étiquette": i, "identifiant officiel": cid, "classe": name,
-               "images": int((study.task.table["class_id"] == cid).sum())}
+               "images": int((session.task.table["class_id"] == cid).sum())}
               for i, (cid, name) in labels.items()]).set_index("étiquette")
 
 # %%
 sample = parts.train.groupby("class_id").head(1)
 x_sample, sample = images.load_images(sample, 160, "squash", progress=False)
-study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
-                                           study.figure("samples"), cols=5))
+session.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           session.figure("samples"), cols=5))
 
 # %% [markdown]
 # ## Les configurations
@@ -128,7 +128,7 @@ from common.models import vit
 from common.models.origin import weights_info
 
 records, tests = [], {}
-first_notebook = paths.models_dir(p.outputs, NOTEBOOKS[study.notebook].starts_from,
+first_notebook = paths.models_dir(p.outputs, NOTEBOOKS[session.notebook].starts_from,
                                   final=True)
 for cfg in p.runs:
     print(f"=== {cfg.name}")
@@ -144,18 +144,18 @@ for cfg in p.runs:
         weights, stats = weights_info("random-init", pretrained=False), "of the training set"
     vit_runs.compile_model(model, cfg, data)
     trained = vit_runs.fit(model, cfg, data, num_classes=len(labels), seed=p.seed,
-                           model_dir=study.model_dir(cfg.name))
+                           model_dir=session.model_dir(cfg.name))
     tests[cfg.name] = vit_runs.evaluate(trained["model"], cfg, parts)
     records.append(vit_runs.record(cfg, trained, tests[cfg.name], weights=weights,
                                    labels=labels, splits=parts,
-                                   model_dir=study.model_dir(cfg.name), stats=stats))
+                                   model_dir=session.model_dir(cfg.name), stats=stats))
 
 # %% [markdown]
 # ## Résultats
 
 # %%
 display(presentation.runs_table(records))
-study.figures.append(figures.training_curves(records, study.figure("curves")))
+session.figures.append(figures.training_curves(records, session.figure("curves")))
 
 # %% [markdown]
 # La matrice de confusion de la meilleure configuration (choisie sur la validation) montre
@@ -165,14 +165,14 @@ study.figures.append(figures.training_curves(records, study.figure("curves")))
 best = max(records, key=lambda r: r.metrics.best_val_accuracy)
 test = tests[best.name]
 names = [name for _, name in labels.values()]
-study.figures.append(figures.confusion(test["y"], np.argmax(test["probs"], axis=1), names,
-                                       study.figure("confusion")))
+session.figures.append(figures.confusion(test["y"], np.argmax(test["probs"], axis=1), names,
+                                       session.figure("confusion")))
 
 # %%
-study.figures.append(figures.prediction_grid(test, labels, 10, study.figure("predictions")))
+session.figures.append(figures.prediction_grid(test, labels, 10, session.figure("predictions")))
 
 # %%
-out = study.write_results(records)
+out = session.write_results(records)
 baseline = records[0]
 display(Markdown(
     f"La configuration choisie sur la validation, **{best.name}**, atteint "

@@ -46,7 +46,7 @@ overrides = {}  # values that replace the parameter files', e.g. {"runs.*.epochs
 # %%
 from common.pipeline import opening
 
-study = opening.start("03_vit_finetune", globals())
+session = opening.start("03_vit_finetune", globals())
 
 # %% [markdown]
 # ## Les données
@@ -58,7 +58,7 @@ study = opening.start("03_vit_finetune", globals())
 # essais.
 
 # %%
-opening.show(study)
+opening.show(session)
 
 # %%
 import pandas as pd
@@ -69,10 +69,10 @@ from common.data import images
 from common.report import attention_figure, figures, presentation
 from common.training import finetune_runs
 
-sample = study.task.table.groupby("class_id").head(1).head(12)
-x_sample, sample = images.load_images(sample, 160, *study.task.parts.crop, progress=False)
-study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
-                                           study.figure("samples")))
+sample = session.task.table.groupby("class_id").head(1).head(12)
+x_sample, sample = images.load_images(sample, 160, *session.task.parts.crop, progress=False)
+session.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           session.figure("samples")))
 
 # %% [markdown]
 # ## Les poids pré-entraînés
@@ -88,10 +88,10 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 # de classification, une sortie par classe.
 
 # %%
-opening.show_weights(study)
+opening.show_weights(session)
 
 # %%
-p, parts, labels = study.params, study.task.parts, study.task.labels
+p, parts, labels = session.params, session.task.parts, session.task.labels
 # %% [markdown]
 # ## Les deux essais
 #
@@ -110,8 +110,8 @@ p, parts, labels = study.params, study.task.parts, study.task.labels
 pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %%
-records, tests = study.fit_runs(lambda run: finetune_runs.fit_config(
-    run, parts, labels, p, model_dir=study.model_dir(run.name), processes=study.processes))
+records, tests = session.fit_runs(lambda run: finetune_runs.fit_config(
+    run, parts, labels, p, model_dir=session.model_dir(run.name), processes=session.processes))
 
 # %% [markdown]
 # ## Résultats
@@ -122,7 +122,7 @@ records, tests = study.fit_runs(lambda run: finetune_runs.fit_config(
 
 # %%
 display(presentation.runs_table(records))
-study.figures.append(figures.training_curves(records, study.figure("curves")))
+session.figures.append(figures.training_curves(records, session.figure("curves")))
 
 # %% [markdown]
 # L'exactitude d'entraînement des courbes est mesurée à la fin de chaque époque, sans
@@ -133,7 +133,7 @@ study.figures.append(figures.training_curves(records, study.figure("curves")))
 
 # %%
 # the 2022 numbers, as quoted once for the whole project (validation accuracy)
-reference = {q["run"]: q["value"] for q in REFERENCE_2022[study.notebook]}
+reference = {q["run"]: q["value"] for q in REFERENCE_2022[session.notebook]}
 display(Markdown(presentation.markdown_table(
     ["essai", "images d'entraînement", "validation 2022", "validation (ici)", "test (ici)"],
     [[r.name, presentation.number(r.params["split_sizes"]["train"]),
@@ -171,8 +171,8 @@ display(presentation.per_class_table(report, extremes=10))
 # elle est juste, en rouge sinon).
 
 # %%
-study.figures.append(figures.prediction_grid(test, labels, p.n_predictions,
-                                             study.figure("predictions")))
+session.figures.append(figures.prediction_grid(test, labels, p.n_predictions,
+                                             session.figure("predictions")))
 shown = figures.one_per_class(test["y"], p.n_predictions)
 right = int((test["probs"][shown].argmax(axis=1) == test["y"][shown]).sum())
 display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
@@ -188,11 +188,11 @@ display(Markdown(f"{right} photos sur {len(shown)} sont bien classées."))
 # vraie classe, précédée de ✓ quand le modèle l'a trouvée et de ✗ sinon.
 
 # %%
-study.figures.append(attention_figure.attention_examples(
-    test, labels, p.n_attention, study.figure("attention")))
+session.figures.append(attention_figure.attention_examples(
+    test, labels, p.n_attention, session.figure("attention")))
 
 # %%
-out = study.write_results(records)
+out = session.write_results(records)
 metrics = best.metrics
 gap = metrics.best_val_accuracy - metrics.test_accuracy
 display(Markdown(

@@ -37,7 +37,7 @@ overrides = {}  # values that replace the parameter files', e.g. {"runs.*.epochs
 # %%
 from common.pipeline import opening
 
-study = opening.start("04_vit_finetune_10classes", globals())
+session = opening.start("04_vit_finetune_10classes", globals())
 
 # %% [markdown]
 # ## Les 10 classes
@@ -49,7 +49,7 @@ study = opening.start("04_vit_finetune_10classes", globals())
 # validation ; le test garde toutes ses images.
 
 # %%
-opening.show(study)
+opening.show(session)
 
 # %%
 import pandas as pd
@@ -61,7 +61,7 @@ from common.report import attention_figure, figures, presentation
 from common.training import finetune_runs
 
 pd.DataFrame([{"étiquette": i, "identifiant officiel": cid, "classe": name}
-              for i, (cid, name) in study.task.labels.items()]).set_index("étiquette")
+              for i, (cid, name) in session.task.labels.items()]).set_index("étiquette")
 
 # %% [markdown]
 # ## Les poids pré-entraînés
@@ -72,14 +72,14 @@ pd.DataFrame([{"étiquette": i, "identifiant officiel": cid, "classe": name}
 # module par module, avec sa nouvelle tête, une sortie par classe.
 
 # %%
-opening.show_weights(study)
+opening.show_weights(session)
 
 # %%
-p, parts, labels = study.params, study.task.parts, study.task.labels
-sample = study.task.table.groupby("class_id").head(1)
-x_sample, sample = images.load_images(sample, 160, *study.task.parts.crop, progress=False)
-study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
-                                           study.figure("samples"), cols=5))
+p, parts, labels = session.params, session.task.parts, session.task.labels
+sample = session.task.table.groupby("class_id").head(1)
+x_sample, sample = images.load_images(sample, 160, *session.task.parts.crop, progress=False)
+session.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
+                                           session.figure("samples"), cols=5))
 
 # %% [markdown]
 # ## Le fine-tuning
@@ -93,19 +93,19 @@ study.figures.append(figures.sample_images(x_sample, list(sample["class_name"]),
 pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
 
 # %%
-records, tests = study.fit_runs(lambda run: finetune_runs.fit_config(
-    run, parts, labels, p, model_dir=study.model_dir(run.name), processes=study.processes))
+records, tests = session.fit_runs(lambda run: finetune_runs.fit_config(
+    run, parts, labels, p, model_dir=session.model_dir(run.name), processes=session.processes))
 
 # %% [markdown]
 # ## Résultats
 
 # %%
 display(presentation.runs_table(records))
-study.figures.append(figures.training_curves(records, study.figure("curves")))
+session.figures.append(figures.training_curves(records, session.figure("curves")))
 best = max(records, key=lambda r: r.metrics.best_val_accuracy)
 test = tests[best.name]
 # the 2022 number, as quoted once for the whole project (validation accuracy)
-quoted = REFERENCE_2022[study.notebook][0]
+quoted = REFERENCE_2022[session.notebook][0]
 metrics = best.metrics
 display(Markdown(
     f"Meilleure exactitude de validation : **{presentation.pct(metrics.best_val_accuracy)}** "
@@ -127,8 +127,8 @@ display(Markdown(
 
 # %%
 names = [name for _, name in labels.values()]
-study.figures.append(figures.confusion(test["y"], test["probs"].argmax(axis=1), names,
-                                       study.figure("confusion")))
+session.figures.append(figures.confusion(test["y"], test["probs"].argmax(axis=1), names,
+                                       session.figure("confusion")))
 
 # %%
 report = presentation.per_class_report(test["y"], test["probs"], labels)
@@ -141,8 +141,8 @@ display(presentation.per_class_table(report))
 # juste, en rouge sinon).
 
 # %%
-study.figures.append(figures.prediction_grid(test, labels, p.n_predictions,
-                                             study.figure("predictions")))
+session.figures.append(figures.prediction_grid(test, labels, p.n_predictions,
+                                             session.figure("predictions")))
 shown = figures.one_per_class(test["y"], p.n_predictions)
 right = int((test["probs"][shown].argmax(axis=1) == test["y"][shown]).sum())
 display(Markdown(f"**{right} photos sur {len(shown)}** sont bien classées (2022 : "
@@ -157,9 +157,9 @@ display(Markdown(f"**{right} photos sur {len(shown)}** sont bien classées (2022
 # le plus dans la décision (✓ : photo bien classée, ✗ : mal classée).
 
 # %%
-study.figures.append(attention_figure.attention_examples(
-    test, labels, p.n_attention, study.figure("attention")))
+session.figures.append(attention_figure.attention_examples(
+    test, labels, p.n_attention, session.figure("attention")))
 
 # %%
-out = study.write_results(records)
+out = session.write_results(records)
 display(Markdown(f"Résultats écrits dans `{out.name}`."))

@@ -38,7 +38,7 @@ overrides = {}  # values that replace the parameter files', e.g. {"frozen.epochs
 # %%
 from common.pipeline import opening
 
-study = opening.start("05_efficientnet", globals())
+session = opening.start("05_efficientnet", globals())
 
 # %% [markdown]
 # ## Les données
@@ -49,7 +49,7 @@ study = opening.start("05_efficientnet", globals())
 # EfficientNet de Keras attend des pixels de 0 à 255 et fait sa propre normalisation.
 
 # %%
-opening.show(study)
+opening.show(session)
 
 # %%
 from IPython.display import Markdown, display
@@ -59,8 +59,8 @@ from common.models import efficientnet
 from common.report import figures, presentation
 from common.training.efficientnet_stages import train_stage
 
-p, labels = study.params, study.task.labels
-parts = study.task.budget(p.cap_per_class, seed=p.seed)
+p, labels = session.params, session.task.labels
+parts = session.task.budget(p.cap_per_class, seed=p.seed)
 
 # %% [markdown]
 # ## Première étape : le réseau gelé, comme en 2022
@@ -87,7 +87,7 @@ arrays = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y
 test_images = splits.row_ids(t_test)
 frozen_run, best_model, frozen_probs = train_stage(
     model, "efficientnetb0-gele", arrays, p.frozen, p, labels=labels, weights=weights_used,
-    model_dir=study.model_dir("efficientnetb0-gele"), test_images=test_images, seed=p.seed)
+    model_dir=session.model_dir("efficientnetb0-gele"), test_images=test_images, seed=p.seed)
 
 # %% [markdown]
 # ## Seconde étape : dégeler le haut du réseau
@@ -100,7 +100,7 @@ n_trainable = efficientnet.unfreeze_top(model, p.unfrozen.layers)
 print(f"{n_trainable} couches du réseau deviennent entraînables")
 unfrozen_run, _, unfrozen_probs = train_stage(
     model, "efficientnetb0-degele", arrays, p.unfrozen, p, labels=labels, weights=weights_used,
-    model_dir=study.model_dir("efficientnetb0-degele"), test_images=test_images, seed=p.seed)
+    model_dir=session.model_dir("efficientnetb0-degele"), test_images=test_images, seed=p.seed)
 
 # %% [markdown]
 # ## Résultats
@@ -108,12 +108,12 @@ unfrozen_run, _, unfrozen_probs = train_stage(
 # %%
 records = [frozen_run, unfrozen_run]
 display(presentation.runs_table(records))
-study.figures.append(figures.training_curves(records, study.figure("curves")))
-study.figures.append(figures.prediction_grid({"x": x_test, "y": y_test, "probs": unfrozen_probs},
-                                             labels, 15, study.figure("predictions")))
+session.figures.append(figures.training_curves(records, session.figure("curves")))
+session.figures.append(figures.prediction_grid({"x": x_test, "y": y_test, "probs": unfrozen_probs},
+                                             labels, 15, session.figure("predictions")))
 
 # %%
-out = study.write_results(records)
+out = session.write_results(records)
 gain = unfrozen_run.metrics.test_accuracy - frozen_run.metrics.test_accuracy
 display(Markdown(
     f"Réseau gelé : **{presentation.pct(frozen_run.metrics.test_accuracy)}** sur le "

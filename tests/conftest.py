@@ -34,7 +34,7 @@ def task_of(root, class_ids=None, val_fraction=0.25, test_fraction=0.2, seed=0):
     """The study's data entry point on ``root``: all classes, or ``class_ids`` as the
     10-class task does."""
     from common.config.schema import Study
-    from common.data.study import load_task
+    from common.data.task import load_task
 
     study = Study(data_dir=str(root), split_seed=seed, val_fraction=val_fraction,
                   test_fraction=test_fraction, **({"ten_classes": class_ids} if class_ids else {}))

@@ -182,8 +182,8 @@ def test_every_notebook_opens_with_the_same_three_cells(notebook):
     exec(code[0].source, namespace)
     namespace.pop("__builtins__")
     assert namespace == {"profile": "cpu", "data_dir": None, "overrides": {}}
-    assert f'study = opening.start("{notebook}", globals())' in code[1].source
-    assert code[2].source.strip() == "opening.show(study)"
+    assert f'session = opening.start("{notebook}", globals())' in code[1].source
+    assert code[2].source.strip() == "opening.show(session)"
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
 
 

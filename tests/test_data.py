@@ -363,7 +363,7 @@ def test_the_test_fingerprint_names_the_images_not_their_folder(tmp_path):
 
 def test_a_dry_run_keeps_the_ten_classes_test_inside_the_whole_test(tmp_path):
     from common.config.schema import Study
-    from common.data.study import load_task
+    from common.data.task import load_task
 
     root = synth.synth(tmp_path / "cars", classes=12, per_class=12, size=24)
     study = Study(data_dir=str(root), split_seed=0, ten_classes=[2, 3, 5])
@@ -379,7 +379,7 @@ def test_the_study_crop_is_everyones_and_bbox_needs_boxes(tmp_path, synth_root):
     record it with the images that had a box, and bbox on data without boxes is refused in
     one line unless missing_boxes: whole."""
     from common.config.schema import Study
-    from common.data.study import load_task
+    from common.data.task import load_task
 
     squash = load_task(Study(data_dir=str(synth_root), split_seed=0), "all")
     bbox = load_task(Study(data_dir=str(synth_root), split_seed=0, crop_mode="bbox"), "all")

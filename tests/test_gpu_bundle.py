@@ -150,7 +150,7 @@ def test_installed_alone_the_bundle_gives_the_check_what_it_imports(tmp_path):
         from common.config import loading
         from common.training import finetune_runs, hf_trainer, keras_fit, vit_runs
         from common.models import efficientnet
-        from common.data.study import load_task
+        from common.data.task import load_task
         try:
             import tensorflow
         except ImportError:

@@ -71,19 +71,19 @@ def test_the_fine_tuning_kernel_initialises_no_cuda_before_or_between_its_launch
 
     monkeypatch.setattr(accelerate, "notebook_launcher", launcher)
     monkeypatch.delenv("VIT_CARS_SKIP_GPU_CHECK", raising=False)
-    study = opening.start("03_vit_finetune", {
+    session = opening.start("03_vit_finetune", {
         "profile": "gpu", "data_dir": str(synth_root),
         "overrides": {"checkpoint": str(tiny_checkpoint), "torch_threads": 1}})
     assert calls == [], "the notebook's opening initialised CUDA"
-    assert study.processes == 2  # one per GPU
-    p = study.params
-    records, _ = study.fit_runs(lambda run: finetune_runs.fit_config(
-        run, study.task.parts, study.task.labels, p, model_dir=study.model_dir(run.name),
-        processes=study.processes))
+    assert session.processes == 2  # one per GPU
+    p = session.params
+    records, _ = session.fit_runs(lambda run: finetune_runs.fit_config(
+        run, session.task.parts, session.task.labels, p, model_dir=session.model_dir(run.name),
+        processes=session.processes))
     assert launches == [(2, []), (2, [])], launches
     assert calls == []
     assert [r.params["world_size"] for r in records] == [2, 2]
-    assert all(r.metrics.test_images == len(study.task.parts.test) for r in records)
+    assert all(r.metrics.test_images == len(session.task.parts.test) for r in records)
 
 
 def test_the_probe_sees_what_initialises_cuda(monkeypatch):

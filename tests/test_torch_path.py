@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.models.augmentation import FlipAffine, augmentation_kornia
+from common.training.batch_augmentation import FlipAffine, augmentation_kornia
 
 TORCH_KERAS = textwrap.dedent("""
     import os, sys

@@ -397,7 +397,7 @@ def test_a_run_from_another_network_gets_its_own_augmentation_and_stochastic_dep
     ten = task_of(synth_root, [2, 5])
     vit_training.write_model_info(first, folder, task_of(synth_root).labels, "of a test",
                                   task_of(synth_root).parts)
-    assert ten.parts.study == task_of(synth_root).parts.study  # one study, two tasks
+    assert ten.parts.fingerprints == task_of(synth_root).parts.fingerprints  # one study, two tasks
     cfg = KerasVitRun(name="second", augmentation="strong", augment_in_model=True,
                       stochastic_depth_rate=0.1, dropout=0.0, init_from="first", epochs=1,
                       batch_size=8, **shape)

@@ -62,7 +62,7 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
     if torch_threads is not None:
         params = params.model_copy(update={"torch_threads": torch_threads})
     runtime.prepare_keras(params)
-    from common.data.study import load_task  # after the Keras backend is chosen
+    from common.data.task import load_task  # after the Keras backend is chosen
     from common.models import folder as model_folder
     from common.training import vit_runs
 

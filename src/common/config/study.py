@@ -2,7 +2,7 @@
 numbers of the 2022 report it replays.
 
 A task is a set of classes with one train / validation / test split, shared by every
-notebook of that task (:mod:`common.data.study`): the 196 classes (01, 03, 05) and the 10
+notebook of that task (:mod:`common.data.task`): the 196 classes (01, 03, 05) and the 10
 classes of the 2022 report (02, 04), whose split is the 196 classes' split cut down to them.
 """
 

@@ -56,14 +56,14 @@ def label_names(table: pd.DataFrame) -> dict[int, tuple[int, str]]:
 
 @dataclass
 class Splits:
-    """Disjoint train / validation / test tables. ``study``: the fingerprints of the whole
-    study they were cut from (:func:`study_fingerprints`), kept by every cut of them: a
-    network trained on one study's training images is recognised in another study."""
+    """Disjoint train / validation / test tables. ``fingerprints``: those of the whole study
+    they were cut from (:func:`study_fingerprints`), kept by every cut of them: a network
+    trained on one study's training images is recognised in another study."""
 
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
-    study: dict = field(default_factory=dict)
+    fingerprints: dict = field(default_factory=dict)
     crop: tuple = ("squash", 0.1)  # how every image of the study is made square: mode, margin
 
     def sizes(self) -> dict[str, int]:
@@ -106,7 +106,7 @@ def budget(parts: Splits, cap_per_class: int | None = None, balance: bool = Fals
         out.attrs.update(part.attrs)
         return out
 
-    return Splits(cut(parts.train), cut(parts.val), parts.test, parts.study, parts.crop)
+    return Splits(cut(parts.train), cut(parts.val), parts.test, parts.fingerprints, parts.crop)
 
 
 def row_ids(part: pd.DataFrame) -> list[str]:
@@ -192,7 +192,7 @@ def restrict(parts: Splits, table: pd.DataFrame) -> Splits:
         out.attrs.update(table.attrs)
         return out.reset_index(drop=True)
 
-    out = Splits(cut(parts.train), cut(parts.val), cut(parts.test), parts.study, parts.crop)
+    out = Splits(cut(parts.train), cut(parts.val), cut(parts.test), parts.fingerprints, parts.crop)
     out.check()
     return out
 

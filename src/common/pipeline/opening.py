@@ -1,10 +1,10 @@
 """How every notebook opens and closes: :func:`start` reads its parameters, sets up its
 process and loads its task's data; :func:`show` tells the reader what was loaded;
-:meth:`Study.write_results` writes the results file at the end.
+:meth:`Session.write_results` writes the results file at the end.
 
 Every notebook opens with the same three cells: the ``parameters`` cell (``profile``,
-``data_dir``, ``overrides``), ``study = opening.start(NOTEBOOK, globals())`` and
-``opening.show(study)``. Papermill injects its ``-p`` values after the parameters cell;
+``data_dir``, ``overrides``), ``session = opening.start(NOTEBOOK, globals())`` and
+``opening.show(session)``. Papermill injects its ``-p`` values after the parameters cell;
 :func:`start` refuses any name the notebook does not declare, with the ``overrides`` form that
 would set it, so that no value is silently ignored.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from common.config import loading, schema
 from common.config.study import NOTEBOOKS
 from common.core import accelerators, paths, runtime
-from common.data.study import Task, load_task
+from common.data.task import Task, load_task
 
 # what a kernel's namespace holds before the notebook's first cell, besides its parameters
 _KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
@@ -26,7 +26,7 @@ _PARAMETER_TYPES = (bool, int, float, str, list, dict, tuple, type(None))
 
 
 @dataclass
-class Study:
+class Session:
     """What a notebook works with: its parameters, its task's data, its outputs."""
 
     notebook: str
@@ -70,7 +70,7 @@ def injected_unknown(namespace: dict) -> list[str]:
                   and k not in _KERNEL_NAMES and isinstance(v, _PARAMETER_TYPES))
 
 
-def start(notebook: str, namespace: dict) -> Study:
+def start(notebook: str, namespace: dict) -> Session:
     """Open ``notebook``: check what papermill injected, load the parameters (profile, data
     folder and overrides from ``namespace``, the notebook's globals), load the task's data
     and split, set up the process (Keras backend before Keras is imported, torch threads,
@@ -100,21 +100,21 @@ def start(notebook: str, namespace: dict) -> Study:
                                                [run.batch_size for run in params.runs])
     if params.profile == "gpu" and not params.dry_run:
         accelerators.require_gpus({params.framework: notebook})
-    return Study(notebook, params, task, started, processes)
+    return Session(notebook, params, task, started, processes)
 
 
-def show(study: Study) -> None:
+def show(session: Session) -> None:
     """Show the reader the data, the task and its split (French)."""
     from IPython.display import Markdown, display
 
     from common.report.presentation import task_markdown
     from common.results.records import Dataset
 
-    display(Markdown(task_markdown(Dataset.model_validate(study.task.record()),
-                                   study.params.outputs)))
+    display(Markdown(task_markdown(Dataset.model_validate(session.task.record()),
+                                   session.params.outputs)))
 
 
-def show_weights(study: Study) -> None:
+def show_weights(session: Session) -> None:
     """Check, before any work, that a fine-tuning notebook's pretrained weights can be had,
     and tell the reader which weights it starts from, or warn, visibly, that a small random
     ViT replaces them (cpu and smoke profiles; the gpu profile stops here); then show the
@@ -127,9 +127,9 @@ def show_weights(study: Study) -> None:
     from common.models.hf_classifier import weights_status
     from common.report.presentation import weights_markdown
 
-    p = study.params
+    p = session.params
     status = weights_status(p.checkpoint, profile=p.profile, fallback=p.fallback,
-                            timeout=p.hub_timeout, stand_in=p.dry_run, labels=study.task.labels)
+                            timeout=p.hub_timeout, stand_in=p.dry_run, labels=session.task.labels)
     if not status["pretrained"]:
         print(f"WARNING: {p.checkpoint}: {status['reason']}", file=sys.stderr)
     display(Markdown(weights_markdown(status, p.checkpoint, p.fallback)))

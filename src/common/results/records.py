@@ -152,7 +152,7 @@ class Crop(Record):
 
 
 class Dataset(Record):
-    """What a notebook trained and was tested on (:meth:`common.data.study.Task.record`)."""
+    """What a notebook trained and was tested on (:meth:`common.data.task.Task.record`)."""
 
     root: str | None
     layout: str | None

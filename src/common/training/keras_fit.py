@@ -21,7 +21,8 @@ import numpy as np
 from keras import ops
 
 from common.core.accelerators import describe
-from common.models.augmentation import PACKAGE, augmentation_kornia, augmentation_layers
+from common.models.augmentation import PACKAGE, augmentation_layers
+from common.training.batch_augmentation import augmentation_kornia
 from common.training.callbacks import BestCheckpoint, EpochLog, ThroughputCallback
 from common.training.mixing import mix_batch
 

@@ -130,7 +130,7 @@ def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str,
         "image_size": cfg.image_size, "crop_mode": splits.crop[0],
         "crop_margin": splits.crop[1],
         "normalisation": f"inside the model: Normalization with the per-channel mean and "
-                         f"variance {stats}; input RGB pixels 0..255"}, splits.study)
+                         f"variance {stats}; input RGB pixels 0..255"}, splits.fingerprints)
 
 
 def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
@@ -141,7 +141,7 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
     the weights' origin, and what the normalisation statistics were taken from.
     ``callbacks``: more Keras callbacks for ``fit`` (the time-to-accuracy benchmark's)."""
     if init_from is not None:  # before any work: a network of this study only
-        _same_study(Path(init_from), splits.study)
+        _same_study(Path(init_from), splits.fingerprints)
     arrays = load_arrays(cfg, splits, seed=seed, cache=cache)
     keras.utils.set_random_seed(seed)
     if init_from is not None:
@@ -163,7 +163,7 @@ def network_from(folder: Path, cfg: KerasVitRun, labels: dict,
     every layer but the output, which is new for ``labels`` (from the same classes' units
     when ``head_from_init``). Returns the network, its weights' origin, and what its
     normalisation statistics were taken from."""
-    _same_study(folder, splits.study)
+    _same_study(folder, splits.fingerprints)
     base = _load_network(folder, cfg.image_size)
     rows = _same_classes(folder, labels) if cfg.head_from_init else None
     model = start_from(base, cfg, len(labels), rows=rows, origin=folder)
@@ -214,7 +214,7 @@ def start_from(base: keras.Model, cfg: KerasVitRun, num_classes: int, *,
 
 def _same_study(folder: Path, study: dict) -> None:
     """Refuse (ValueError, one line) a starting network trained on other data or another
-    split than ``study`` (``Splits.study``): its training images could be in this run's
+    split than ``study`` (``Splits.fingerprints``): its training images could be in this run's
     test set."""
     if not (folder / model_folder.STUDY).is_file():
         if (folder / model_folder.KERAS_FILE).is_file():

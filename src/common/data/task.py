@@ -81,7 +81,7 @@ class Task:
                           "val_fraction": self.study.val_fraction,
                           "test_fraction": None if self.official_test
                           else self.study.test_fraction,
-                          "fingerprints": dict(self.parts.study), "disjoint": True},
+                          "fingerprints": dict(self.parts.fingerprints), "disjoint": True},
                 "split_sizes": self.parts.sizes(), "test_set": self.test_set(),
                 "crop": self.crop_record()}
 
@@ -96,7 +96,7 @@ def load_task(study: Study, task: str, limits: dict | None = None) -> Task:
                                test_fraction=study.test_fraction, seed=study.split_seed)
     if limits:
         whole = _shrink(whole, study.ten_classes, limits, study.split_seed)
-    whole.study = splits.study_fingerprints(full, whole)
+    whole.fingerprints = splits.study_fingerprints(full, whole)
     whole.crop = (study.crop_mode, study.crop_margin)
     table = full if task == "all" else splits.select_classes(full, class_ids=study.ten_classes)
     parts = splits.restrict(whole, table)
