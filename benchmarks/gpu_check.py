@@ -211,8 +211,9 @@ def notebooks_02_04(data: Path, cpu: bool, epochs: int) -> dict:
     record, _ = vit_runs.fit_config(improved, task.parts, labels=task.labels, seed=p02.seed,
                                     model_dir=SCRATCH / "gpu_check_02", verbose=0)
     runtime.set_keras_precision(False)
-    out["02_improved"] = {k: record[k] for k in ("train_seconds", "train_images_per_second")}
-    out["02_improved"]["test_accuracy"] = record.metrics.test_accuracy
+    out["02_improved"] = {"train_seconds": record.train_seconds,
+                          "train_images_per_second": record.train_images_per_second,
+                          "test_accuracy": record.metrics.test_accuracy}
     p04 = loading.load("04_vit_finetune_10classes", "gpu", dry_run=cpu, data_dir=data)
     # with --cpu, at most the dry run's images per split, as notebook 04 takes them
     task = load_task(p04.study, "ten", loading.limits(p04))
@@ -222,8 +223,9 @@ def notebooks_02_04(data: Path, cpu: bool, epochs: int) -> dict:
     p04 = p04.model_copy(update={"dry_run": True})
     record, _ = finetune_runs.fit_config(run, task.parts, task.labels, p04,
                                          model_dir=SCRATCH / "gpu_check_04")
-    out["04_balanced"] = {k: record[k] for k in ("train_seconds", "train_images_per_second")}
-    out["04_balanced"]["weights"] = record.weights.source
+    out["04_balanced"] = {"train_seconds": record.train_seconds,
+                          "train_images_per_second": record.train_images_per_second,
+                          "weights": record.weights.source}
     return out
 
 
