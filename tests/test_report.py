@@ -101,7 +101,7 @@ def test_a_module_reruns_only_the_notebooks_that_import_it(smoke_report):
     assert would_run("models/vit") == ["01", "02"]
     assert would_run("report/rendering") == []
     assert would_run("results/contract") == ["01", "02", "03", "04", "05"]
-    assert would_run("data/study") == ["01", "02", "03", "04", "05"]
+    assert would_run("data/task") == ["01", "02", "03", "04", "05"]
 
 
 def test_failing_notebook_keeps_previous_results_and_names_the_cell(smoke_report):
