@@ -237,7 +237,7 @@ def test_one_per_class_matches_the_prediction_grid(tmp_path, monkeypatch):
 
 def test_fit_config_from_a_local_checkpoint(tiny_checkpoint, synth_root, tmp_path):
     """One run of notebooks 03/04 from a save_pretrained folder: splits, fine-tuning, test
-    metrics and a model folder that common.predict reads back with official class ids."""
+    metrics and a model folder that python -m common predict reads back with official class ids."""
     from common.config.loading import load
     from common.inference.predictor import Predictor
     from common.results import contract as results

@@ -134,7 +134,7 @@ def test_02_vit_scratch_10classes_and_predict(smoke_run, tmp_path, capsys):
 
 
 def _predict(model_dir, root, class_ids, tmp_path, capsys):
-    """common.predict loads the saved Hugging Face folder and names official classes."""
+    """python -m common predict loads the saved Hugging Face folder and names official classes."""
     table = splits.select_classes(data.load_table(root), class_ids=class_ids)
     pick = table[table["split"] == "test"].groupby("class_id").head(1)
     out = tmp_path / "pred.csv"

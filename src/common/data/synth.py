@@ -1,6 +1,6 @@
 """A small generated dataset in any of the three layouts, for tests and the smoke profile.
 
-Its command line is :mod:`common.synth`.
+Its command line is ``python -m common synth``.
 Each class is a coloured shape on a light noisy background (colour and shape tell the
 class); bounding boxes are those of the shapes. A ``SYNTHETIC.json`` marker tells the
 results that the data is generated.
@@ -84,7 +84,7 @@ def synth(root: Path | str, classes: int, per_class: int, layout: str = "devkit"
 def _write(root: Path, classes: int, per_class: int, layout: str, test_per_class: int,
            size: int, seed: int) -> None:
     (root / SYNTHETIC_MARKER).write_text(json.dumps(
-        {"generator": "common.synth", "classes": classes, "per_class": per_class,
+        {"generator": "common.data.synth", "classes": classes, "per_class": per_class,
          "test_per_class": test_per_class, "size": size, "seed": seed}) + "\n")
     rng = np.random.default_rng(seed)
     names = [f"Synthetic class {c:03d}" for c in range(1, classes + 1)]

@@ -4,7 +4,7 @@ A model folder (see :mod:`common.models.folder`) holds the model, ``labels.json`
 ``preprocess.json``. Loading never runs arbitrary code: Keras' safe mode, safetensors, no
 remote code. New photos have no bounding box: a model trained on bounding-box crops sees the
 whole photo, so crop the car first for its best predictions. The command line is
-:mod:`common.predict`.
+``python -m common predict``.
 """
 
 from __future__ import annotations

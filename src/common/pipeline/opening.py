@@ -44,7 +44,7 @@ class Session:
         """The model folder of one of this notebook's runs."""
         return paths.models_dir(self.params.outputs, self.notebook) / run
 
-    def fit_runs(self, fit) -> tuple[list[dict], dict]:
+    def fit_runs(self, fit) -> tuple[list, dict]:
         """Train every run of the parameters, one after the other: ``fit(run)`` returns its
         record and its test data. Returns the records and the test data by run name."""
         records, tests = [], {}
