@@ -230,10 +230,3 @@ class Results(Record):
                 raise ValueError(f"runs[{i}] ({run.name}) was scored on {images} test images, "
                                  f"not on the task's {self.dataset.test_set.images}")
         return self
-
-    def run(self, name: str) -> Run:
-        """The run called ``name`` (KeyError when there is none)."""
-        for run in self.runs:
-            if run.name == name:
-                return run
-        raise KeyError(f"{self.notebook} has no run {name!r}")

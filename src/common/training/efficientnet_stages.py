@@ -11,12 +11,13 @@ from common.config.schema import EfficientNetRun, Stage, UnfrozenStage
 from common.inference.probabilities import keras_probabilities
 from common.models import folder
 from common.results.contract import run_record
+from common.results.records import Run
 from common.training.keras_fit import static_shapes, train
 
 
 def train_stage(model, name: str, arrays: dict, stage: Stage, p: EfficientNetRun, *,
                 labels: dict, weights: dict, model_dir, test_images: list[str], seed: int = 0
-                ) -> tuple[dict, keras.Model, object]:
+                ) -> tuple[Run, keras.Model, object]:
     """Compile with Adam, train one ``stage`` (its epochs and learning rate; the batch size of
     ``p``) with the best validation checkpoint kept, evaluate on the test split and save the
     model folder. ``arrays``: ``train``/``val``/``test`` -> (uint8 x, labels);

@@ -13,6 +13,7 @@ from common.data import images
 from common.data.splits import Splits, budget, row_ids
 from common.models import folder, hf_classifier
 from common.results.contract import run_record
+from common.results.records import Run
 from common.training import hf_trainer
 
 
@@ -35,14 +36,14 @@ def save(clf: hf_classifier.Classifier, model_dir: Path, labels: dict[int, tuple
 
 def fit_config(cfg: HfRun, parts: Splits, labels: dict[int, tuple[int, str]], p: HfNotebook,
                *, model_dir: Path, progress: bool = False, processes: int = 1
-               ) -> tuple[dict, dict]:
+               ) -> tuple[Run, dict]:
     """One run: its share of the task's training and validation sets (``balance``,
     ``cap_per_class``; the test set whole), images at the processor's size, fine-tuning,
     test metrics, saved model folder. ``p``: the notebook's parameters (checkpoint, fallback,
     crop mode...); ``processes``: data-parallel processes
     (:func:`common.training.hf_trainer.fine_tune_processes`).
 
-    Returns the results record (the contract of :mod:`common.results.contract`) and the test
+    Returns the run's :class:`common.results.records.Run` and the test
     data: ``x``, ``y``, ``probs`` (for the figures), ``table`` and the fine-tuned
     :class:`common.models.hf_classifier.Classifier` as ``classifier``.
     """

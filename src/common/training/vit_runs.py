@@ -26,6 +26,7 @@ from common.models import folder as model_folder
 from common.models.origin import weights_info
 from common.models.vit import build_vit, with_new_head
 from common.results.contract import run_record
+from common.results.records import Run
 from common.training.keras_fit import compile_classifier, make_optimizer, train
 
 
@@ -97,9 +98,9 @@ def evaluate(model: keras.Model, cfg: KerasVitRun, splits: Splits, cache=True) -
 
 
 def record(cfg: KerasVitRun, trained: dict, test: dict, *, weights: dict, labels: dict,
-           splits: Splits, model_dir, stats: str) -> dict:
+           splits: Splits, model_dir, stats: str) -> Run:
     """Finish the model folder (labels, preprocessing, the study it was trained in) and
-    return the run's record of the results contract. ``stats``: what the normalisation
+    return the run's :class:`common.results.records.Run`. ``stats``: what the normalisation
     statistics were taken from."""
     write_model_info(cfg, model_dir, labels, stats, splits)
     return run_record(cfg.name, cfg, weights, test["y"], test["probs"], trained,
@@ -107,7 +108,7 @@ def record(cfg: KerasVitRun, trained: dict, test: dict, *, weights: dict, labels
 
 
 def fit_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, seed: int = 0,
-               verbose: int = 2, cache=True, init_from: Path | None = None) -> tuple[dict, dict]:
+               verbose: int = 2, cache=True, init_from: Path | None = None) -> tuple[Run, dict]:
     """One configuration with the package's ViT (:func:`common.models.vit.build_vit`), or
     from another run's network (``init_from``, 01's for 02): :func:`train_config`, :func:`evaluate`,
     :func:`record`. Returns the run record and the test arrays and probabilities."""
