@@ -17,9 +17,12 @@ hits them alike, and each figure is the median round.
   (``BaselineBatches``), torch's flash attention kernel, two threads;
 - then each change in turn, the last being 01's path in the cpu profile: ``+ fused batch norm``
   (``common.models.vit.BatchNorm``), ``+ batches on torch`` (made float on torch, flipped
-  and warped in one kernel: ``common.training.batch_augmentation.FlipAffine``), ``+ plain
-  attention`` (``common.training.keras_fit.attention_kernel``), ``+ mixed bf16`` (Keras'
-  mixed_bfloat16 policy, ``mixed_precision: true`` in params/cpu/01);
+  and warped in one kernel: ``common.training.batch_augmentation.FlipAffine``, then made
+  channels last and mixed in numpy: ``ChannelsLastBatches``), ``+ plain attention``
+  (``common.training.keras_fit.attention_kernel``), ``+ mixed bf16`` (Keras'
+  mixed_bfloat16 policy, ``mixed_precision: true`` in params/cpu/01: 01's path at
+  7bd02c6), ``+ channels-first batches`` (mixed on torch and handed to the model channels
+  first in memory: ``keras_fit.Batches``);
 - ``..., model only``: without augmentation nor mixing, to show what the input pipeline
   costs;
 - ``01's path, 1 thread``: what the second core adds.
@@ -136,11 +139,29 @@ class BaselineBatches(keras_fit.Batches):
         return batch, self.y[pick]
 
 
+class ChannelsLastBatches(keras_fit.Batches):
+    """The batches of 7bd02c6: made float, warped and flipped on torch as today's, then
+    copied channels last and mixed in numpy."""
+
+    def __getitem__(self, i):
+        mix, self.mix = self.mix, None
+        try:
+            images, labels = super().__getitem__(i)
+        finally:
+            self.mix = mix
+        batch = images.contiguous()
+        if not mix:
+            return batch, labels
+        return keras_fit._mix(batch.numpy(), labels,
+                              np.random.default_rng([self.seed, self.epoch, i, 1]), mix)
+
+
 class TrainingPath:
     """One training path: its model, its batches, and one timed round of ``steps`` steps.
     ``since``: how much of 01's path it takes, in the order the changes came
     (0: cf135a4's; 1: the fused batch norm; 2: the batches on torch, one warp; 3: plain
-    attention on the CPU; 4: mixed bf16, the cpu profile's 01)."""
+    attention on the CPU; 4: mixed bf16, the cpu profile's 01 at 7bd02c6; 5: channels-first
+    batches mixed on torch, today's 01)."""
 
     def __init__(self, name, cfg, x, y, *, since, threads=2, augment=True):
         self.name, self.threads, self.cfg, self.since = name, threads, cfg, since
@@ -157,10 +178,13 @@ class TrainingPath:
         finally:
             keras.mixed_precision.set_global_policy("float32")
         vit_runs.compile_model(self.model, cfg, vit_runs.Arrays(x, y, x[:0], y[:0]))
-        self.batches = (BaselineBatches if since < 2 else keras_fit.Batches)(
+        kind = BaselineBatches if since < 2 else ChannelsLastBatches if since < 5 else \
+            keras_fit.Batches
+        self.batches = kind(
             x, y, cfg.batch_size, shuffle=True, augmentation=cfg.augmentation if augment
             else "none", mix={"num_classes": CLASSES, "mixup_alpha": cfg.mixup_alpha,
-                              "cutmix_alpha": cfg.cutmix_alpha} if vit_runs.mixes(cfg) else None)
+                              "cutmix_alpha": cfg.cutmix_alpha}
+            if augment and vit_runs.mixes(cfg) else None)
         self.rates: list[float] = []
 
     def run(self, steps: int, record: bool = True) -> None:
@@ -207,9 +231,10 @@ def main(argv=None) -> int:
              TrainingPath("+ fused batch norm", cfg, x, y, since=1),
              TrainingPath("+ batches on torch", cfg, x, y, since=2),
              TrainingPath("+ plain attention", cfg, x, y, since=3),
-             TrainingPath("+ mixed bf16 = 01's path", cfg, x, y, since=4),
-             TrainingPath("01's path, model only", cfg, x, y, since=4, augment=False),
-             TrainingPath("01's path, 1 thread", cfg, x, y, since=4, threads=1)]
+             TrainingPath("+ mixed bf16 (7bd02c6)", cfg, x, y, since=4),
+             TrainingPath("+ channels-first = 01's", cfg, x, y, since=5),
+             TrainingPath("01's path, model only", cfg, x, y, since=5, augment=False),
+             TrainingPath("01's path, 1 thread", cfg, x, y, since=5, threads=1)]
     mflop = train_mflop_per_image(paths[3].model)
     for p in paths:  # warm-up: the first steps allocate and pick kernels
         p.run(2, record=False)

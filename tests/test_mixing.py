@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from common.config.schema import KerasVitRun  # noqa: E402
 from common.models import vit  # noqa: E402
 from common.training import keras_fit  # noqa: E402
-from common.training.mixing import mix_batch  # noqa: E402
+from common.training.mixing import mix_batch, mix_tensor  # noqa: E402
 from conftest import small_vit  # noqa: E402
 
 SMALL = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=(32,))
@@ -74,6 +74,22 @@ def test_both_alphas_take_one_kind_per_batch():
         # cutmix keeps only the batch's grey levels; mixup makes new ones
         kinds.add("cutmix" if set(np.unique(mixed)) <= set(np.unique(x)) else "mixup")
     assert kinds == {"mixup", "cutmix"}
+
+
+@pytest.mark.parametrize("seed", range(8))  # mixup and CutMix both
+def test_torch_batches_mix_as_numpy_ones_from_the_same_draws(seed):
+    """mix_tensor (channels first, torch: the torch loop's) gives mix_batch's images and
+    labels (channels last, numpy: tf.data's) from the same generator state."""
+    import torch
+
+    x = np.random.default_rng(seed).uniform(0, 255, (8, 12, 10, 3)).astype("float32")
+    y = np.arange(8) % 5
+    kw = dict(mixup_alpha=0.8, cutmix_alpha=1.0)
+    want, want_y = mix_batch(x, y, 5, np.random.default_rng(seed), **kw)
+    got, got_y = mix_tensor(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y, 5,
+                            np.random.default_rng(seed), **kw)
+    np.testing.assert_allclose(got.permute(0, 2, 3, 1).numpy(), want, atol=1e-3)
+    np.testing.assert_allclose(got_y, want_y, rtol=1e-6)
 
 
 def test_batches_mix_the_same_way_on_every_run():

@@ -64,6 +64,15 @@ TORCH_KERAS = textwrap.dedent("""
         plain.sum().backward()
     np.testing.assert_allclose(plain.detach().numpy(), flash.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(q.grad.numpy(), grad.numpy(), atol=1e-4)
+
+    # batches reach the model channels first in memory, a (N, H, W, C) view: the same
+    # outputs as the same images channels last
+    images = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    batch, _ = keras_fit.Batches(images, np.zeros(6), 6)[0]
+    assert tuple(batch.shape) == (6, 32, 32, 3) and batch.permute(0, 3, 1, 2).is_contiguous()
+    np.testing.assert_array_equal(batch.numpy(), images.astype("float32"))
+    np.testing.assert_allclose(model(batch).detach().numpy(),
+                               model(batch.contiguous()).detach().numpy(), atol=1e-5)
     print("ok")
 """)
 

@@ -24,7 +24,7 @@ from common.core.accelerators import describe
 from common.models.augmentation import PACKAGE, augmentation_layers
 from common.training.batch_augmentation import augmentation_kornia
 from common.training.callbacks import BestCheckpoint, EpochLog, ThroughputCallback
-from common.training.mixing import mix_batch
+from common.training.mixing import mix_batch, mix_tensor
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -230,22 +230,28 @@ class Batches(keras.utils.PyDataset):
     tensorflow; augmented by :func:`augmentation_kornia`. Batches are made in order in the
     training loop (no worker); the shuffle of epoch ``e`` comes from ``seed + e``, the random
     transformations of its batch ``i`` from ``(seed, e, i)``, and so does its mixing
-    (``mix``, as in :func:`make_dataset`): the same batches on every run. On a GPU the
-    augmented batches are warped there and handed to the model there (the random draws
-    stay on the CPU's generator, so a seed gives the same batches); mixing, numpy, brings
-    them back first. Augmented batches are torch tensors, the others numpy arrays."""
+    (``mix``, as in :func:`make_dataset`): the same batches on every run.
+
+    Batches are made on torch, channels first: made float, warped and mixed
+    (:func:`common.training.mixing.mix_tensor`) in that layout. On the torch backend a
+    batch is handed to the model as a view of shape (N, H, W, C) whose memory stays channels
+    first, so the model's first layers (normalisation, the stem's convolutions, which torch
+    computes channels first) work on it without a copy: on 01's recipe, normalising a
+    channels-last batch in bf16 took about ten times as long (``make bench``). On a GPU the
+    batches are made there (the random draws stay on the CPU's generators, so a seed gives
+    the same batches). On other backends, numpy arrays (N, H, W, C)."""
 
     def __init__(self, x, y, batch_size, shuffle=False, seed=0, augmentation="none", mix=None):
+        import torch
+
         super().__init__(workers=1, use_multiprocessing=False)
         self.mix = mix
         self.x, self.y = x, np.asarray(y)
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
         self.augment = augmentation_kornia(augmentation)
-        self.device = "cpu"
-        if self.augment is not None and keras.backend.backend() == "torch":
-            import torch
-
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.torch = keras.backend.backend() == "torch"
+        self.device = "cuda" if self.torch and torch.cuda.is_available() else "cpu"
+        if self.augment is not None:
             self.augment = self.augment.to(self.device)
         self.epoch = 0
         self.order = self._order()
@@ -259,25 +265,25 @@ class Batches(keras.utils.PyDataset):
         return -(-len(self.x) // self.batch_size)
 
     def __getitem__(self, i):
-        pick = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        if self.augment is None:
-            batch = self.x[pick].astype("float32")
-        else:
-            import torch
+        import torch
 
-            # the draws of batch i of epoch e come from (seed, e, i) alone, and leave torch's
-            # global generator (dropout's, the model's) as it was. uint8 to float on torch:
-            # numpy's astype, then a float copy for torch, cost a third of the batch's time
-            images = torch.from_numpy(self.x[pick]).to(self.device).permute(0, 3, 1, 2)
+        pick = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        # (N, C, H, W), channels first in memory
+        images = torch.from_numpy(self.x[pick]).to(self.device).permute(0, 3, 1, 2)
+        if self.augment is None:
+            images = images.contiguous().float()
+        else:  # the draws of batch i of epoch e come from (seed, e, i) alone, and leave
+            # torch's global generator (dropout's, the model's) as it was
             images = self.augment(images.float().div_(255.0),
-                                  hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF)
-            batch = images.mul_(255.0).permute(0, 2, 3, 1).contiguous()
-            if self.mix:  # numpy
-                batch = batch.cpu().numpy()
+                                  hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF).mul_(255.0)
+        labels = self.y[pick]
         if self.mix:
-            return _mix(batch, self.y[pick],
-                        np.random.default_rng([self.seed, self.epoch, i, 1]), self.mix)
-        return batch, self.y[pick]
+            images, labels = mix_tensor(images, labels, int(self.mix["num_classes"]),
+                                        np.random.default_rng([self.seed, self.epoch, i, 1]),
+                                        mixup_alpha=float(self.mix.get("mixup_alpha", 0.0)),
+                                        cutmix_alpha=float(self.mix.get("cutmix_alpha", 0.0)))
+        images = images.permute(0, 2, 3, 1)
+        return (images if self.torch else images.numpy()), labels
 
     def on_epoch_end(self):
         self.epoch += 1
