@@ -219,10 +219,12 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0, augmentation="none", m
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _mix(x, y, rng, mix: dict):
-    return mix_batch(x, y, int(mix["num_classes"]), rng,
-                     mixup_alpha=float(mix.get("mixup_alpha", 0.0)),
-                     cutmix_alpha=float(mix.get("cutmix_alpha", 0.0)))
+def _mix(x, y, rng, mix: dict, apply=mix_batch):
+    """``mix`` (:func:`make_dataset`'s) applied to a batch by ``apply``: :func:`mix_batch`
+    (numpy, channels last) or :func:`mix_tensor` (torch, channels first)."""
+    return apply(x, y, int(mix["num_classes"]), rng,
+                 mixup_alpha=float(mix.get("mixup_alpha", 0.0)),
+                 cutmix_alpha=float(mix.get("cutmix_alpha", 0.0)))
 
 
 class Batches(keras.utils.PyDataset):
@@ -237,7 +239,8 @@ class Batches(keras.utils.PyDataset):
     batch is handed to the model as a view of shape (N, H, W, C) whose memory stays channels
     first, so the model's first layers (normalisation, the stem's convolutions, which torch
     computes channels first) work on it without a copy: on 01's recipe, normalising a
-    channels-last batch in bf16 took about ten times as long (``make bench``). On a GPU the
+    channels-last batch in bf16 took about ten times as long (a torch profile of its step;
+    ``make bench`` times the whole path against the channels-last one). On a GPU the
     batches are made there (the random draws stay on the CPU's generators, so a seed gives
     the same batches). On other backends, numpy arrays (N, H, W, C)."""
 
@@ -278,10 +281,9 @@ class Batches(keras.utils.PyDataset):
                                   hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF).mul_(255.0)
         labels = self.y[pick]
         if self.mix:
-            images, labels = mix_tensor(images, labels, int(self.mix["num_classes"]),
-                                        np.random.default_rng([self.seed, self.epoch, i, 1]),
-                                        mixup_alpha=float(self.mix.get("mixup_alpha", 0.0)),
-                                        cutmix_alpha=float(self.mix.get("cutmix_alpha", 0.0)))
+            images, labels = _mix(images, labels,
+                                  np.random.default_rng([self.seed, self.epoch, i, 1]),
+                                  self.mix, mix_tensor)
         images = images.permute(0, 2, 3, 1)
         return (images if self.torch else images.numpy()), labels
 
