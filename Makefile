@@ -34,6 +34,7 @@ help: ## list the targets
 	@echo "    PARAMS=\"-p KEY VALUE ...\" overrides for every notebook (VALUE read as YAML):"
 	@echo "      -p split_seed 7                    a key of params/PROFILE/study.yaml or of every notebook"
 	@echo "      -p 01.runs.improved-hybrid.epochs 3  one key of one run of notebook 01 (NN.runs.NAME.KEY)"
+	@echo "      -p 01.runs.improved-hybrid.network.transformer_layers 6  a key of a run's group"
 	@echo "      -p '03.runs.*.epochs' 1            that key in every run of notebook 03"
 	@echo "      -p 05.frozen.epochs 1              one key of a block of notebook 05 (NN.BLOCK.KEY)"
 	@echo "    VENV=\$$CONDA_PREFIX on a CUDA box (installs requirements/gpu.lock.txt there)"

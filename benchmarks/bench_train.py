@@ -172,19 +172,20 @@ class TrainingPath:
         try:
             if since < 1:
                 with keras_batch_norm():
-                    self.model = vit.build_vit(cfg, CLASSES, stats)
+                    self.model = vit.build_vit(cfg.network, cfg.augmentation, CLASSES, stats)
             else:
-                self.model = vit.build_vit(cfg, CLASSES, stats)
+                self.model = vit.build_vit(cfg.network, cfg.augmentation, CLASSES, stats)
         finally:
             keras.mixed_precision.set_global_policy("float32")
         vit_runs.compile_model(self.model, cfg, vit_runs.Arrays(x, y, x[:0], y[:0]))
         kind = BaselineBatches if since < 2 else ChannelsLastBatches if since < 5 else \
             keras_fit.Batches
+        aug = cfg.augmentation
         self.batches = kind(
-            x, y, cfg.batch_size, shuffle=True, augmentation=cfg.augmentation if augment
-            else "none", mix={"num_classes": CLASSES, "mixup_alpha": cfg.mixup_alpha,
-                              "cutmix_alpha": cfg.cutmix_alpha}
-            if augment and vit_runs.mixes(cfg) else None)
+            x, y, cfg.batch_size, shuffle=True, augmentation=aug.level if augment
+            else "none", mix={"num_classes": CLASSES, "mixup_alpha": aug.mixup_alpha,
+                              "cutmix_alpha": aug.cutmix_alpha}
+            if augment and aug.mixes else None)
         self.rates: list[float] = []
 
     def run(self, steps: int, record: bool = True) -> None:
@@ -215,7 +216,8 @@ def main(argv=None) -> int:
         parser.error(f"params/cpu/01_vit_scratch.yaml has no run {args.run!r}")
     runtime.set_torch_threads(2)
     print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; recipe {cfg.name}: "
-          f"{cfg.image_size} px, batch {cfg.batch_size}, augmentation {cfg.augmentation}",
+          f"{cfg.network.image_size} px, batch {cfg.batch_size}, augmentation "
+          f"{cfg.augmentation.level}",
           flush=True)
     peak = {(t, d): matmul_peak(t, dtype) for t in (1, 2)
             for d, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
@@ -224,7 +226,8 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(0)
     n = cfg.batch_size * (args.steps + 2)
-    x = rng.integers(0, 256, (n, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    size = cfg.network.image_size
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, CLASSES, n)
     paths = [TrainingPath("baseline (cf135a4)", cfg, x, y, since=0),
              TrainingPath("baseline, model only", cfg, x, y, since=0, augment=False),

@@ -86,12 +86,14 @@ class StepTimer(keras.callbacks.Callback):
 def network(args, augmentation: str) -> KerasVitRun:
     """The benchmarked network's settings: ``augmentation`` inside the model unless "none"."""
     stem = [int(c) for c in args.stem_channels.split(",")] if args.stem_channels else None
-    return KerasVitRun(name="bench", image_size=args.image_size, patch_size=args.patch_size,
-                       stem_channels=stem, key_dim=args.key_dim,
-                       transformer_layers=4 if stem else 8,
-                       mlp_head_units=[256] if stem else [2048, 1024],
-                       augmentation="standard" if augmentation == "none" else augmentation,
-                       augment_in_model=augmentation != "none")
+    return KerasVitRun(
+        name="bench",
+        network={"image_size": args.image_size, "patch_size": args.patch_size,
+                 "stem_channels": stem, "key_dim": args.key_dim,
+                 "transformer_layers": 4 if stem else 8,
+                 "mlp_head_units": [256] if stem else [2048, 1024]},
+        augmentation={"level": "standard" if augmentation == "none" else augmentation,
+                      "in_model": augmentation != "none"})
 
 
 def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
@@ -99,8 +101,8 @@ def prepare(args, x, y, jit, aug_in_model, aug_in_pipeline):
     list of the timed step durations)."""
     keras.utils.set_random_seed(0)
     cfg = network(args, aug_in_model)
-    model = vit.build_vit(cfg, args.num_classes)
-    keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg, args.steps),
+    model = vit.build_vit(cfg.network, cfg.augmentation, args.num_classes)
+    keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg.optimiser, 1, args.steps),
                                  jit_compile=jit)
     timer = StepTimer()
     ds = dataset(x, y, args.batch_size, aug_in_pipeline)
@@ -116,7 +118,8 @@ def train_flops(args) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = vit.build_vit(network(args, "none"), args.num_classes)
+    cfg = network(args, "none")
+    model = vit.build_vit(cfg.network, cfg.augmentation, args.num_classes)
     x = torch.rand(8, args.image_size, args.image_size, 3) * 255
     with FlopCounterMode(display=False) as counter:
         model(x, training=True).sum().backward()

@@ -133,26 +133,28 @@ def keras_configs(cpu: bool, steps: int, emit) -> list[dict]:
         p = loading.load(nb, "gpu")
         policy = runtime.set_keras_precision(p.mixed_precision and not cpu)
         for cfg in p.runs:
-            size = cfg.image_size
+            net = cfg.network
+            size = net.image_size
             batch = 8 if cpu else cfg.batch_size
             if cpu:
-                size = 32 if not cfg.stem_channels else 2 ** len(cfg.stem_channels) * 2
-                cfg = schema.KerasVitRun.model_validate({
-                    **cfg.model_dump(), "image_size": size, "transformer_layers": 1,
-                    "patch_size": cfg.patch_size if cfg.stem_channels else 8})
+                size = 32 if not net.stem_channels else 2 ** len(net.stem_channels) * 2
+                small = {**net.model_dump(), "image_size": size, "transformer_layers": 1,
+                         "patch_size": net.patch_size if net.stem_channels else 8}
+                cfg = schema.KerasVitRun.model_validate({**cfg.model_dump(), "network": small})
             if cpu:  # torch.compile takes minutes a model on a CPU (the dry run's rule)
                 cfg = cfg.model_copy(update={"jit_compile": False})
             x, y = images(batch * steps, size, 196)
-            model = vit.build_vit(cfg, 196)
-            keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg, steps),
+            model = vit.build_vit(cfg.network, cfg.augmentation, 196, name=cfg.name)
+            keras_fit.compile_classifier(model,
+                                         keras_fit.make_optimizer(cfg.optimiser, 3, steps),
                                          jit_compile=cfg.jit_compile)
             trained = keras_fit.train(
                 model, x, y, x[:batch], y[:batch], epochs=3, batch_size=batch, verbose=0,
                 checkpoint_path=SCRATCH / "gpu_check.keras",
-                augmentation="none" if cfg.augment_in_model else cfg.augmentation)
+                augmentation=cfg.augmentation.pipeline_level)
             out.append({"notebook": nb, "run": cfg.name, "image_size": size,
                         "batch_size": batch, "precision": policy,
-                        "augment_in_model": cfg.augment_in_model,
+                        "augment_in_model": cfg.augmentation.in_model,
                         "jit_compile": cfg.jit_compile,
                         "images_per_second": trained["train_images_per_second"],
                         "rate": "epochs 2-3 (the first, tracing, left out)",

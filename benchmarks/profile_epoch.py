@@ -65,8 +65,9 @@ def main(argv=None) -> int:
     cfg = next((r for r in params.runs if r.name == args.run), None)
     if cfg is None:
         parser.error(f"params/cpu/01_vit_scratch.yaml has no run {args.run!r}")
-    cfg = cfg.model_copy(update={"epochs": args.epochs,
-                                 "warmup_epochs": min(cfg.warmup_epochs, 1)})
+    optimiser = cfg.optimiser.model_copy(
+        update={"warmup_epochs": min(cfg.optimiser.warmup_epochs, 1)})
+    cfg = cfg.model_copy(update={"epochs": args.epochs, "optimiser": optimiser})
     runtime.prepare_keras(params)
 
     import keras

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
             points.append({"epoch": epoch, "train_seconds": round(seconds, 2),
                            "val_accuracy": float(val)})
         # the test set, once: the checkpoint the recipe keeps
-        x_te, t_te = images.load_images(task.parts.test, cfg.image_size, *task.parts.crop)
+        x_te, t_te = images.load_images(task.parts.test, cfg.network.image_size, *task.parts.crop)
         y_te = t_te["label"].to_numpy()
         kept = keras_probabilities(out["model"], x_te, cfg.batch_size,
                                    flip=cfg.test_time_flip)
@@ -119,10 +119,10 @@ def main(argv=None) -> int:
 def against_2022(cfg, crop: str, cores: int | None) -> list[str]:
     """What differs between this run and the 2022 10-class figure it is set against: the
     keras.io ViT at 72 px, patches of 8, whole images, 100 epochs on a Colab GPU."""
-    architecture = (f"hybrid ViT (stem {cfg.stem_channels}) against a pure ViT"
-                    if cfg.stem_channels else "the same pure ViT")
+    architecture = (f"hybrid ViT (stem {cfg.network.stem_channels}) against a pure ViT"
+                    if cfg.network.stem_channels else "the same pure ViT")
     return [f"architecture: {architecture}",
-            f"input: {cfg.image_size} px, {crop} crops, against 72 px whole images",
+            f"input: {cfg.network.image_size} px, {crop} crops, against 72 px whole images",
             f"epochs: {cfg.epochs} against 100",
             f"hardware: {cores} CPU cores against a GPU"]
 

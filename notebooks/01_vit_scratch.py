@@ -95,9 +95,10 @@ from IPython.display import Markdown, display
 
 first = p.runs[min(1, len(p.runs) - 1)]
 display(Markdown(presentation.patches_markdown(first)))
-x_patch, _ = images.load_images(parts.train.head(1), first.image_size, "squash",
+x_patch, _ = images.load_images(parts.train.head(1), first.network.image_size, "squash",
                                 progress=False)
-session.figures.append(figures.patches(x_patch[0], first.patch_size, session.figure("patches")))
+session.figures.append(figures.patches(x_patch[0], first.network.patch_size,
+                                        session.figure("patches")))
 
 # %% [markdown]
 # ## Les configurations essayées
@@ -110,8 +111,8 @@ session.figures.append(figures.patches(x_patch[0], first.patch_size, session.fig
 # fait, elle, lot par lot avant le modèle : dans le pipeline `tf.data` sur TensorFlow, dans
 # la boucle d'entraînement sur PyTorch (paramètre `keras_backend`), avec la bibliothèque
 # kornia, qui tire une transformation par image et déforme tout le lot en une seule
-# opération, bien plus vite que les couches de Keras sur ce backend ; sur GPU (paramètre
-# `augment_in_model`), elle revient dans le modèle, comme dans l'exemple keras.io.
+# opération, bien plus vite que les couches de Keras sur ce backend ; avec le paramètre
+# `augmentation.in_model`, elle revient dans le modèle, comme dans l'exemple keras.io.
 # L'optimiseur est `AdamW`. Pour chaque configuration, nous gardons le meilleur point de
 # contrôle sur la validation, puis nous l'évaluons une seule fois sur le test.
 #
@@ -132,7 +133,7 @@ session.figures.append(figures.patches(x_patch[0], first.patch_size, session.fig
 # %%
 display(Markdown(narrative.vit_budget_markdown(p, provenance.hardware()) + " "
                  + narrative.keras_setup_markdown(p)))
-pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
+pd.json_normalize([run.model_dump() for run in p.runs]).set_index("name")
 
 # %% [markdown]
 # ## Le réseau
@@ -153,37 +154,38 @@ from common.models import vit
 from common.models.augmentation import augmentation_layers
 
 
-def create_vit_classifier(cfg, num_classes, stats):
-    """The keras.io ViT for one configuration ``cfg`` of the params file; ``stats``: the
-    training pixels' per-channel mean and variance (normalisation inside the model)."""
-    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+def create_vit_classifier(net, augmentation, num_classes, stats, name):
+    """The keras.io ViT of one configuration's ``network`` group (``net``), with its
+    ``augmentation`` group's layers when they go inside the model; ``stats``: the training
+    pixels' per-channel mean and variance (normalisation inside the model)."""
+    inputs = keras.Input((net.image_size, net.image_size, 3), name="image")
     x = inputs
-    for layer in augmentation_layers(cfg.augmentation if cfg.augment_in_model else "none"):
-        x = layer(x)  # on GPU the augmentation is part of the model (augment_in_model)
+    for layer in augmentation_layers(augmentation.model_level):
+        x = layer(x)  # augmentation.in_model: augmented inside the model, as keras.io
     x = layers.Normalization(mean=stats[0], variance=stats[1], name="normalize")(x)
-    if cfg.stem_channels:  # hybrid: stride-2 convolutions, one token per cell of their map
-        x = vit.conv_stem(x, cfg.stem_channels)
+    if net.stem_channels:  # hybrid: stride-2 convolutions, one token per cell of their map
+        x = vit.conv_stem(x, net.stem_channels)
     else:
-        x = vit.Patches(cfg.patch_size, name="patches")(x)
-    x = vit.PatchEncoder(vit.num_patches(cfg.image_size, cfg.patch_size), cfg.projection_dim,
+        x = vit.Patches(net.patch_size, name="patches")(x)
+    x = vit.PatchEncoder(vit.num_patches(net.image_size, net.patch_size), net.projection_dim,
                          name="encoder")(x)
-    for i in range(cfg.transformer_layers):
-        rate = cfg.stochastic_depth_rate * i / max(cfg.transformer_layers - 1, 1)
+    for i in range(net.transformer_layers):
+        rate = net.drop_path_rate(i)  # stochastic depth, deeper blocks dropped more often
         drop = vit.StochasticDepth(rate, name=f"block{i}_droppath") if rate else (lambda t: t)
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
-        h = layers.MultiHeadAttention(cfg.num_heads, cfg.key_dim or cfg.projection_dim,
-                                      dropout=cfg.dropout, name=f"block{i}_attention")(h, h)
+        h = layers.MultiHeadAttention(net.num_heads, net.head_dim, dropout=net.dropout,
+                                      name=f"block{i}_attention")(h, h)
         x = layers.Add(name=f"block{i}_add1")([drop(h), x])
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln2")(x)
-        h = vit.mlp(h, [cfg.projection_dim * 2, cfg.projection_dim], cfg.dropout,
+        h = vit.mlp(h, [net.projection_dim * 2, net.projection_dim], net.dropout,
                     f"block{i}_mlp")
         x = layers.Add(name=f"block{i}_add2")([drop(h), x])
     x = layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
     x = layers.GlobalAveragePooling1D(name="gap")(x)
-    x = layers.Dropout(cfg.head_dropout, name="head_dropout")(x)
-    x = vit.mlp(x, cfg.mlp_head_units, cfg.head_dropout, "head")  # keras.io's MLP head
+    x = layers.Dropout(net.head_dropout, name="head_dropout")(x)
+    x = vit.mlp(x, net.mlp_head_units, net.head_dropout, "head")  # keras.io's MLP head
     logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)  # float32: stable
-    return keras.Model(inputs, logits, name=cfg.name)
+    return keras.Model(inputs, logits, name=name)
 
 
 # %% [markdown]
@@ -192,7 +194,8 @@ def create_vit_classifier(cfg, num_classes, stats):
 # attention multi-têtes, son MLP et ses deux additions résiduelles.
 
 # %%
-create_vit_classifier(first, len(labels), (0.0, 1.0)).summary(line_length=100)
+create_vit_classifier(first.network, first.augmentation, len(labels), (0.0, 1.0),
+                      first.name).summary(line_length=100)
 
 # %% [markdown]
 # ## L'entraînement
@@ -210,7 +213,8 @@ for cfg in p.runs:
     print(f"=== {cfg.name}")
     data = vit_runs.load_arrays(cfg, parts, seed=p.seed)
     keras.utils.set_random_seed(p.seed)  # the same initial weights at every re-run
-    model = create_vit_classifier(cfg, len(labels), data.pixel_stats())
+    model = create_vit_classifier(cfg.network, cfg.augmentation, len(labels),
+                                  data.pixel_stats(), cfg.name)
     vit_runs.compile_model(model, cfg, data)
     trained = vit_runs.fit(model, cfg, data, num_classes=len(labels), seed=p.seed,
                            model_dir=session.model_dir(cfg.name))

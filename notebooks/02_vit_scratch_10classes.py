@@ -113,13 +113,13 @@ session.figures.append(figures.sample_images(x_sample, list(sample["class_name"]
 #
 # Enfin, le même modèle Keras tourne sur TensorFlow ou sur PyTorch (paramètre
 # `keras_backend`). Sur PyTorch, dont les époques gardent une durée régulière, les images
-# sont augmentées lot par lot, dans la boucle d'entraînement, avec kornia ; sur GPU
-# (paramètre `augment_in_model`), l'augmentation se fait dans le modèle.
+# sont augmentées lot par lot, dans la boucle d'entraînement, avec kornia ; avec le
+# paramètre `augmentation.in_model`, l'augmentation se fait dans le modèle.
 
 # %%
 display(Markdown(narrative.vit_budget_markdown(p, provenance.hardware()) + " "
                  + narrative.keras_setup_markdown(p)))
-pd.DataFrame([run.model_dump() for run in p.runs]).set_index("name")
+pd.json_normalize([run.model_dump() for run in p.runs]).set_index("name")
 
 # %%
 import keras
@@ -140,7 +140,8 @@ for cfg in p.runs:
         display(Markdown(f"**{cfg.name}** part du réseau `{weights['from']}` du premier "
                          f"notebook, entraîné sur ses {weights['classes']} classes."))
     else:  # the keras.io ViT of the first notebook, built by the package at this size
-        model = vit.build_vit(cfg, len(labels), data.pixel_stats())
+        model = vit.build_vit(cfg.network, cfg.augmentation, len(labels), data.pixel_stats(),
+                              name=cfg.name)
         weights, stats = weights_info("random-init", pretrained=False), "of the training set"
     vit_runs.compile_model(model, cfg, data)
     trained = vit_runs.fit(model, cfg, data, num_classes=len(labels), seed=p.seed,

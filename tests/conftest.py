@@ -22,12 +22,37 @@ HUB_ID = "google/vit-base-patch16-224-in21k"
 
 def small_vit(image_size: int = 16, patch_size: int = 8, **changes):
     """The settings of a small ViT run (a ``KerasVitRun``: the schema's defaults, a narrow
-    and shallow network), with ``changes``."""
+    and shallow network), with ``changes``: a run key, or a key of one of its groups given
+    by its own name (``learning_rate=3e-3``, ``stem_channels=[8]``, ``augmentation="strong"``
+    for the level, ``augment_in_model=True``)."""
     from common.config.schema import KerasVitRun
 
-    small = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=[32])
-    return KerasVitRun(name="small", image_size=image_size, patch_size=patch_size,
-                       **{**small, **changes})
+    aliases = {"augmentation": ("augmentation", "level"),
+               "augment_in_model": ("augmentation", "in_model")}
+    groups = {key: (group, key) for group in ("network", "optimiser", "augmentation")
+              for key in KerasVitRun.model_fields[group].annotation.model_fields}
+    values = {"name": "small", "network": {
+        "image_size": image_size, "patch_size": patch_size, "projection_dim": 16,
+        "num_heads": 2, "transformer_layers": 2, "mlp_head_units": [32]}}
+    for key, value in changes.items():
+        where = aliases.get(key) or groups.get(key)
+        if where is None or key in KerasVitRun.model_fields and key not in aliases:
+            values[key] = value
+        else:
+            values.setdefault(where[0], {})[where[1]] = value
+    return KerasVitRun.model_validate(values)
+
+
+def vit_model(cfg, num_classes: int, stats=None):
+    """The package's ViT for run settings ``cfg`` (its network and augmentation groups)."""
+    from common.models.vit import build_vit
+
+    return build_vit(cfg.network, cfg.augmentation, num_classes, stats, name=cfg.name)
+
+
+def optimiser_of(cfg) -> tuple:
+    """``make_optimizer``'s first two arguments for run settings ``cfg``."""
+    return cfg.optimiser, cfg.epochs
 
 
 def task_of(root, class_ids=None, val_fraction=0.25, test_fraction=0.2, seed=0):

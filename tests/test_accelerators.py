@@ -16,7 +16,7 @@ import pytest
 from common.config import loading
 from common.core import accelerators, paths, runtime
 from common.training import hf_trainer
-from conftest import small_vit
+from conftest import optimiser_of, small_vit, vit_model
 
 
 # --------------------------------------------------------------------------- GPU or refusal
@@ -153,7 +153,7 @@ def test_a_keras_run_records_the_device_its_framework_trained_on(tmp_path):
     x, y = rng.integers(0, 256, (8, 8, 8, 3)).astype("uint8"), rng.integers(0, 2, 8)
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(2)])
-    keras_fit.compile_classifier(model, keras_fit.make_optimizer(small_vit(), 2))
+    keras_fit.compile_classifier(model, keras_fit.make_optimizer(*optimiser_of(small_vit()), 2))
     out = keras_fit.train(model, x, y, x, y, epochs=1, batch_size=4, verbose=0,
                           checkpoint_path=tmp_path / "m.keras")
     assert out["trained_on"] == {keras.backend.backend(): "cpu"}
@@ -228,13 +228,12 @@ def test_augmentation_stays_on_the_accelerator_under_bf16():
 def test_augmentation_computes_in_float32_and_the_model_in_bf16():
     import keras
 
-    from common.models.vit import build_vit
 
     try:
         runtime.set_keras_precision(True)
-        model = build_vit(small_vit(32, 8, transformer_layers=1, augmentation="strong",
+        model = vit_model(small_vit(32, 8, transformer_layers=1, augmentation="strong",
                                     augment_in_model=True), 10)
-        heavy = build_vit(small_vit(32, 8, transformer_layers=1, augmentation="heavy",
+        heavy = vit_model(small_vit(32, 8, transformer_layers=1, augmentation="heavy",
                                     augment_in_model=True), 10)
     finally:
         runtime.set_keras_precision(False)

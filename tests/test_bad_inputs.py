@@ -29,7 +29,7 @@ from common.data import table as data
 from common.models import folder as model_folder
 from common.models.origin import weights_info
 from common.results import contract as results
-from conftest import doctored_results, small_vit
+from conftest import doctored_results, small_vit, vit_model
 
 CLI_ENV = {**os.environ, "PYTHONPATH": str(paths.ROOT / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -286,10 +286,9 @@ def test_atomic_files_follow_the_umask(tmp_path):
 def keras_model_dir(tmp_path_factory):
     """A tiny ViT model folder, as the notebooks write it."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    from common.models import vit
 
     folder = tmp_path_factory.mktemp("keras-model")
-    model = vit.build_vit(small_vit(projection_dim=8, num_heads=1, transformer_layers=1,
+    model = vit_model(small_vit(projection_dim=8, num_heads=1, transformer_layers=1,
                                     mlp_head_units=[8]), 3)
     model.save(folder / model_folder.KERAS_FILE)
     model_folder.write_info(folder, {0: (1, "A"), 1: (2, "B"), 2: (3, "C")},
@@ -408,10 +407,10 @@ def test_missing_image_and_decompression_bomb_are_named(keras_model_dir, tmp_pat
 
 @pytest.mark.parametrize("params,words", [
     (["-p", "epochs", "1"], ["'epochs'", "accepted keys"]),
-    (["-p", "runs", "[{name: x, image_size: 32, patch_size: 4, epochs: ten}]"],
+    (["-p", "runs", "[{name: x, network: {image_size: 32, patch_size: 4}, epochs: ten}]"],
      ["run 'x'", "epochs", "integer ≥ 1"]),
-    (["-p", "runs.*.learning_rate", "-0.001"], ["learning_rate", "> 0"]),
-    (["-p", "runs", "[{name: x, image_size: 32, patch_size: 5}]"],
+    (["-p", "runs.*.optimiser.learning_rate", "-0.001"], ["learning_rate", "> 0"]),
+    (["-p", "runs", "[{name: x, network: {image_size: 32, patch_size: 5}}]"],
      ["run 'x'", "patch_size 5 does not divide image_size 32"]),
 ])
 def test_a_bad_parameter_stops_before_any_kernel(tmp_path, params, words):
@@ -448,9 +447,9 @@ def test_a_failing_run_leaves_every_earlier_output_as_it_was(smoke_run, tmp_path
     for key, value in smoke_run["env"].items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("VIT_CARS_OUTPUT", str(out))
-    runs = [{"name": "24px-patch8", "image_size": 24, "patch_size": 8},
-            {"name": "breaks", "image_size": 24, "patch_size": 4, "stem_channels": [8, 16],
-             "init_from": "improved-hybrid"}]
+    runs = [{"name": "24px-patch8", "network": {"image_size": 24, "patch_size": 8}},
+            {"name": "breaks", "init_from": "improved-hybrid",
+             "network": {"image_size": 24, "patch_size": 4, "stem_channels": [8, 16]}}]
     with pytest.raises(Exception) as err:
         notebooks.execute(paths.ROOT / "notebooks" / "02_vit_scratch_10classes.py", "smoke",
                           {"data_dir": str(smoke_run["data"]), "runs": runs}, progress=False)

@@ -71,22 +71,61 @@ def test_overrides_reach_one_run_every_run_a_block_and_the_study():
     p = loading.load("05_efficientnet", "cpu", **{"frozen.epochs": 1, "seed": 3})
     assert p.frozen.epochs == 1 and p.seed == 3 and p.unfrozen.epochs == 2
     p = loading.load("02_vit_scratch_10classes", "cpu", runs=[
-        {"name": "one", "image_size": 32, "patch_size": 4}])
+        {"name": "one", "network": {"image_size": 32, "patch_size": 4}}])
     assert [r.name for r in p.runs] == ["one"] and p.runs[0].epochs == 2  # file defaults
 
 
+def test_a_runs_settings_are_grouped_and_overrides_reach_a_group_key():
+    """A run's network, optimiser and augmentation are groups: a dotted override reaches
+    one key of a group and leaves its other keys; the file's defaults fill a group key by
+    key (smoke: the defaults' narrow network, each run's own image and patch sizes)."""
+    p = loading.load("01_vit_scratch", "cpu", **{
+        "runs.improved-hybrid.network.transformer_layers": 6,
+        "runs.*.optimiser.learning_rate": 0.01})
+    run = {r.name: r for r in p.runs}["improved-hybrid"]
+    assert run.network.transformer_layers == 6 and run.network.stem_channels == [16, 32, 64, 64]
+    assert {r.optimiser.learning_rate for r in p.runs} == {0.01}
+    assert run.optimiser.schedule == "linear" and run.augmentation.mixup_alpha == 0.8
+    smoke = {r.name: r.network for r in loading.load("01_vit_scratch", "smoke").runs}
+    assert smoke["32px-patch6"].projection_dim == 16 and smoke["32px-patch6"].image_size == 32
+    assert smoke["improved-hybrid"].stem_channels == [8, 16]
+    assert smoke["improved-hybrid"].mlp_head_units == [32]
+
+
+def test_a_key_outside_its_group_is_refused_naming_its_group(tmp_path, monkeypatch):
+    """A run key written flat (as before the groups) is refused in one line that says which
+    group it belongs to, in an override as in a file; it is never read as the group's."""
+    with pytest.raises(loading.ConfigError) as err:
+        loading.load("01_vit_scratch", "cpu", **{"runs.improved-hybrid.image_size": 64})
+    message = str(err.value)
+    assert "\n" not in message and "unknown key 'image_size' in run 'improved-hybrid'" in message
+    assert "network group: write network.image_size" in message
+    import shutil
+
+    shutil.copytree(paths.ROOT / "params" / "cpu", tmp_path / "cpu")
+    file = tmp_path / "cpu" / "02_vit_scratch_10classes.yaml"
+    file.write_text(file.read_text().replace("    epochs: 120\n", "    epochs: 120\n"
+                                             "    mixup_alpha: 0.2\n"))
+    monkeypatch.setattr(paths, "params_file", lambda profile, nb: tmp_path / profile / f"{nb}.yaml")
+    with pytest.raises(loading.ConfigError) as err:
+        loading.load("02_vit_scratch_10classes", "cpu")
+    assert "02_vit_scratch_10classes.yaml" in str(err.value)
+    assert "augmentation group: write augmentation.mixup_alpha" in str(err.value)
+
+
 @pytest.mark.parametrize("notebook,overrides,words", [
-    ("01_vit_scratch", {"runs": [{"name": "x", "image_size": 32, "patch_size": 4,
+    ("01_vit_scratch", {"runs": [{"name": "x", "network": {"image_size": 32, "patch_size": 4},
                                   "epochs": "ten"}]}, ["run 'x'", "epochs", "integer ≥ 1"]),
-    ("01_vit_scratch", {"runs.*.learning_rate": -0.001}, ["learning_rate", "> 0"]),
-    ("01_vit_scratch", {"runs": [{"name": "x", "image_size": 32, "patch_size": 5}]},
-     ["run 'x'", "patch_size 5 does not divide image_size 32"]),
+    ("01_vit_scratch", {"runs.*.optimiser.learning_rate": -0.001},
+     ["optimiser: learning_rate", "> 0"]),
+    ("01_vit_scratch", {"runs": [{"name": "x", "network": {"image_size": 32, "patch_size": 5}}]},
+     ["run 'x' network", "patch_size 5 does not divide image_size 32"]),
     ("01_vit_scratch", {"epochz": 3}, ["unknown key 'epochz'", "accepted keys:"]),
     ("01_vit_scratch", {"runs.improved-hybrid.crop_mode": "bbox"},
      ["unknown key 'crop_mode' in run 'improved-hybrid' (crop_mode is a key of the study "
       "file, params/<profile>/study.yaml: one value for every notebook)"]),
-    ("01_vit_scratch", {"runs.improved-hybrid.learning_rat": 0.1},
-     ["unknown key 'learning_rat'", "run 'improved-hybrid'", "accepted keys:"]),
+    ("01_vit_scratch", {"runs.improved-hybrid.optimiser.learning_rat": 0.1},
+     ["unknown key 'learning_rat'", "run 'improved-hybrid' optimiser", "accepted keys:"]),
     ("01_vit_scratch", {"runs.nope.epochs": 1}, ["names no run", "improved-hybrid"]),
     ("03_vit_finetune", {"runs": [{"name": "b", "balanse": True}]},
      ["unknown key 'balanse'", "run 'b'"]),
@@ -192,9 +231,10 @@ def test_a_run_that_starts_from_01_with_another_shape_is_refused_on_loading():
     width of the heads) set otherwise is one line, before any kernel, naming the key and 01's
     value (it once reached the training as a shape mismatch deep in the notebook)."""
     with pytest.raises(loading.ConfigError) as err:
-        loading.load("02_vit_scratch_10classes", "cpu", **{"runs.improved-hybrid.key_dim": 32})
+        loading.load("02_vit_scratch_10classes", "cpu",
+                     **{"runs.improved-hybrid.network.key_dim": 32})
     message = str(err.value)
-    assert "\n" not in message and "key_dim is 32" in message and "has 16" in message
+    assert "\n" not in message and "network.key_dim is 32" in message and "has 16" in message
     for profile in PROFILES:  # every profile's own files agree
         loading.load("02_vit_scratch_10classes", profile)
 

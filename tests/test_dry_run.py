@@ -213,16 +213,16 @@ def test_the_gpu_profiles_compiled_vit_trains_on_torch(tmp_path):
         from common.config import schema
         from common.models import vit
         from common.training import keras_fit
-        cfg = schema.KerasVitRun(name="t", image_size=24, patch_size=4, stem_channels=[8, 16],
-                                 projection_dim=16, num_heads=2, transformer_layers=1,
-                                 mlp_head_units=[32], augmentation="standard", jit_compile=True,
-                                 batch_size=8, epochs=1)
+        cfg = schema.KerasVitRun(name="t", network=dict(
+            image_size=24, patch_size=4, stem_channels=[8, 16], projection_dim=16, num_heads=2,
+            transformer_layers=1, mlp_head_units=[32]), jit_compile=True, batch_size=8, epochs=1)
         rng = np.random.default_rng(0)
         x, y = rng.integers(0, 255, (20, 24, 24, 3)).astype("uint8"), rng.integers(0, 3, 20)
-        model = vit.build_vit(cfg, 3)
-        keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg, 3), jit_compile=True)
+        model = vit.build_vit(cfg.network, cfg.augmentation, 3)
+        keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg.optimiser, 1, 3),
+                                     jit_compile=True)
         out = keras_fit.train(model, x, y, x[:8], y[:8], epochs=1, batch_size=8, verbose=0,
-                              checkpoint_path="%s", augmentation=cfg.augmentation)
+                              checkpoint_path="%s", augmentation=cfg.augmentation.level)
         print("compiled", model.jit_compile, np.isfinite(out["history"]["loss"]).all())
     ''' % (tmp_path / "m.keras"))
     env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(paths.ROOT / "src")}

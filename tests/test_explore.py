@@ -16,7 +16,8 @@ from common.results import journal
 
 
 def _row(**changes):
-    row = {"date": "2026-12-02 10:00", "commit": "abc1234", "notebook": "02", "run": "r",
+    row = {"date": "2026-12-02 10:00", "commit": "abc1234", "notebook": "02_vit_scratch_10classes",
+           "run": "r",
            "settings": journal.settings_text({"epochs": 3}), "seed": 0,
            "val_accuracy": 0.5, "train_seconds": 10.0}
     return {**row, **changes}
@@ -79,10 +80,30 @@ def test_committed_journal_rows_record_every_setting_they_ran_with():
     for file in sorted((paths.ROOT / "explorations").glob("*.csv")):
         for _, row in journal.read(file).iterrows():
             values = json.loads(row["ran_with"])
-            run = {k: v for k, v in values.items() if k not in journal.SWITCHES}
+            run: dict = {}
+            for key, value in values.items():
+                if key not in journal.SWITCHES:
+                    group, _, leaf = key.rpartition(".")
+                    (run.setdefault(group, {}) if group else run)[leaf] = value
             cfg = schema.KerasVitRun(name=row["run"], **run)
-            assert set(run) == set(schema.KerasVitRun.model_fields) - {"name"}, file.name
+            assert journal.flat(cfg.model_dump(mode="json", exclude={"name"})) == {
+                k: v for k, v in values.items() if k not in journal.SWITCHES}, file.name
             assert cfg.epochs == row["epochs"], (file.name, row["date"])
+
+
+def test_a_journal_row_with_a_key_outside_its_group_is_refused(tmp_path):
+    """Rows name a group's key with its group (network.image_size), as -p does; a row with
+    the flat name of before the groups is refused in one line naming the file, the row and
+    the key, never read as the group's key."""
+    path = tmp_path / "j.csv"
+    journal.append(path, _row(settings=journal.settings_text({"network.image_size": 64})))
+    assert len(journal.read(path)) == 1
+    journal.append(path, _row(settings=journal.settings_text({"image_size": 64})))
+    with pytest.raises(ValueError) as err:
+        journal.read(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "row 3" in message
+    assert "settings key 'image_size' is not a setting" in message
 
 
 def test_a_rows_settings_are_read_against_the_params_file_of_today():

@@ -10,11 +10,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from common.config.schema import KerasVitRun  # noqa: E402
-from common.models import vit  # noqa: E402
 from common.training import keras_fit  # noqa: E402
 from common.training.mixing import mix_batch, mix_tensor  # noqa: E402
-from conftest import small_vit  # noqa: E402
+from conftest import small_vit, vit_model  # noqa: E402
 
 SMALL = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=(32,))
 
@@ -111,8 +109,9 @@ def test_a_run_trains_on_mixed_batches_and_validates_on_plain_labels(tmp_path):
     x = rng.integers(0, 256, (48, 16, 16, 3)).astype("uint8")
     keras.utils.set_random_seed(1)
     cfg = small_vit(learning_rate=3e-3)
-    model = vit.build_vit(cfg, 3)
-    keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg, 1), soft_labels=True)
+    model = vit_model(cfg, 3)
+    keras_fit.compile_classifier(model, keras_fit.make_optimizer(cfg.optimiser, cfg.epochs, 1),
+                                 soft_labels=True)
     out = keras_fit.train(model, x[:32], y[:32], x[32:], y[32:], epochs=2, batch_size=8,
                           checkpoint_path=str(tmp_path / "best.keras"), verbose=0,
                           mix={"num_classes": 3, "mixup_alpha": 0.4, "cutmix_alpha": 1.0})
@@ -120,9 +119,10 @@ def test_a_run_trains_on_mixed_batches_and_validates_on_plain_labels(tmp_path):
     assert all(np.isfinite(history["loss"])) and all(0 <= a <= 1 for a in history["accuracy"])
     _, acc, _ = out["model"].evaluate(x[32:].astype("float32"), y[32:], verbose=0)
     assert acc == pytest.approx(out["best_val_accuracy"])
-    assert KerasVitRun(name="r", image_size=16, patch_size=8, mixup_alpha=0.2).mixup_alpha == 0.2
+    assert small_vit(mixup_alpha=0.2).augmentation.mixes
+    assert not small_vit().augmentation.mixes
     with pytest.raises(ValueError, match="cutmix_alpha"):
-        KerasVitRun(name="r", image_size=16, patch_size=8, cutmix_alpha=-1)
+        small_vit(cutmix_alpha=-1)
 
 
 def test_only_the_keras_vit_runs_take_mixing_keys():
@@ -130,6 +130,6 @@ def test_only_the_keras_vit_runs_take_mixing_keys():
     from common.config import schema
 
     for key in ("mixup_alpha", "cutmix_alpha"):
-        assert key in schema.KerasVitRun.model_fields
+        assert key in schema.VitAugmentation.model_fields
         assert key not in schema.HfRun.model_fields
         assert key not in schema.EfficientNetRun.model_fields

@@ -38,8 +38,9 @@ def test_the_notebooks_network_is_the_packages(profile):
     exec(compile(_network_cell(), str(NOTEBOOK), "exec"), namespace)
     stats = (np.full(3, 120.0), np.full(3, 900.0))
     for cfg in loading.load("01_vit_scratch", profile).runs:
-        mine = namespace["create_vit_classifier"](cfg, 7, stats)
-        theirs = vit.build_vit(cfg, 7, stats)
+        mine = namespace["create_vit_classifier"](cfg.network, cfg.augmentation, 7, stats,
+                                                  cfg.name)
+        theirs = vit.build_vit(cfg.network, cfg.augmentation, 7, stats, name=cfg.name)
         assert _layers(mine) == _layers(theirs), (profile, cfg.name)
         assert mine.count_params() == theirs.count_params()
 

@@ -227,7 +227,8 @@ def test_misspelt_key_in_a_run_stops_the_notebook_before_training(smoke_run, mon
     with pytest.raises(loading.ConfigError, match="'epochz'.*accepted keys"):
         _execute(smoke_run, monkeypatch, tmp_path, "01_vit_scratch", "smoke", epochz=3)
     # through papermill directly: the notebook's first code cell stops it
-    runs = [{"name": "typo", "image_size": 24, "patch_size": 6, "learning_rat": 0.1}]
+    runs = [{"name": "typo", "network": {"image_size": 24, "patch_size": 6},
+             "learning_rate": 0.1}]  # a key of the optimiser group, written flat
     source = tmp_path / "01.ipynb"
     import jupytext
 
@@ -240,7 +241,8 @@ def test_misspelt_key_in_a_run_stops_the_notebook_before_training(smoke_run, mon
                                                "overrides": {"runs": runs}},
                                    cwd=str(paths.ROOT), progress_bar=False)
     message = str(err.value)
-    assert "ConfigError" in message and "'learning_rat'" in message
+    assert "ConfigError" in message and "'learning_rate'" in message
+    assert "write optimiser.learning_rate" in message
     assert "params/smoke/01_vit_scratch.yaml" in message and "in run 'typo'" in message
     assert not (tmp_path / "out" / "models").exists()
 

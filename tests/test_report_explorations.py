@@ -14,7 +14,7 @@ def test_the_section_reads_the_journals(tmp_path):
             "run": "fast-scratch", "val_images": 52, "train_seconds": 120.0}
     for seed, acc in enumerate([0.25, 0.35, 0.3]):
         journal.append(path, {**base, "settings": "{}", "seed": seed, "val_accuracy": acc})
-    journal.append(path, {**base, "settings": journal.settings_text({"image_size": 64}),
+    journal.append(path, {**base, "settings": journal.settings_text({"network.image_size": 64}),
                           "seed": 0, "val_accuracy": 0.2, "train_seconds": 60.0})
     text = explorations_markdown(tmp_path)
     assert ("**Notebook `02_vit_scratch_10classes`.** Le journal compte 4 entraînements, 2 "
@@ -26,7 +26,7 @@ def test_the_section_reads_the_journals(tmp_path):
     table = explorations_table(tmp_path)
     assert ("| 02 | fast-scratch : réglages du fichier | 3 | 30,0\u00a0% (25\u00a0%–35\u00a0%) "
             "| 120 |") in table
-    assert "| 02 | fast-scratch : `image_size` 64 | 1 | 20,0\u00a0% | 60 |" in table
+    assert "| 02 | fast-scratch : `network.image_size` 64 | 1 | 20,0\u00a0% | 60 |" in table
 
 
 def test_the_section_says_what_the_params_file_keeps_when_it_is_not_the_best(tmp_path):

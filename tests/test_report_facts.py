@@ -261,7 +261,7 @@ def test_a_scratch_notebook_tells_its_budget_from_its_parameters(notebook, profi
     setup = flat(narrative.keras_setup_markdown(p))
     backend = {"torch": "PyTorch", "tensorflow": "TensorFlow"}[p.keras_backend]
     assert f"Keras tourne ici sur {backend}" in setup
-    assert ("dans le modèle" in setup) == any(r.augment_in_model for r in p.runs)
+    assert ("dans le modèle" in setup) == any(r.augmentation.in_model for r in p.runs)
 
 
 def test_the_budget_sentence_follows_overrides_and_gpus():
@@ -287,7 +287,8 @@ def test_notebook_prose_types_no_machine_fact():
 
 def test_the_report_budget_of_01_separates_our_hybrid_from_the_pure_vits():
     def run(name, epochs, cap, stem=None):  # the fields the sentence reads
-        return SimpleNamespace(name=name, params={"cap_per_class": cap, "stem_channels": stem},
+        return SimpleNamespace(name=name, params={"cap_per_class": cap,
+                                                  "network": {"stem_channels": stem}},
                                history=SimpleNamespace(loss=[1.0] * epochs))
 
     payload = SimpleNamespace(

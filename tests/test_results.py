@@ -97,7 +97,7 @@ def test_per_class_table_shows_the_extremes_and_says_so():
 def test_patches_caption_follows_the_configuration():
     from types import SimpleNamespace
 
-    run = SimpleNamespace(name="72px-patch6", image_size=72, patch_size=6)
+    run = SimpleNamespace(name="72px-patch6", network=SimpleNamespace(image_size=72, patch_size=6))
     assert presentation.patches_markdown(run) == (
         "Image de 72\u00a0px, patchs de 6\u00a0px (configuration *72px-patch6*) : "
         "12 × 12 = 144 patchs.")

@@ -42,9 +42,10 @@ TORCH_KERAS = textwrap.dedent("""
     # the hybrid stem uses it, and a saved network reloads with it
     from common.config.schema import KerasVitRun
 
-    model = vit.build_vit(KerasVitRun(name="t", image_size=32, patch_size=8, projection_dim=16,
-                                      num_heads=2, transformer_layers=1, mlp_head_units=[8],
-                                      stem_channels=[4, 8, 8]), 3)
+    cfg = KerasVitRun(name="t", network=dict(image_size=32, patch_size=8, projection_dim=16,
+                                             num_heads=2, transformer_layers=1,
+                                             mlp_head_units=[8], stem_channels=[4, 8, 8]))
+    model = vit.build_vit(cfg.network, cfg.augmentation, 3)
     assert isinstance(model.get_layer("stem_bn0"), vit.BatchNorm)
     path = sys.argv[1] + "/m.keras"
     model.save(path)

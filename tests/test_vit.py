@@ -10,13 +10,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from common.config.schema import KerasVitRun  # noqa: E402
 from common.core import runtime  # noqa: E402
 from common.inference.probabilities import keras_probabilities  # noqa: E402
 from common.models import vit  # noqa: E402
 from common.training import keras_fit as keras_training  # noqa: E402
 from common.training import vit_runs as vit_training  # noqa: E402
-from conftest import small_vit  # noqa: E402
+from conftest import optimiser_of, small_vit, vit_model  # noqa: E402
 
 SMALL = dict(projection_dim=16, num_heads=2, transformer_layers=2, mlp_head_units=(32,))
 
@@ -53,7 +52,7 @@ def test_patches_to_image_inverts_patches(image_size, patch_size):
     ],
 )
 def test_output_shape(num_classes, image_size, patch_size, kwargs, stats):
-    model = vit.build_vit(small_vit(image_size, patch_size, **kwargs), num_classes, stats)
+    model = vit_model(small_vit(image_size, patch_size, **kwargs), num_classes, stats)
     x = np.random.default_rng(0).integers(0, 256, (4, image_size, image_size, 3))
     assert model.predict(x.astype("float32"), verbose=0).shape == (4, num_classes)
     out = model(x.astype("float32"), training=True)  # augmentation + drop path active
@@ -62,7 +61,7 @@ def test_output_shape(num_classes, image_size, patch_size, kwargs, stats):
 
 
 def test_hybrid_stem_tokens_and_reload(tmp_path):
-    model = vit.build_vit(small_vit(32, 8, stem_channels=[8, 8, 16]), 4)
+    model = vit_model(small_vit(32, 8, stem_channels=[8, 8, 16]), 4)
     # three stride-2 convolutions: 32 px -> a 4 x 4 grid of tokens, 8 px a side each
     assert model.get_layer("stem_tokens").output.shape == (None, 16, 16)
     assert model.get_layer("encoder").num_patches == vit.num_patches(32, 8)
@@ -82,8 +81,8 @@ def test_hybrid_stem_rejects_mismatched_patch_size(size, patch, channels):
 def test_save_and_reload_gives_identical_predictions(tmp_path):
     cfg = small_vit(32, 8, stochastic_depth_rate=0.1, augmentation="strong",
                     augment_in_model=True, schedule="cosine", epochs=10, warmup_epochs=2)
-    model = vit.build_vit(cfg, 5, ([127.0] * 3, [4000.0] * 3))
-    optimizer = keras_training.make_optimizer(cfg, 1)
+    model = vit_model(cfg, 5, ([127.0] * 3, [4000.0] * 3))
+    optimizer = keras_training.make_optimizer(cfg.optimiser, cfg.epochs, 1)
     keras_training.compile_classifier(model, optimizer, label_smoothing=0.1)
     x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype("float32")
     model.optimizer.build(model.trainable_variables)
@@ -104,19 +103,19 @@ def test_smoothed_loss_matches_categorical_crossentropy():
 
 
 def test_make_optimizer_cosine_warmup():
-    opt = keras_training.make_optimizer(
-        small_vit(learning_rate=1e-3, epochs=10, warmup_epochs=1, schedule="cosine"), 10)
+    opt = keras_training.make_optimizer(*optimiser_of(
+        small_vit(learning_rate=1e-3, epochs=10, warmup_epochs=1, schedule="cosine")), 10)
     assert isinstance(opt, keras.optimizers.AdamW)
     for step, expected in [(0, 0.0), (5, 5e-4), (10, 1e-3), (55, 5e-4), (100, 0.0)]:
         opt.iterations.assign(step)
         assert float(opt.learning_rate) == pytest.approx(expected, abs=1e-9)
-    constant = keras_training.make_optimizer(small_vit(learning_rate=3e-4), 10)
+    constant = keras_training.make_optimizer(*optimiser_of(small_vit(learning_rate=3e-4)), 10)
     assert float(constant.learning_rate) == pytest.approx(3e-4)
 
 
 def test_make_optimizer_linear_decay_to_zero_at_the_budget():
-    opt = keras_training.make_optimizer(
-        small_vit(learning_rate=1e-3, epochs=10, warmup_epochs=1, schedule="linear"), 10)
+    opt = keras_training.make_optimizer(*optimiser_of(
+        small_vit(learning_rate=1e-3, epochs=10, warmup_epochs=1, schedule="linear")), 10)
     for step, expected in [(0, 0.0), (5, 5e-4), (10, 1e-3), (55, 5e-4), (100, 0.0), (120, 0.0)]:
         opt.iterations.assign(step)
         assert float(opt.learning_rate) == pytest.approx(expected, abs=1e-9)
@@ -131,12 +130,12 @@ def test_train_keeps_the_best_epoch_from_select_from_epoch_on(tmp_path):
     y = rng.integers(0, 3, 60).astype("int64")
     x = rng.integers(0, 256, (60, 16, 16, 3)).astype("uint8")  # noise: val accuracy wanders
     keras.utils.set_random_seed(1)
-    model = vit.build_vit(small_vit(), 3)
-    optimizer = keras_training.make_optimizer(small_vit(learning_rate=3e-3), 1)
-    keras_training.compile_classifier(model, optimizer)
+    model = vit_model(small_vit(), 3)
+    optimizer = keras_training.make_optimizer(*optimiser_of(small_vit(learning_rate=3e-3)), 1)
+    keras_training.compile_classifier(model, optimizer, label_smoothing=0.1)
     ckpt = tmp_path / "best.keras"
     out = keras_training.train(model, x[:40], y[:40], x[40:], y[40:], epochs=4, batch_size=8,
-                               checkpoint_path=str(ckpt), label_smoothing=0.1, verbose=0,
+                               checkpoint_path=str(ckpt), verbose=0,
                                select_from_epoch=3)
     for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
         assert len(out["history"][key]) == 4
@@ -164,9 +163,10 @@ def test_with_ema_the_checkpoint_and_validation_use_the_averaged_weights(tmp_pat
     y = rng.integers(0, 3, 60).astype("int64")
     x = rng.integers(0, 256, (60, 16, 16, 3)).astype("uint8")
     keras.utils.set_random_seed(2)
-    model = vit.build_vit(small_vit(), 3)
+    model = vit_model(small_vit(), 3)
     keras_training.compile_classifier(
-        model, keras_training.make_optimizer(small_vit(learning_rate=1e-2, ema_momentum=0.7), 1))
+        model, keras_training.make_optimizer(
+            *optimiser_of(small_vit(learning_rate=1e-2, ema_momentum=0.7)), 1))
     averages = []  # per epoch: the moving average of the trainable weights, as numpy
 
     class Average(keras.callbacks.Callback):
@@ -196,13 +196,13 @@ def test_with_ema_the_checkpoint_and_validation_use_the_averaged_weights(tmp_pat
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     _, acc, _ = best.evaluate(x[40:].astype("float32"), y[40:], verbose=0)
     assert acc == pytest.approx(out["best_val_accuracy"])
-    assert KerasVitRun(name="r", image_size=16, patch_size=8, ema_momentum=0.99).ema_momentum
+    assert small_vit(ema_momentum=0.99).optimiser.ema_momentum == 0.99
 
 
 def test_configure_precision_keeps_float32_logits():
     try:
         assert runtime.set_keras_precision(True) == "mixed_bfloat16"
-        model = vit.build_vit(small_vit(), 3)
+        model = vit_model(small_vit(), 3)
         assert model.get_layer("encoder").compute_dtype == "bfloat16"
         assert model.output.dtype == "float32"
     finally:
@@ -271,7 +271,7 @@ def test_use_keras_backend_names_the_fix():
 
 
 def test_with_new_head_shares_every_other_layer(tmp_path):
-    base = vit.build_vit(small_vit(32, 8, stem_channels=[8, 8, 16]), 6)
+    base = vit_model(small_vit(32, 8, stem_channels=[8, 8, 16]), 6)
     model = vit.with_new_head(base, 3, name="subset")
     x = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     assert model.predict(x, verbose=0).shape == (2, 3)
@@ -285,15 +285,15 @@ def test_with_new_head_shares_every_other_layer(tmp_path):
 
 
 def test_key_dim_sets_the_width_of_each_head():
-    narrow = vit.build_vit(small_vit(32, 8, key_dim=4), 6)
-    usual = vit.build_vit(small_vit(32, 8), 6)  # keras.io: projection_dim
+    narrow = vit_model(small_vit(32, 8, key_dim=4), 6)
+    usual = vit_model(small_vit(32, 8), 6)  # keras.io: projection_dim
     assert narrow.get_layer("block0_attention").get_config()["key_dim"] == 4
     assert usual.get_layer("block0_attention").get_config()["key_dim"] == SMALL["projection_dim"]
     assert narrow.count_params() < usual.count_params()
 
 
 def test_a_new_head_from_rows_keeps_those_classes_scores():
-    base = vit.build_vit(small_vit(32, 8), 6)
+    base = vit_model(small_vit(32, 8), 6)
     model = vit.with_new_head(base, 2, rows=[4, 1])
     x = np.random.default_rng(5).integers(0, 256, (3, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), base.predict(x, verbose=0)[:, [4, 1]],
@@ -301,7 +301,7 @@ def test_a_new_head_from_rows_keeps_those_classes_scores():
     with pytest.raises(ValueError, match="rows gives 1 output units for 2 classes"):
         vit.with_new_head(base, 2, rows=[4])
     with pytest.raises(ValueError, match="head_from_init needs init_from"):
-        KerasVitRun(name="x", image_size=32, patch_size=8, head_from_init=True)
+        small_vit(head_from_init=True)
 
 
 @pytest.mark.slow
@@ -313,8 +313,8 @@ def test_fit_config_refuses_a_network_it_cannot_start_from(smoke_run, tmp_path):
 
     network = smoke_run["out"] / "models" / "smoke" / "01_vit_scratch" / "improved-hybrid"
     ten = task_of(smoke_run["data"], [2, 5], val_fraction=0.2)  # the smoke study's split
-    cfg = KerasVitRun(name="subset", image_size=32, patch_size=8, stem_channels=[8, 8, 8],
-                      epochs=1, batch_size=8, augmentation="none", **SMALL)
+    cfg = small_vit(32, 8, name="subset", stem_channels=[8, 8, 8], epochs=1, batch_size=8,
+                    augmentation="none")
     # another split_seed: 01's training images could be in this test set; refused at once
     other = task_of(smoke_run["data"], [2, 5], val_fraction=0.2, seed=7)
     with pytest.raises(ValueError) as err:
@@ -364,7 +364,7 @@ def test_set_torch_threads():
 
 
 def test_probabilities_with_test_time_flip_average_the_mirror_image():
-    model = vit.build_vit(small_vit(), 3)
+    model = vit_model(small_vit(), 3)
     rng = np.random.default_rng(4)
     x = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
     plain = keras_probabilities(model, x)
@@ -386,11 +386,10 @@ def test_a_run_from_another_network_gets_its_own_augmentation_and_stochastic_dep
     depth is refused in one line."""
     from conftest import task_of
 
-    shape = dict(image_size=24, patch_size=4, stem_channels=[8, 16], **SMALL)
-    first = KerasVitRun(name="first", augmentation="standard", augment_in_model=True,
-                        dropout=0.1, **shape)
+    first = small_vit(24, 4, stem_channels=[8, 16], name="first", augmentation="standard",
+                      augment_in_model=True, dropout=0.1)
     keras.utils.set_random_seed(0)
-    network = vit.build_vit(first, 6, (np.full(3, 100.0), np.zeros(3)))
+    network = vit_model(first, 6, (np.full(3, 100.0), np.zeros(3)))
     folder = tmp_path / "01" / "first"
     folder.mkdir(parents=True)
     network.save(folder / "model.keras")
@@ -398,9 +397,9 @@ def test_a_run_from_another_network_gets_its_own_augmentation_and_stochastic_dep
     vit_training.write_model_info(first, folder, task_of(synth_root).labels, "of a test",
                                   task_of(synth_root).parts)
     assert ten.parts.fingerprints == task_of(synth_root).parts.fingerprints  # one study, two tasks
-    cfg = KerasVitRun(name="second", augmentation="strong", augment_in_model=True,
-                      stochastic_depth_rate=0.1, dropout=0.0, init_from="first", epochs=1,
-                      batch_size=8, **shape)
+    cfg = small_vit(24, 4, stem_channels=[8, 16], name="second", augmentation="strong",
+                    augment_in_model=True, stochastic_depth_rate=0.1, dropout=0.0,
+                    init_from="first", epochs=1, batch_size=8)
     out, weights, _ = vit_training.train_config(cfg, ten.parts, labels=ten.labels,
                                                 model_dir=tmp_path / "m", verbose=0,
                                                 init_from=folder)
@@ -415,7 +414,7 @@ def test_a_run_from_another_network_gets_its_own_augmentation_and_stochastic_dep
                         network.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(fresh.get_layer("normalize").input_mean, [100.0] * 3)
-    deeper = cfg.model_copy(update={"transformer_layers": 3})
+    deeper = small_vit(24, 4, stem_channels=[8, 16], name="second", transformer_layers=3)
     with pytest.raises(ValueError, match="'block2_attention' is only in this run"):
         vit_training.start_from(network, deeper, 2)
 
@@ -429,8 +428,9 @@ def test_no_callback_of_a_training_waits_for_the_device_after_each_step(tmp_path
     class Stop(Exception):
         pass
 
-    model = vit.build_vit(small_vit(), 3)
-    keras_training.compile_classifier(model, keras_training.make_optimizer(small_vit(), 1))
+    model = vit_model(small_vit(), 3)
+    keras_training.compile_classifier(
+        model, keras_training.make_optimizer(*optimiser_of(small_vit()), 1))
     model.optimizer.use_ema = True  # SwapEMAWeights too
 
     def fit(*args, callbacks, verbose, **kwargs):
@@ -459,11 +459,11 @@ def test_a_starting_network_of_another_study_is_refused_before_training(synth_ro
     from common.data import synth
     from conftest import task_of
 
-    first = KerasVitRun(name="first", image_size=24, patch_size=6, **SMALL)
+    first = small_vit(24, 6, name="first")
     folder = tmp_path / "first"
     folder.mkdir()
     keras.utils.set_random_seed(0)
-    vit.build_vit(first, 6).save(folder / "model.keras")
+    vit_model(first, 6).save(folder / "model.keras")
     cfg = first.model_copy(update={"name": "second", "init_from": "first", "epochs": 1})
 
     def start(task):

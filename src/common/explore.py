@@ -3,7 +3,7 @@ notebook with some settings changed, score it on validation only, and write a ro
 journal (:mod:`common.results.journal`). The test set is never read.
 
     python -m common explore 02_vit_scratch_10classes fast-scratch -p epochs 150 \
-        -p image_size 64 --seeds 0 1 2 --note "64 px, 3 seeds"
+        -p network.image_size 64 --seeds 0 1 2 --note "64 px, 3 seeds"
 
 ``-p KEY VALUE`` changes a key of that run, or a process switch of the notebook
 (``mixed_precision``, ``keras_backend``, ``torch_threads``); VALUE is read as YAML. The row

@@ -12,7 +12,8 @@ Overrides (papermill's ``overrides`` parameter, ``make ... PARAMS="-p KEY VALUE"
 
 - ``KEY``: a key of the notebook (``seed``, ``runs``...) or of the study (``split_seed``,
   ``data_dir``...);
-- ``runs.NAME.KEY``: one key of one run, e.g. ``runs.improved-hybrid.epochs``;
+- ``runs.NAME.KEY``: one key of one run, e.g. ``runs.improved-hybrid.epochs``, or of one of
+  its groups, e.g. ``runs.improved-hybrid.network.transformer_layers``;
 - ``runs.*.KEY``: that key in every run;
 - ``BLOCK.KEY``: one key of a block, e.g. ``frozen.epochs`` or ``fallback.training.epochs``.
 
@@ -90,12 +91,30 @@ def user_keys(model: type[BaseModel]) -> list[str]:
     return sorted(k for k in model.model_fields if k not in schema.LOADER_KEYS)
 
 
-def _unknown(key: str, accepted, where: str, file: Path) -> ConfigError:
+def _unknown(key: str, accepted, where: str, file: Path,
+             owner: type[BaseModel] | None = None) -> ConfigError:
     leaf = key.rsplit(".", 1)[-1]
     study = (f" ({leaf} is a key of the study file, params/<profile>/study.yaml: one value "
              f"for every notebook)" if leaf in schema.Study.model_fields else "")
+    groups = [name for name, field in (owner.model_fields.items() if owner else ())
+              if (group := model_in(field.annotation)) is not None
+              and leaf in group.model_fields]
+    if groups and not study:
+        study = f" (it is a key of the {groups[0]} group: write {groups[0]}.{leaf})"
     return ConfigError(f"{_shown(file)}: unknown key {key!r} {where}{study}; accepted keys: "
                        f"{', '.join(accepted)}")
+
+
+def _merged(defaults: dict, run: dict) -> dict:
+    """A run's keys over the file's ``defaults``, group by group: a group the run gives
+    (``network: {...}``) keeps the defaults' keys it does not give."""
+    out = copy.deepcopy(defaults)
+    for key, value in run.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _set_dotted(values: dict, key: str, value, model: type[schema.Notebook],
@@ -168,7 +187,7 @@ def load(notebook: str, profile: str, dry_run: bool = False, data_dir=None,
     if data_dir is not None and str(data_dir) != "":
         study["data_dir"] = str(data_dir)
     if isinstance(values.get("runs"), list):
-        values["runs"] = [{**copy.deepcopy(defaults), **r} if isinstance(r, dict) else r
+        values["runs"] = [_merged(defaults, r) if isinstance(r, dict) else r
                           for r in values["runs"]]
     for key, value in dotted.items():
         _set_dotted(values, key, value, model, file)
@@ -185,15 +204,10 @@ def load(notebook: str, profile: str, dry_run: bool = False, data_dir=None,
     return shrink(params) if dry else params
 
 
-SHAPE_KEYS = ("patch_size", "projection_dim", "num_heads", "key_dim", "transformer_layers",
-              "mlp_head_units", "stem_channels")
-"""The keys of a from-scratch ViT run that shape its network's weights."""
-
-
 def _check_init_from(notebook: str, profile: str, params: schema.Notebook, file: Path) -> None:
     """``init_from`` names a run of the notebook this one starts from (its ``starts_from``
     in the table of notebooks: 02 from 01), of the same profile, whose network has the shape
-    this run's keys give (:data:`SHAPE_KEYS`)."""
+    this run's network group gives (``VitNetwork.SHAPE_KEYS``)."""
     wanted = [r for r in getattr(params, "runs", []) if getattr(r, "init_from", None)]
     if not wanted:
         return
@@ -209,13 +223,14 @@ def _check_init_from(notebook: str, profile: str, params: schema.Notebook, file:
             raise ConfigError(f"{_shown(file)}: in run {run.name!r}: init_from "
                               f"{run.init_from!r} is not a run of "
                               f"params/{profile}/{source}.yaml ({', '.join(first)})")
-        base = first[run.init_from]
-        for key in SHAPE_KEYS:  # the network is 01's: a key that shapes it must agree
-            if getattr(run, key) != getattr(base, key):
+        mine, theirs = run.network, first[run.init_from].network
+        for key in schema.VitNetwork.SHAPE_KEYS:  # the network is 01's: its shape must agree
+            if getattr(mine, key) != getattr(theirs, key):
                 raise ConfigError(
-                    f"{_shown(file)}: in run {run.name!r}: {key} is {getattr(run, key)!r} but "
-                    f"the network it starts from (params/{profile}/{source}.yaml, run "
-                    f"{base.name!r}) has {getattr(base, key)!r}: set {key} as there")
+                    f"{_shown(file)}: in run {run.name!r}: network.{key} is "
+                    f"{getattr(mine, key)!r} but the network it starts from "
+                    f"(params/{profile}/{source}.yaml, run {run.init_from!r}) has "
+                    f"{getattr(theirs, key)!r}: set network.{key} as there")
 
 
 # --------------------------------------------------------------------------- messages
@@ -223,7 +238,8 @@ def _check_init_from(notebook: str, profile: str, params: schema.Notebook, file:
 def one_line(exc: ValidationError, model: type[BaseModel], values: dict, file: Path) -> str:
     """pydantic's first error as one line: the file, where, the key, what is allowed."""
     errors = exc.errors(include_url=False)
-    first = errors[0]
+    # an unknown key first: a key in the wrong place also leaves the right place empty
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = list(first["loc"])
     where, owner = [], model
     if loc and loc[0] == "runs" and len(loc) > 1 and isinstance(loc[1], int):
@@ -231,10 +247,12 @@ def one_line(exc: ValidationError, model: type[BaseModel], values: dict, file: P
         run = runs[loc[1]] if loc[1] < len(runs) and isinstance(runs[loc[1]], dict) else {}
         where.append(f"run {run.get('name', loc[1])!r}")
         owner = model.model_fields["runs"].annotation
-        owner = _model_in(owner)
+        owner = model_in(owner)
         loc = loc[2:]
-    while len(loc) > 1 and isinstance(owner, type) and loc[0] in owner.model_fields:
-        nested = _model_in(owner.model_fields[loc[0]].annotation)
+    # descend into the groups (a group's own check, a value_error, is the group's)
+    while (len(loc) > 1 or loc and first["type"] == "value_error") \
+            and isinstance(owner, type) and loc[0] in owner.model_fields:
+        nested = model_in(owner.model_fields[loc[0]].annotation)
         if nested is None:
             break
         where.append(str(loc[0]))
@@ -243,7 +261,7 @@ def one_line(exc: ValidationError, model: type[BaseModel], values: dict, file: P
     place = f"in {' '.join(where)}" if where else "at the top level"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if first["type"] == "extra_forbidden":
-        return str(_unknown(key, user_keys(owner) if owner else [], place, file)) + more
+        return str(_unknown(key, user_keys(owner) if owner else [], place, file, owner)) + more
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         return f"{_shown(file)}: {place}, {key!r} is required{more}"
@@ -254,12 +272,12 @@ def one_line(exc: ValidationError, model: type[BaseModel], values: dict, file: P
     return f"{_shown(file)}: {place}: {label}{message}{got}{allowed}{more}"
 
 
-def _model_in(annotation):
+def model_in(annotation):
     """The pydantic model inside an annotation (list[Run], Model | None...), or None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _model_in(arg)
+        found = model_in(arg)
         if found is not None:
             return found
     return None
@@ -313,15 +331,19 @@ def suggestion(name: str, value, notebook: str) -> str:
     """The ``overrides`` form that sets ``name`` for ``notebook``, as papermill's YAML
     option: ``-y '{overrides: {runs.*.epochs: 3}}'``."""
     model = schema.SCHEMAS.get(Path(notebook).stem, schema.Notebook)
-    run_model = _model_in(model.model_fields["runs"].annotation) \
+    run_model = model_in(model.model_fields["runs"].annotation) \
         if "runs" in model.model_fields else None
     if name in user_keys(model) or name in schema.Study.model_fields:
         key = name
     elif run_model is not None and name in run_model.model_fields:
         key = f"runs.*.{name}"
+    elif run_model is not None and (groups := [
+            k for k, f in run_model.model_fields.items()
+            if (m := model_in(f.annotation)) is not None and name in m.model_fields]):
+        key = f"runs.*.{groups[0]}.{name}"
     else:
         blocks = [k for k, f in model.model_fields.items() if k not in schema.LOADER_KEYS
-                  and (m := _model_in(f.annotation)) is not None and name in m.model_fields]
+                  and (m := model_in(f.annotation)) is not None and name in m.model_fields]
         if not blocks:
             return (f"{name!r} is not a parameter of this notebook; its keys: "
                     f"{', '.join(user_keys(model))}")
@@ -345,7 +367,8 @@ def shrink(params: schema.Notebook) -> schema.Notebook:
             run = small(run, "batch_size", "eval_batch_size")
             changes = {"epochs": 1}
             if isinstance(run, schema.KerasVitRun):
-                changes.update(select_from_epoch=1, warmup_epochs=0,
+                changes.update(select_from_epoch=1,
+                               optimiser=run.optimiser.model_copy(update={"warmup_epochs": 0}),
                                jit_compile=False if run.jit_compile is True else run.jit_compile)
             else:
                 changes["train_eval_images"] = min(run.train_eval_images,

@@ -9,7 +9,7 @@ backend among them) before Keras is imported.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -62,21 +62,16 @@ class Budget(Strict):
     """At most so many training and so many validation images per class; null: all."""
 
 
-class KerasVitRun(Budget):
-    """One from-scratch ViT of notebooks 01 and 02 (the keras.io model, Keras 3)."""
+class VitNetwork(Strict):
+    """The network of a from-scratch ViT run: the keras.io ViT, or its hybrid form
+    (``stem_channels``). :func:`common.models.vit.build_vit` and notebook 01 build it."""
 
-    name: Name
-    """The run's name (its model folder and its row in the tables)."""
     image_size: Positive
     """Images are resized to this many pixels a side."""
     patch_size: Positive
     """Pixels a side of a patch (of a token, with stem_channels)."""
     drop_remainder: bool = False
     """Allow a patch_size that does not divide image_size: the last pixels are dropped."""
-    epochs: Positive = 100
-    """Training epochs."""
-    batch_size: Positive = 256
-    """Images per training step."""
     projection_dim: Positive = 64
     """Width of the tokens."""
     num_heads: Positive = 4
@@ -95,26 +90,106 @@ class KerasVitRun(Budget):
     """Drop-path rate of the last block (linear from 0 at the first)."""
     stem_channels: Annotated[list[Positive], Field(min_length=1)] | None = None
     """A hybrid ViT: stride-2 convolutions with these channels instead of patches."""
+
+    SHAPE_KEYS: ClassVar[tuple[str, ...]] = (
+        "patch_size", "projection_dim", "num_heads", "key_dim", "transformer_layers",
+        "mlp_head_units", "stem_channels")
+    """The keys that shape the network's weights (a run that starts from another run's
+    network must give them as that run does)."""
+
+    @property
+    def head_dim(self) -> int:
+        """Width of each head's queries and keys: key_dim, else projection_dim."""
+        return self.key_dim or self.projection_dim
+
+    def drop_path_rate(self, block: int) -> float:
+        """Block ``block``'s drop-path rate: linear from 0 at the first block to
+        stochastic_depth_rate at the last."""
+        return self.stochastic_depth_rate * block / max(self.transformer_layers - 1, 1)
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        if self.stem_channels and 2 ** len(self.stem_channels) != self.patch_size:
+            raise ValueError(
+                f"stem_channels {self.stem_channels} make tokens of "
+                f"{2 ** len(self.stem_channels)} px: patch_size must be "
+                f"2 ** len(stem_channels) = {2 ** len(self.stem_channels)}")
+        if self.patch_size > self.image_size:
+            raise ValueError(f"patch_size {self.patch_size} is larger than image_size "
+                             f"{self.image_size}")
+        if self.image_size % self.patch_size and (self.stem_channels or not self.drop_remainder):
+            raise ValueError(
+                f"patch_size {self.patch_size} does not divide image_size {self.image_size}: "
+                "use a divisor"
+                + ("" if self.stem_channels else
+                   ", or set drop_remainder: true to drop the last pixels"))
+        return self
+
+
+class VitOptimiser(Strict):
+    """How a from-scratch ViT run descends: AdamW, its learning-rate schedule, a moving
+    average of the weights, and the loss's label smoothing
+    (:func:`common.training.keras_fit.make_optimizer`)."""
+
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
     """AdamW's peak learning rate."""
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     """AdamW's weight decay."""
-    ema_momentum: Annotated[float, Field(gt=0, lt=1)] | None = None
-    """Validate, keep and test an average of the weights with this momentum a step (use_ema)."""
-    warmup_epochs: Annotated[int, Field(ge=0)] = 0
-    """Epochs of linear warmup (with schedule cosine or linear)."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     """The learning rate after the warmup: constant, cosine or linear decay to 0."""
-    augmentation: Literal["none", "standard", "strong", "heavy"] = "standard"
-    """Flips, rotations, zooms; strong: + translation, contrast; heavy: more, + colour, erasing."""
-    augment_in_model: bool = False
-    """Augment inside the model (on the accelerator) instead of in the input pipeline."""
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    """Epochs of linear warmup (with schedule cosine or linear)."""
+    ema_momentum: Annotated[float, Field(gt=0, lt=1)] | None = None
+    """Validate, keep and test an average of the weights with this momentum a step (use_ema)."""
     label_smoothing: Rate = 0.0
     """Label smoothing of the cross-entropy."""
+
+
+class VitAugmentation(Strict):
+    """What a from-scratch ViT run does to its training images: random transformations
+    (per image) and mixing (per batch)."""
+
+    level: Literal["none", "standard", "strong", "heavy"] = "standard"
+    """Flips, rotations, zooms; strong: + translation, contrast; heavy: more, + colour, erasing."""
+    in_model: bool = False
+    """Augment inside the model (on the accelerator) instead of in the input pipeline."""
     mixup_alpha: Annotated[float, Field(ge=0)] = 0.0
     """Mixup: blend each training image and its label with another's, weight ~ Beta(a, a)."""
     cutmix_alpha: Annotated[float, Field(ge=0)] = 0.0
     """CutMix: paste a box of another image, area ~ Beta(a, a); with mixup, one per batch."""
+
+    @property
+    def model_level(self) -> str:
+        """The level of the augmentation layers inside the model ("none" unless in_model)."""
+        return self.level if self.in_model else "none"
+
+    @property
+    def pipeline_level(self) -> str:
+        """The level applied to the batches before the model ("none" with in_model)."""
+        return "none" if self.in_model else self.level
+
+    @property
+    def mixes(self) -> bool:
+        """Whether the training batches are mixed (mixup or CutMix): soft labels."""
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+class KerasVitRun(Budget):
+    """One from-scratch ViT of notebooks 01 and 02 (the keras.io model, Keras 3): its
+    network, optimiser and augmentation in groups, the loop's keys at the top."""
+
+    name: Name
+    """The run's name (its model folder and its row in the tables)."""
+    network: VitNetwork
+    """The network (image and patch sizes, widths, depth, head, dropouts, stem)."""
+    optimiser: VitOptimiser = VitOptimiser()
+    """AdamW, its schedule and the label smoothing."""
+    augmentation: VitAugmentation = VitAugmentation()
+    """The training images' augmentation and mixing."""
+    epochs: Positive = 100
+    """Training epochs."""
+    batch_size: Positive = 256
+    """Images per training step."""
     select_from_epoch: Positive = 1
     """The best validation epoch is chosen from this epoch on."""
     jit_compile: bool | Literal["auto"] = "auto"
@@ -127,22 +202,7 @@ class KerasVitRun(Budget):
     """Average test probabilities over each image and its mirror image."""
 
     @model_validator(mode="after")
-    def _shapes(self):
-        if self.stem_channels:
-            if 2 ** len(self.stem_channels) != self.patch_size:
-                raise ValueError(
-                    f"stem_channels {self.stem_channels} make tokens of "
-                    f"{2 ** len(self.stem_channels)} px: patch_size must be "
-                    f"2 ** len(stem_channels) = {2 ** len(self.stem_channels)}")
-        if self.patch_size > self.image_size:
-            raise ValueError(f"patch_size {self.patch_size} is larger than image_size "
-                             f"{self.image_size}")
-        if self.image_size % self.patch_size and (self.stem_channels or not self.drop_remainder):
-            raise ValueError(
-                f"patch_size {self.patch_size} does not divide image_size {self.image_size}: "
-                "use a divisor"
-                + ("" if self.stem_channels else
-                   ", or set drop_remainder: true to drop the last pixels"))
+    def _loop(self):
         if self.select_from_epoch > self.epochs:
             raise ValueError(f"select_from_epoch {self.select_from_epoch} is after the last "
                              f"epoch ({self.epochs})")

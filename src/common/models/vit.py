@@ -7,7 +7,7 @@ the encoder output goes through LayerNormalization + GlobalAveragePooling1D
 (the example flattens it), normalisation lives inside the model (a saved model
 takes raw 0..255 RGB), and an optional stochastic depth (drop path) follows
 "How to train your ViT?" (Steiner et al., 2021). Augmentation layers are inside the model
-only when asked (``augmentation``); otherwise the input pipeline of
+only when asked (``augmentation.in_model``); otherwise the input pipeline of
 :mod:`common.training.keras_fit` applies them.
 
 ``stem_channels`` turns it into a hybrid ViT, as the "R+ViT" models of that paper: a few
@@ -172,55 +172,55 @@ def conv_stem(x, channels, name="stem"):
     return layers.Reshape((x.shape[1] * x.shape[2], x.shape[3]), name=f"{name}_tokens")(x)
 
 
-def build_vit(cfg, num_classes: int, stats: tuple | None = None,
-              name: str | None = None) -> keras.Model:
-    """The keras.io ViT of one run's settings ``cfg`` (a
-    :class:`common.config.schema.KerasVitRun`, which declares every default and checks the
-    shapes: a stem's tokens are ``patch_size`` px). Input: float images (image_size,
-    image_size, 3), values 0..255.
+def build_vit(network, augmentation, num_classes: int, stats: tuple | None = None,
+              name: str = "vit") -> keras.Model:
+    """The keras.io ViT of one run's ``network`` group (a
+    :class:`common.config.schema.VitNetwork`, which declares every default and checks the
+    shapes: a stem's tokens are ``patch_size`` px), with its ``augmentation`` group's layers
+    inside the model when ``in_model`` (a :class:`common.config.schema.VitAugmentation`).
+    Input: float images (image_size, image_size, 3), values 0..255.
 
     ``stats`` (per-channel mean and variance, 0..255 scale, from the training set) selects
-    ``Normalization``; otherwise pixels are rescaled by 1/255. Augmentation layers are inside
-    the model only with ``augment_in_model``. Block i's drop-path rate is
-    ``stochastic_depth_rate * i / (transformer_layers - 1)`` (linear, first block 0).
-    ``stem_channels`` makes it a hybrid (:func:`conv_stem` instead of :class:`Patches`).
-    ``key_dim``: the width of each head's queries and keys; by default ``projection_dim``,
-    as the keras.io example. Notebook 01 writes this same network out in its own cell.
+    ``Normalization``; otherwise pixels are rescaled by 1/255. Block i's drop-path rate is
+    ``network.drop_path_rate(i)`` (linear, first block 0). ``stem_channels`` makes it a
+    hybrid (:func:`conv_stem` instead of :class:`Patches`). Notebook 01 writes this same
+    network out in its own cell.
     """
-    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+    net = network
+    inputs = keras.Input((net.image_size, net.image_size, 3), name="image")
     # Augment on raw 0..255 pixels, then normalise: Keras' colour layers (RandomContrast)
     # clip to value_range=(0, 255), which would cut every negative normalised value in
     # training only and make training and test inputs differ.
     x = inputs
-    for layer in augmentation_layers(cfg.augmentation if cfg.augment_in_model else "none"):
+    for layer in augmentation_layers(augmentation.model_level):
         x = layer(x)
     if stats is not None:
         x = layers.Normalization(mean=stats[0], variance=stats[1], name="normalize")(x)
     else:
         x = layers.Rescaling(1.0 / 255, name="rescale")(x)
-    if cfg.stem_channels:
-        x = conv_stem(x, cfg.stem_channels)
+    if net.stem_channels:
+        x = conv_stem(x, net.stem_channels)
     else:
-        x = Patches(cfg.patch_size, name="patches")(x)
-    x = PatchEncoder(num_patches(cfg.image_size, cfg.patch_size), cfg.projection_dim,
+        x = Patches(net.patch_size, name="patches")(x)
+    x = PatchEncoder(num_patches(net.image_size, net.patch_size), net.projection_dim,
                      name="encoder")(x)
-    for i in range(cfg.transformer_layers):
-        rate = cfg.stochastic_depth_rate * i / max(cfg.transformer_layers - 1, 1)
+    for i in range(net.transformer_layers):
+        rate = net.drop_path_rate(i)
         drop = StochasticDepth(rate, name=f"block{i}_droppath") if rate > 0 else (lambda t: t)
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
-        h = layers.MultiHeadAttention(cfg.num_heads, cfg.key_dim or cfg.projection_dim,
-                                      dropout=cfg.dropout, name=f"block{i}_attention")(h, h)
+        h = layers.MultiHeadAttention(net.num_heads, net.head_dim, dropout=net.dropout,
+                                      name=f"block{i}_attention")(h, h)
         x = layers.Add(name=f"block{i}_add1")([drop(h), x])
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln2")(x)
-        h = mlp(h, [cfg.projection_dim * 2, cfg.projection_dim], cfg.dropout, f"block{i}_mlp")
+        h = mlp(h, [net.projection_dim * 2, net.projection_dim], net.dropout, f"block{i}_mlp")
         x = layers.Add(name=f"block{i}_add2")([drop(h), x])
     x = layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
     x = layers.GlobalAveragePooling1D(name="gap")(x)
-    x = layers.Dropout(cfg.head_dropout, name="head_dropout")(x)
-    x = mlp(x, cfg.mlp_head_units, cfg.head_dropout, "head")
+    x = layers.Dropout(net.head_dropout, name="head_dropout")(x)
+    x = mlp(x, net.mlp_head_units, net.head_dropout, "head")
     # float32 logits keep the softmax/loss stable under mixed precision.
     outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, outputs, name=name or cfg.name)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def with_new_head(model: keras.Model, num_classes: int, name: str | None = None,

@@ -169,7 +169,8 @@ def budget_markdown(payload) -> str:
     """What the configurations of 01 received here, as its results record them: the
     hardware, then the epochs each ran and the images per class of the pure ViTs (those of
     2022) and of our hybrid ones (not in a dry run, whose images its warning gives)."""
-    configs = [{"name": r.name, "hybrid": bool(r.params.get("stem_channels")),
+    configs = [{"name": r.name,
+                "hybrid": bool((r.params.get("network") or {}).get("stem_channels")),
                 "epochs": len(r.history.loss),
                 **({"cap": r.params["cap_per_class"]}
                    if "cap_per_class" in r.params and not payload.dry_run else {})}
@@ -277,7 +278,7 @@ def vit_budget_markdown(params, machine) -> str:
     dry run, which cuts them). ``params``: the notebook's
     (:class:`common.config.schema.KerasVitNotebook`); ``machine``:
     :func:`common.results.provenance.hardware`."""
-    configs = [{"name": r.name, "hybrid": bool(r.stem_channels), "epochs": r.epochs,
+    configs = [{"name": r.name, "hybrid": bool(r.network.stem_channels), "epochs": r.epochs,
                 **({} if params.dry_run else {"cap": r.cap_per_class})} for r in params.runs]
     return _budget(params.outputs, machine, configs, "reçoivent")
 
@@ -285,12 +286,12 @@ def vit_budget_markdown(params, machine) -> str:
 def keras_setup_markdown(params) -> str:
     """Where a Keras notebook runs (its backend, torch's threads) and where its images are
     augmented: in the training loop or the ``tf.data`` pipeline, or in the model for the
-    configurations that set ``augment_in_model``."""
+    configurations that set ``augmentation.in_model``."""
     backend = _BACKENDS.get(params.keras_backend, params.keras_backend)
     threads = params.torch_threads if params.keras_backend == "torch" else None
     outside = ("dans la boucle d'entraînement (kornia)" if params.keras_backend == "torch"
                else "dans le pipeline `tf.data`")
-    in_model = [r for r in params.runs if r.augment_in_model]
+    in_model = [r for r in params.runs if r.augmentation.in_model]
     if not in_model:
         where = outside
     elif len(in_model) == len(params.runs):

@@ -57,9 +57,10 @@ def breakable(name: str) -> str:
 
 def patches_markdown(run) -> str:
     """The caption of the patches figure: the image size, the patch size and the grid of
-    patches of one configuration (its ``image_size`` and ``patch_size``)."""
-    side = run.image_size // run.patch_size
-    return (f"Image de {run.image_size}{NBSP}px, patchs de {run.patch_size}{NBSP}px "
+    patches of one configuration (its network's ``image_size`` and ``patch_size``)."""
+    net = run.network
+    side = net.image_size // net.patch_size
+    return (f"Image de {net.image_size}{NBSP}px, patchs de {net.patch_size}{NBSP}px "
             f"(configuration *{run.name}*) : {side} × {side} = {number(side * side)} patchs.")
 
 

@@ -24,12 +24,39 @@ COLUMNS = ["date", "commit", "notebook", "run", "settings", "seed", "val_accurac
 with, as JSON: each key of the run, and the notebook's process switches (``keras_backend``,
 ``torch_threads``, ``mixed_precision``), so that a later change to the params file never
 changes what a row says (rows written before 2026-12-07 hold the run's keys only; their
-notes say their threads). ``train_seconds`` is the training loop alone, ``seconds`` the
-whole run (images loaded, model built, trained); ``load_before`` the machine's one-minute
-load average when the run started (other work slows a run down)."""
+notes say their threads). Both name a key of a group by its dotted path, as ``-p`` does
+(``network.image_size``, ``optimiser.learning_rate``; :func:`flat`); a row with a key that
+is not a run's setting is refused (:func:`read`). ``train_seconds`` is the training loop
+alone, ``seconds`` the whole run (images loaded, model built, trained); ``load_before``
+the machine's one-minute load average when the run started (other work slows a run down)."""
 
 SWITCHES = ("keras_backend", "torch_threads", "mixed_precision")
 """The notebook's process switches a row records in ``ran_with``, beside the run's keys."""
+
+def flat(values: dict, prefix: str = "") -> dict:
+    """``{"network": {"image_size": 96}, "epochs": 3}`` -> ``{"network.image_size": 96,
+    "epochs": 3}``: a run's settings as the journal and ``-p`` name them."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def setting_keys(notebook: str) -> set[str]:
+    """Every key a row of ``notebook``'s journal may hold in ``settings`` and ``ran_with``:
+    each setting of its runs (a group's by its dotted path) and the process switches."""
+    from common.config import loading, schema
+
+    run = loading.model_in(schema.SCHEMAS[notebook].model_fields["runs"].annotation)
+    keys = set(SWITCHES)
+    for key, field in run.model_fields.items():
+        group = loading.model_in(field.annotation)
+        keys |= {f"{key}.{k}" for k in group.model_fields} if group else {key}
+    return keys
+
 
 def journal_file(notebook: str) -> Path:
     """explorations/<notebook>.csv at the project's root."""
@@ -72,13 +99,38 @@ def read(path: Path | str) -> pd.DataFrame:
     missing = sorted(set(COLUMNS) - set(table.columns))
     if missing:
         raise ValueError(f"{path}: not an exploration journal (missing columns {missing})")
+    known: dict[str, set] = {}
+    for i, row in table.iterrows():
+        for column in ("settings", "ran_with"):
+            text = row[column].strip()
+            try:
+                values = json.loads(text) if text else {}
+            except json.JSONDecodeError:
+                values = None
+            if not isinstance(values, dict):
+                raise ValueError(f"{path}: row {i + 2}: {column} is not a JSON object: "
+                                 f"{text[:60]!r}")
+            if row["notebook"] not in known:
+                from common.config import schema
+
+                if row["notebook"] not in schema.SCHEMAS:
+                    raise ValueError(f"{path}: row {i + 2}: unknown notebook "
+                                     f"{row['notebook']!r}")
+                known[row["notebook"]] = setting_keys(row["notebook"])
+            wrong = sorted(set(values) - known[row["notebook"]])
+            if wrong:
+                raise ValueError(
+                    f"{path}: row {i + 2} ({row['run']}, {row['date']}): {column} key "
+                    f"{wrong[0]!r} is not a setting of a {row['notebook']} run (a group's key "
+                    f"is written with its group, e.g. network.image_size)")
     return table
 
 
 def ran_with(params, cfg) -> dict:
-    """What a row's ``ran_with`` records: every key of the run ``cfg`` (its name aside) and
-    the process switches of the notebook's ``params``."""
-    values = cfg.model_dump(mode="json", exclude={"name"})
+    """What a row's ``ran_with`` records: every key of the run ``cfg`` (its name aside; a
+    group's keys by their dotted path, :func:`flat`) and the process switches of the
+    notebook's ``params``."""
+    values = flat(cfg.model_dump(mode="json", exclude={"name"}))
     return {**values, **{key: getattr(params, key) for key in SWITCHES}}
 
 

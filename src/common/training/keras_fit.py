@@ -50,25 +50,28 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 SCHEDULES = ("constant", "cosine", "linear")
 
 
-def make_optimizer(cfg, steps_per_epoch: int):
-    """AdamW for one run's settings ``cfg`` (a :class:`common.config.schema.KerasVitRun`,
-    which declares the defaults): ``learning_rate``, ``weight_decay`` and ``schedule`` over
-    its ``epochs`` of ``steps_per_epoch`` steps. "constant"; "cosine", a linear warmup to
-    ``learning_rate`` over ``warmup_epochs`` then a cosine decay to 0 at the end; "linear",
-    the same warmup then a linear decay to 0 at the end. ``ema_momentum``: the optimizer
-    also keeps an exponential moving average of the weights (``use_ema``), which
-    :func:`train` validates and saves."""
-    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    learning_rate = cfg.learning_rate
-    if cfg.schedule == "cosine":
+def make_optimizer(optimiser, epochs: int, steps_per_epoch: int):
+    """AdamW for one run's ``optimiser`` group (a
+    :class:`common.config.schema.VitOptimiser`, which declares the defaults): its
+    ``learning_rate``, ``weight_decay`` and ``schedule`` over ``epochs`` of
+    ``steps_per_epoch`` steps. "constant"; "cosine", a linear warmup to ``learning_rate``
+    over ``warmup_epochs`` then a cosine decay to 0 at the end; "linear", the same warmup
+    then a linear decay to 0 at the end. ``ema_momentum``: the optimizer also keeps an
+    exponential moving average of the weights (``use_ema``), which :func:`train` validates
+    and saves. (``label_smoothing``, the group's loss setting, goes to
+    :func:`compile_classifier`.)"""
+    opt = optimiser
+    total, warmup = epochs * steps_per_epoch, opt.warmup_epochs * steps_per_epoch
+    learning_rate = opt.learning_rate
+    if opt.schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0, decay_steps=max(total - warmup, 1),
-            warmup_target=cfg.learning_rate, warmup_steps=warmup)
-    elif cfg.schedule == "linear":
-        learning_rate = WarmupLinearDecay(cfg.learning_rate, total, warmup)
-    ema = ({} if cfg.ema_momentum is None
-           else {"use_ema": True, "ema_momentum": float(cfg.ema_momentum)})
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=cfg.weight_decay,
+            warmup_target=opt.learning_rate, warmup_steps=warmup)
+    elif opt.schedule == "linear":
+        learning_rate = WarmupLinearDecay(opt.learning_rate, total, warmup)
+    ema = ({} if opt.ema_momentum is None
+           else {"use_ema": True, "ema_momentum": float(opt.ema_momentum)})
+    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=opt.weight_decay,
                                   **ema)
 
 
@@ -308,7 +311,7 @@ def attention_kernel(model):
 
 
 def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoint_path,
-          label_smoothing=0.0, verbose=1, seed=0, augmentation="none",
+          verbose=1, seed=0, augmentation="none",
           select_from_epoch=1, callbacks=None, mix=None) -> dict:
     """Fit a compiled Keras classifier (the ViT, or any model with an 'accuracy' metric),
     keep the best epoch by val_accuracy, return its numbers.
@@ -320,19 +323,15 @@ def train(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, checkpoi
     Training batches come from :func:`make_dataset`, augmented there with
     ``augmentation`` (the model itself is then built with ``augmentation="none"``).
     ``mix``: mixup or CutMix of the training batches (:func:`make_dataset`; the model
-    compiled with ``soft_labels``). ``label_smoothing`` is applied by
-    ``compile_classifier``; here it only recompiles when the model was compiled without it.
-    An optimizer with ``use_ema``: validation and the checkpoint use its average of the
-    weights. ``callbacks``: more Keras callbacks, called
-    after the checkpoint and the throughput ones. Returns a dict with "history",
+    compiled with ``soft_labels``; label smoothing is the compiled loss's). An optimizer
+    with ``use_ema``: validation and the checkpoint use its average of the weights.
+    ``callbacks``: more Keras callbacks, called after the checkpoint and the throughput
+    ones. Returns a dict with "history",
     "best_val_accuracy", "best_epoch" (1-based), "checkpoint_rule" (the rule that chose it:
     highest val_accuracy from ``select_from_epoch`` on), "train_seconds",
     "train_images_per_second", "trained_on" (the Keras backend and the device its weights
     were on while training, e.g. ``{"tensorflow": "GPU:0 (NVIDIA H200)"}``), "model".
     """
-    if label_smoothing > 0 and not isinstance(model.loss, SparseSmoothedCrossentropy):
-        compile_classifier(model, model.optimizer, label_smoothing, jit_compile=model.jit_compile,
-                           soft_labels=bool(mix))
     throughput = ThroughputCallback(len(x_train))
     first = int(select_from_epoch)
     if not 1 <= first <= epochs:

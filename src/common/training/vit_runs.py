@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from common.config.schema import KerasVitRun
+from common.config.schema import KerasVitRun, VitNetwork
 from common.data import images
 from common.data.splits import Splits, budget, row_ids
 from common.inference.probabilities import keras_probabilities
@@ -50,41 +50,39 @@ class Arrays:
 def load_arrays(cfg: KerasVitRun, splits: Splits, *, seed: int = 0, cache=True) -> Arrays:
     """The run's images at its ``image_size``, cut square as the whole study
     (``splits.crop``); at most ``cap_per_class`` a class, drawn with ``seed``."""
-    size, (mode, margin) = cfg.image_size, splits.crop
+    size, (mode, margin) = cfg.network.image_size, splits.crop
     splits = budget(splits, cfg.cap_per_class, seed=seed)
     (x_tr, t_tr), (x_va, t_va) = (images.load_images(part, size, mode, margin, cache=cache)
                                   for part in (splits.train, splits.val))
     return Arrays(x_tr, t_tr["label"].to_numpy(), x_va, t_va["label"].to_numpy())
 
 
-def mixes(cfg: KerasVitRun) -> bool:
-    """Whether the run mixes its training batches (mixup or CutMix)."""
-    return cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
-
-
 def compile_model(model: keras.Model, cfg: KerasVitRun, arrays: Arrays) -> None:
-    """Compile ``model`` as the run says: AdamW with its learning rate, weight decay and
-    schedule over its epochs (``make_optimizer``), the cross-entropy with its label smoothing
-    (on mixed labels when it mixes), top-1 and top-5 accuracy."""
-    optimizer = make_optimizer(cfg, -(-len(arrays.x_train) // cfg.batch_size))
-    compile_classifier(model, optimizer, cfg.label_smoothing, cfg.jit_compile,
-                       soft_labels=mixes(cfg))
+    """Compile ``model`` as the run says: AdamW as its ``optimiser`` group says over its
+    epochs (``make_optimizer``), the cross-entropy with the group's label smoothing (on
+    mixed labels when its augmentation mixes), top-1 and top-5 accuracy."""
+    optimizer = make_optimizer(cfg.optimiser, cfg.epochs,
+                               -(-len(arrays.x_train) // cfg.batch_size))
+    compile_classifier(model, optimizer, cfg.optimiser.label_smoothing, cfg.jit_compile,
+                       soft_labels=cfg.augmentation.mixes)
 
 
 def fit(model: keras.Model, cfg: KerasVitRun, arrays: Arrays, *, num_classes: int, model_dir,
         seed: int = 0, verbose: int = 2, callbacks: list | None = None) -> dict:
     """Train a compiled ``model`` for the run's epochs on ``arrays``, augmenting each batch
-    (unless the model augments itself: ``augment_in_model``) and mixing it (mixup, CutMix)
-    as the run says; keep the epoch of best validation accuracy in ``model_dir``. Returns
-    :func:`common.training.keras_fit.train`'s numbers, the kept network as ``"model"``."""
+    (unless the model augments itself: ``augmentation.in_model``) and mixing it (mixup,
+    CutMix) as the run's ``augmentation`` group says; keep the epoch of best validation
+    accuracy in ``model_dir``. Returns :func:`common.training.keras_fit.train`'s numbers,
+    the kept network as ``"model"``."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    mix = ({"num_classes": num_classes, "mixup_alpha": cfg.mixup_alpha,
-            "cutmix_alpha": cfg.cutmix_alpha} if mixes(cfg) else None)
+    aug = cfg.augmentation
+    mix = ({"num_classes": num_classes, "mixup_alpha": aug.mixup_alpha,
+            "cutmix_alpha": aug.cutmix_alpha} if aug.mixes else None)
     return train(model, arrays.x_train, arrays.y_train, arrays.x_val, arrays.y_val,
                  epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=verbose, seed=seed,
                  checkpoint_path=model_dir / model_folder.KERAS_FILE,
-                 augmentation="none" if cfg.augment_in_model else cfg.augmentation,
+                 augmentation=aug.pipeline_level,
                  select_from_epoch=cfg.select_from_epoch, callbacks=callbacks, mix=mix)
 
 
@@ -92,7 +90,8 @@ def evaluate(model: keras.Model, cfg: KerasVitRun, splits: Splits, cache=True) -
     """The test set, read once: its images (``x``), labels (``y``), table and the model's
     probabilities (averaged with the mirror images when ``test_time_flip``)."""
     (mode, margin) = splits.crop
-    x_te, t_te = images.load_images(splits.test, cfg.image_size, mode, margin, cache=cache)
+    x_te, t_te = images.load_images(splits.test, cfg.network.image_size, mode, margin,
+                                    cache=cache)
     probs = keras_probabilities(model, x_te, cfg.batch_size, flip=cfg.test_time_flip)
     return {"x": x_te, "y": t_te["label"].to_numpy(), "probs": probs, "table": t_te}
 
@@ -128,7 +127,7 @@ def write_model_info(cfg: KerasVitRun, model_dir, labels: dict, stats: str,
     from this network checks, and whose ``crop`` the images it reads must get too."""
     model_folder.write_info(Path(model_dir), labels, {
         "framework": "keras", "model_file": model_folder.KERAS_FILE,
-        "image_size": cfg.image_size, "crop_mode": splits.crop[0],
+        "image_size": cfg.network.image_size, "crop_mode": splits.crop[0],
         "crop_margin": splits.crop[1],
         "normalisation": f"inside the model: Normalization with the per-channel mean and "
                          f"variance {stats}; input RGB pixels 0..255"}, splits.fingerprints)
@@ -148,7 +147,8 @@ def train_config(cfg: KerasVitRun, splits: Splits, *, labels: dict, model_dir, s
     if init_from is not None:
         model, weights, stats = network_from(Path(init_from), cfg, labels, splits)
     else:
-        model = build_vit(cfg, len(labels), stats=arrays.pixel_stats())
+        model = build_vit(cfg.network, cfg.augmentation, len(labels),
+                          stats=arrays.pixel_stats(), name=cfg.name)
         weights = weights_info("random-init", pretrained=False)
         stats = "of the training set"
     compile_model(model, cfg, arrays)
@@ -165,7 +165,7 @@ def network_from(folder: Path, cfg: KerasVitRun, labels: dict,
     when ``head_from_init``). Returns the network, its weights' origin, and what its
     normalisation statistics were taken from."""
     _same_study(folder, splits.fingerprints)
-    base = _load_network(folder, cfg.image_size)
+    base = _load_network(folder, cfg.network.image_size)
     rows = _same_classes(folder, labels) if cfg.head_from_init else None
     model = start_from(base, cfg, len(labels), rows=rows, origin=folder)
     weights = weights_info(
@@ -193,14 +193,14 @@ def start_from(base: keras.Model, cfg: KerasVitRun, num_classes: int, *,
     except ValueError:  # rescaled by 1/255, no statistics
         stats = None
     head = with_new_head(base, num_classes, name=cfg.name, rows=rows).get_layer("logits")
-    model = build_vit(cfg, num_classes, stats=stats)
+    model = build_vit(cfg.network, cfg.augmentation, num_classes, stats=stats, name=cfg.name)
     mine = {layer.name: layer for layer in model.layers if layer.weights}
     theirs = {layer.name: layer for layer in base.layers if layer.weights}
     for name in sorted((set(mine) ^ set(theirs)) - {"logits"}):
         side = "this run" if name in mine else where
         raise ValueError(f"init_from: layer {name!r} is only in {side}: set the keys that shape "
-                         f"the network (transformer_layers, projection_dim, num_heads, key_dim, "
-                         f"mlp_head_units, stem_channels) as in {where}")
+                         f"the network ({', '.join(VitNetwork.SHAPE_KEYS)} of the network "
+                         f"group) as in {where}")
     for name, layer in mine.items():
         source = head if name == "logits" else theirs[name]
         values = source.get_weights()
