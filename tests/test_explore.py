@@ -191,6 +191,18 @@ def test_an_exploration_of_a_missing_run_is_one_line(tmp_path):
     assert not (tmp_path / "j.csv").exists()
 
 
+def test_an_exploration_without_its_data_is_one_line(tmp_path):
+    """A missing dataset folder is said in one line, as by every other command."""
+    proc = subprocess.run([sys.executable, "-m", "common", "explore", "02_vit_scratch_10classes",
+                           "24px-patch6", "--profile", "smoke", "--data-dir",
+                           str(tmp_path / "nowhere"), "--journal", str(tmp_path / "j.csv")],
+                          capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines[-1].startswith("error: ")
+    assert "Traceback" not in proc.stderr and str(tmp_path / "nowhere") in lines[-1]
+    assert not (tmp_path / "j.csv").exists()
+
+
 def test_time_to_accuracy_reads_the_test_set_once_after_training(tmp_path):
     """benchmarks/time_to_accuracy.py chooses nothing on test: its curve and its time to the
     target are on validation; the test images are loaded and scored once, after training,

@@ -59,11 +59,11 @@ def test_01_vit_scratch(smoke_run):
     assert all(r["weights"] == weights_info("random-init", pretrained=False)
                for r in payload["runs"])
     assert any(f.endswith("_patches.png") for f in payload["figures"])
-    assert payload["environment"]["keras_backend"] == "tensorflow"  # the smoke file's default
+    assert payload["environment"]["keras_backend"] == "torch"  # as the cpu profile
     # the ViT itself is shown, layer by layer (Keras' summary)
     assert "Total params" in smoke_run["executed"]["01_vit_scratch"]
 
-    # augmentation runs in the tf.data pipeline, or inside the model when a run asks
+    # augmentation runs in the training loop (kornia), or inside the model when a run asks
     def layer_names(run):
         model = predictor.Predictor(_model_dir(smoke_run, payload["runs"][0]).parent / run).model
         return {layer.name for layer in model.layers}

@@ -56,9 +56,9 @@ def test_report_uses_the_results_and_runs_no_notebook_again(smoke_report):
             assert presentation.pct(run["metrics"]["test_accuracy"]) in html, run["name"]
             assert presentation.pct(run["metrics"]["test_macro_f1"]) in html, run["name"]
     assert payload["git_commit"] in html
-    # the provenance box names the Keras backend each notebook ran on (smoke 02: torch)
+    # the provenance box names the Keras backend each notebook ran on (smoke 05: tensorflow)
     flat = " ".join(html.split())  # pandoc wraps long lines
-    assert "01 tensorflow, 02 torch" in flat
+    assert "01 torch, 02 torch" in flat and "05 tensorflow" in flat
     assert "quarto is not on the PATH" in smoke_report["log"]
     # a normal run prints no warning of papermill or of its kernel
     assert "Unable to parse" not in smoke_report["log"]

@@ -481,3 +481,26 @@ def test_a_starting_network_of_another_study_is_refused_before_training(synth_ro
     with pytest.raises(ValueError, match=r"trained on other data than this run \(data"):
         start(task_of(other, [2, 5]))
     assert not (tmp_path / "m").exists()
+
+
+def test_the_builders_take_groups_and_declare_no_default_of_the_schema():
+    """build_vit takes the network and augmentation groups, make_optimizer the optimiser
+    group: the schema declares every default once, and no builder restates one (a default
+    changed in the schema reaches every run)."""
+    import inspect
+
+    from common.config import schema
+
+    keys = {key for group in (schema.VitNetwork, schema.VitOptimiser, schema.VitAugmentation,
+                              schema.KerasVitRun)
+            for key, field in group.model_fields.items() if not field.is_required()}
+    for builder in (vit.build_vit, keras_training.make_optimizer):
+        for name, parameter in inspect.signature(builder).parameters.items():
+            assert not (name in keys and parameter.default is not inspect.Parameter.empty), \
+                (builder.__name__, name)
+    cfg = small_vit(learning_rate=4e-3, stem_channels=[8, 8, 16], augmentation="strong",
+                    augment_in_model=True)
+    model = vit.build_vit(cfg.network, cfg.augmentation, 3)
+    assert {"stem_conv2", "flip", "translation"} <= {layer.name for layer in model.layers}
+    opt = keras_training.make_optimizer(cfg.optimiser, cfg.epochs, 2)
+    assert float(opt.learning_rate) == pytest.approx(4e-3)

@@ -217,8 +217,10 @@ def _check(p):
 def _explore(p):
     p.add_argument("notebook", choices=SCRATCH)
     p.add_argument("run", help="the name of a run in the notebook's params file")
-    _params(p, "change a key of that run, or a process switch of the notebook "
-               "(mixed_precision, keras_backend, torch_threads); VALUE read as YAML")
+    _params(p, "change a key of that run (a group's key with its group: epochs, "
+               "network.image_size, optimiser.learning_rate, augmentation.mixup_alpha), or "
+               "a process switch of the notebook (mixed_precision, keras_backend, "
+               "torch_threads); VALUE read as YAML")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--profile", default="cpu", choices=PROFILES)
     p.add_argument("--note", default="")
@@ -233,13 +235,14 @@ def _explore(p):
         from common import explore
         from common.config import loading
         from common.core import commands
+        from common.data.table import DataError
 
         return commands.run(
             lambda: explore.explore(args.notebook, args.run, _overrides(args.p), args.seeds,
                                     args.profile, args.note, args.journal, args.data_dir,
                                     verbose=0 if args.quiet else 2,
                                     torch_threads=args.torch_threads, keep=args.keep),
-            loading.ConfigError, FileNotFoundError, ValueError)
+            loading.ConfigError, DataError, FileNotFoundError, ValueError)
     return handler
 
 
