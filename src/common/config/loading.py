@@ -94,14 +94,17 @@ def user_keys(model: type[BaseModel]) -> list[str]:
 def _unknown(key: str, accepted, where: str, file: Path,
              owner: type[BaseModel] | None = None) -> ConfigError:
     leaf = key.rsplit(".", 1)[-1]
-    study = (f" ({leaf} is a key of the study file, params/<profile>/study.yaml: one value "
-             f"for every notebook)" if leaf in schema.Study.model_fields else "")
     groups = [name for name, field in (owner.model_fields.items() if owner else ())
               if (group := model_in(field.annotation)) is not None
               and leaf in group.model_fields]
-    if groups and not study:
-        study = f" (it is a key of the {groups[0]} group: write {groups[0]}.{leaf})"
-    return ConfigError(f"{_shown(file)}: unknown key {key!r} {where}{study}; accepted keys: "
+    if leaf in schema.Study.model_fields:
+        hint = (f" ({leaf} is a key of the study file, params/<profile>/study.yaml: one value "
+                f"for every notebook)")
+    elif groups:
+        hint = f" (it is a key of the {groups[0]} group: write {groups[0]}.{leaf})"
+    else:
+        hint = ""
+    return ConfigError(f"{_shown(file)}: unknown key {key!r} {where}{hint}; accepted keys: "
                        f"{', '.join(accepted)}")
 
 

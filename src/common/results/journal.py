@@ -99,8 +99,14 @@ def read(path: Path | str) -> pd.DataFrame:
     missing = sorted(set(COLUMNS) - set(table.columns))
     if missing:
         raise ValueError(f"{path}: not an exploration journal (missing columns {missing})")
+    from common.config.schema import SCHEMAS
+
     known: dict[str, set] = {}
-    for i, row in table.iterrows():
+    for i, row in table.iterrows():  # row i is line i + 2 of the file (after the header)
+        if row["notebook"] not in SCHEMAS:
+            raise ValueError(f"{path}: row {i + 2}: unknown notebook {row['notebook']!r}")
+        if row["notebook"] not in known:
+            known[row["notebook"]] = setting_keys(row["notebook"])
         for column in ("settings", "ran_with"):
             text = row[column].strip()
             try:
@@ -110,13 +116,6 @@ def read(path: Path | str) -> pd.DataFrame:
             if not isinstance(values, dict):
                 raise ValueError(f"{path}: row {i + 2}: {column} is not a JSON object: "
                                  f"{text[:60]!r}")
-            if row["notebook"] not in known:
-                from common.config import schema
-
-                if row["notebook"] not in schema.SCHEMAS:
-                    raise ValueError(f"{path}: row {i + 2}: unknown notebook "
-                                     f"{row['notebook']!r}")
-                known[row["notebook"]] = setting_keys(row["notebook"])
             wrong = sorted(set(values) - known[row["notebook"]])
             if wrong:
                 raise ValueError(
