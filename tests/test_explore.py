@@ -253,3 +253,26 @@ def test_time_to_accuracy_reads_the_test_set_once_after_training(tmp_path):
     assert "time to 1.0% validation top-1" in proc.stdout
     assert "against 2022's 24.5 % (72 px, patch 8): architecture: the same pure ViT; input: " \
            "24 px" in proc.stdout
+
+
+def test_a_run_with_test_time_flip_is_scored_on_validation_as_its_test_will_be(monkeypatch):
+    import numpy as np
+
+    from common import explore
+    from common.training import vit_runs
+    from conftest import small_vit
+
+    x = np.zeros((4, 8, 8, 3), "uint8")
+    x[:, :, :4] = 255  # the left half bright; the mirror image has it on the right
+    y = np.ones(4, dtype=int)
+
+    class LeftRight:  # class 0 for a bright left half, class 1, more surely, for a bright right
+        def predict(self, view, batch_size, verbose):
+            left = view[:, :, :4].mean(axis=(1, 2, 3)) > view[:, :, 4:].mean(axis=(1, 2, 3))
+            return np.where(left[:, None], [[1.0, 0.0]], [[0.0, 3.0]])
+
+    monkeypatch.setattr(vit_runs, "load_arrays",
+                        lambda cfg, parts, seed: vit_runs.Arrays(x, y, x, y))
+    cfg = small_vit(test_time_flip=True)
+    # plain, every image reads as class 0 (0 %); with its mirror, as class 1 (100 %)
+    assert explore._flipped_val_accuracy(LeftRight(), cfg, None, seed=0) == 1.0

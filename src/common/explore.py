@@ -7,7 +7,9 @@ journal (:mod:`common.results.journal`). The test set is never read.
 
 ``-p KEY VALUE`` changes a key of that run, or a process switch of the notebook
 (``mixed_precision``, ``keras_backend``, ``torch_threads``); VALUE is read as YAML. The row
-records exactly those changes, against the params file of the commit it names.
+records exactly those changes, against the params file of the commit it names. A run with
+``test_time_flip`` is scored as its test will be: the network kept on plain validation
+accuracy, its probabilities averaged over each validation image and its mirror image.
 """
 
 from __future__ import annotations
@@ -87,10 +89,13 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
                 shutil.copyfile(Path(folder) / model_folder.KERAS_FILE,
                                 kept / model_folder.KERAS_FILE)
                 vit_runs.write_model_info(cfg, kept, task.labels, stats, task.parts)
+            val_accuracy = out["best_val_accuracy"]
+            if cfg.test_time_flip:  # scored as its test will be: each image and its mirror
+                val_accuracy = _flipped_val_accuracy(out["model"], cfg, task.parts, seed)
         row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                "commit": commit, "notebook": notebook, "run": run,
                "settings": journal.settings_text(settings), "seed": seed,
-               "val_accuracy": round(out["best_val_accuracy"], 4),
+               "val_accuracy": round(val_accuracy, 4),
                "val_images": len(task.budget(cfg.cap_per_class, seed=seed).val),
                "best_epoch": out["best_epoch"], "epochs": cfg.epochs,
                "train_seconds": round(out["train_seconds"], 1),
@@ -103,3 +108,15 @@ def explore(notebook: str, run: str, settings: dict, seeds: list[int], profile: 
               f"{cfg.epochs}), {row['train_seconds']:.0f} s of training -> {path}")
         rows.append(row)
     return rows
+
+
+def _flipped_val_accuracy(model, cfg: schema.KerasVitRun, parts, seed: int) -> float:
+    """The validation accuracy of the kept network (chosen on plain validation accuracy),
+    its probabilities averaged over each image and its mirror image, as ``test_time_flip``
+    scores the test set."""
+    from common.inference.probabilities import keras_probabilities
+    from common.training import vit_runs
+
+    arrays = vit_runs.load_arrays(cfg, parts, seed=seed)
+    probs = keras_probabilities(model, arrays.x_val, cfg.batch_size, flip=True)
+    return float((probs.argmax(axis=1) == arrays.y_val).mean())
