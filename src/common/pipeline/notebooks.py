@@ -134,11 +134,14 @@ def _papermill(notebook: Path, output: Path, params: dict, kernel: str, progress
     logging.getLogger("papermill").addFilter(quiet)
     try:
         # the kernel logs errors only: not its warning, on every start, that it talks to
-        # this process over local TCP without encryption
+        # this process over local TCP without encryption. Once the last cell has run, the
+        # kernel is stopped at once: every cell writes its outputs before it ends, and a
+        # graceful shutdown waited 2.5 s a notebook for torch and TensorFlow to tear down
         papermill.execute_notebook(str(source), str(output), parameters=params,
                                    kernel_name=kernel, cwd=str(paths.ROOT),
                                    progress_bar=progress, log_output=True,
-                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                                   shutdown_kernel="immediate")
     except Exception as exc:
         if type(exc).__name__ != "DeadKernelError":
             raise
