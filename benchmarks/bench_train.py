@@ -22,7 +22,9 @@ hits them alike, and each figure is the median round.
   (``common.training.keras_fit.attention_kernel``), ``+ mixed bf16`` (Keras'
   mixed_bfloat16 policy, ``mixed_precision: true`` in params/cpu/01: 01's path at
   7bd02c6), ``+ channels-first batches`` (mixed on torch and handed to the model channels
-  first in memory: ``keras_fit.Batches``);
+  first in memory: ``keras_fit.Batches``; 01's path at fbf2580), ``+ channels-last stem``
+  (the stem's convolutions on channels-last maps, ``common.models.vit.Conv2D``, and the
+  attention computed plainly, ``common.models.vit.MultiHeadAttention``);
 - ``..., model only``: without augmentation nor mixing, to show what the input pipeline
   costs;
 - ``01's path, 1 thread``: what the second core adds.
@@ -90,14 +92,20 @@ def train_mflop_per_image(model) -> float:
 
 
 @contextmanager
-def keras_batch_norm():
-    """Build the stem with Keras' own ``BatchNormalization`` (the baseline's)."""
-    mine = vit.BatchNorm
-    vit.BatchNorm = keras.layers.BatchNormalization
+def keras_layers(since: int):
+    """Build the network with Keras' own layers where the path predates ours: its
+    ``BatchNormalization`` in the stem (``since`` 0, the baseline's), its ``Conv2D`` and
+    ``MultiHeadAttention`` (``since`` < 6)."""
+    mine = {name: getattr(vit, name) for name in ("BatchNorm", "Conv2D", "MultiHeadAttention")}
+    if since < 1:
+        vit.BatchNorm = keras.layers.BatchNormalization
+    if since < 6:
+        vit.Conv2D, vit.MultiHeadAttention = keras.layers.Conv2D, keras.layers.MultiHeadAttention
     try:
         yield
     finally:
-        vit.BatchNorm = mine
+        for name, layer in mine.items():
+            setattr(vit, name, layer)
 
 
 def baseline_kornia(level: str):
@@ -161,7 +169,8 @@ class TrainingPath:
     ``since``: how much of 01's path it takes, in the order the changes came
     (0: cf135a4's; 1: the fused batch norm; 2: the batches on torch, one warp; 3: plain
     attention on the CPU; 4: mixed bf16, the cpu profile's 01 at 7bd02c6; 5: channels-first
-    batches mixed on torch, today's 01)."""
+    batches mixed on torch, 01's at fbf2580; 6: the stem's convolutions on channels-last
+    maps and attention computed plainly, today's 01)."""
 
     def __init__(self, name, cfg, x, y, *, since, threads=2, augment=True):
         self.name, self.threads, self.cfg, self.since = name, threads, cfg, since
@@ -170,10 +179,7 @@ class TrainingPath:
         stats = (pixels.mean(axis=0), pixels.var(axis=0))
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if since >= 4 else "float32")
         try:
-            if since < 1:
-                with keras_batch_norm():
-                    self.model = vit.build_vit(cfg.network, cfg.augmentation, CLASSES, stats)
-            else:
+            with keras_layers(since):
                 self.model = vit.build_vit(cfg.network, cfg.augmentation, CLASSES, stats)
         finally:
             keras.mixed_precision.set_global_policy("float32")
@@ -235,9 +241,11 @@ def main(argv=None) -> int:
              TrainingPath("+ batches on torch", cfg, x, y, since=2),
              TrainingPath("+ plain attention", cfg, x, y, since=3),
              TrainingPath("+ mixed bf16 (7bd02c6)", cfg, x, y, since=4),
-             TrainingPath("+ channels-first = 01's", cfg, x, y, since=5),
-             TrainingPath("01's path, model only", cfg, x, y, since=5, augment=False),
-             TrainingPath("01's path, 1 thread", cfg, x, y, since=5, threads=1)]
+             TrainingPath("+ channels-first (fbf2580)", cfg, x, y, since=5),
+             TrainingPath("fbf2580's, model only", cfg, x, y, since=5, augment=False),
+             TrainingPath("+ channels-last stem = 01's", cfg, x, y, since=6),
+             TrainingPath("01's path, model only", cfg, x, y, since=6, augment=False),
+             TrainingPath("01's path, 1 thread", cfg, x, y, since=6, threads=1)]
     mflop = train_mflop_per_image(paths[3].model)
     for p in paths:  # warm-up: the first steps allocate and pick kernels
         p.run(2, record=False)
@@ -250,7 +258,7 @@ def main(argv=None) -> int:
            "peak_gflops": {f"{d}_{t}t": round(g, 1) for (t, d), g in peak.items()},
            "paths": {}}
     print(f"one training step: {mflop:.1f} MFLOP an image")
-    print(f"{'path':27s} {'images/s':>9s} {'GFLOP/s':>8s} {'of f32 peak':>12s} "
+    print(f"{'path':30s} {'images/s':>9s} {'GFLOP/s':>8s} {'of f32 peak':>12s} "
           f"{'of bf16 peak':>13s} {'speed-up':>9s}")
     for p in paths:
         rate = p.images_per_second
@@ -259,7 +267,7 @@ def main(argv=None) -> int:
         # the speed-up of each round over the baseline's in the same round, the median of
         # them: the machine's drift between rounds cancels out
         speed_up = statistics.median(r / b for r, b in zip(p.rates, base.rates))
-        print(f"{p.name:27s} {rate:9.0f} {gflops:8.1f} {f32:12.0%} {bf16:13.0%} "
+        print(f"{p.name:30s} {rate:9.0f} {gflops:8.1f} {f32:12.0%} {bf16:13.0%} "
               f"{speed_up:8.2f}x")
         out["paths"][p.name] = {"images_per_second": round(rate, 1), "threads": p.threads,
                                 "fraction_of_f32_peak": round(f32, 3),

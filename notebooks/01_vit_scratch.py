@@ -173,8 +173,8 @@ def create_vit_classifier(net, augmentation, num_classes, stats, name):
         rate = net.drop_path_rate(i)  # stochastic depth, deeper blocks dropped more often
         drop = vit.StochasticDepth(rate, name=f"block{i}_droppath") if rate else (lambda t: t)
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
-        h = layers.MultiHeadAttention(net.num_heads, net.head_dim, dropout=net.dropout,
-                                      name=f"block{i}_attention")(h, h)
+        h = vit.MultiHeadAttention(net.num_heads, net.head_dim, dropout=net.dropout,
+                                   name=f"block{i}_attention")(h, h)
         x = layers.Add(name=f"block{i}_add1")([drop(h), x])
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln2")(x)
         h = vit.mlp(h, [net.projection_dim * 2, net.projection_dim], net.dropout,

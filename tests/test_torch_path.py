@@ -1,7 +1,7 @@
 """The faster training path on torch (issue 34) computes what the slower one did: the fused
-batch norm as Keras' own, the one-warp flip and affine as kornia's modules, plain attention
-as the flash kernel. Keras runs on torch in a child process (this suite's Keras is on
-tensorflow)."""
+batch norm as Keras' own, the stem's channels-last convolution as Keras' own, the one-warp
+flip and affine as kornia's modules, plain attention as Keras' and as the flash kernel.
+Keras runs on torch in a child process (this suite's Keras is on tensorflow)."""
 
 import os
 import subprocess
@@ -54,6 +54,39 @@ TORCH_KERAS = textwrap.dedent("""
     np.testing.assert_allclose(again.predict(images, verbose=0), model.predict(images, verbose=0),
                                atol=1e-6)
 
+    # the stem's convolution on channels-last maps: Keras' outputs and gradients, to the
+    # bit, with even (uneven "same" padding) and odd sizes, strides 1 and 2
+    for size, stride, padding in [(12, 2, "same"), (9, 2, "same"), (10, 1, "same"),
+                                  (10, 2, "valid")]:
+        theirs = keras.layers.Conv2D(5, 3, strides=stride, padding=padding)
+        mine = vit.Conv2D(5, 3, strides=stride, padding=padding)
+        x = np.random.default_rng(size).normal(size=(2, size, size, 4)).astype("float32")
+        for layer in (theirs, mine):
+            layer.build(x.shape)
+        mine.set_weights(theirs.get_weights())
+        xa, xb = (torch.tensor(x, requires_grad=True) for _ in range(2))
+        ya, yb = theirs(xa), mine(xb)
+        (ya ** 2).sum().backward()
+        (yb ** 2).sum().backward()
+        np.testing.assert_array_equal(yb.detach().numpy(), ya.detach().numpy())
+        np.testing.assert_array_equal(xb.grad.numpy(), xa.grad.numpy())
+        np.testing.assert_array_equal(mine.kernel.value.grad.numpy(),
+                                      theirs.kernel.value.grad.numpy())
+    assert isinstance(model.get_layer("stem_conv0"), vit.Conv2D)
+    assert isinstance(model.get_layer("block0_attention"), vit.MultiHeadAttention)
+
+    # attention computed plainly: Keras' outputs and gradients, up to rounding
+    theirs, mine = keras.layers.MultiHeadAttention(4, 16), vit.MultiHeadAttention(4, 16)
+    q = torch.randn(3, 36, 64, requires_grad=True)
+    theirs(q, q), mine(q, q)
+    mine.set_weights(theirs.get_weights())
+    qa, qb = (q.detach().clone().requires_grad_(True) for _ in range(2))
+    ya, yb = theirs(qa, qa), mine(qb, qb)
+    ya.sum().backward()
+    yb.sum().backward()
+    np.testing.assert_allclose(yb.detach().numpy(), ya.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(qb.grad.numpy(), qa.grad.numpy(), atol=1e-4)
+
     # plain attention on the CPU: the same outputs and gradients as the flash kernel
     mha = keras.layers.MultiHeadAttention(4, 16)
     q = torch.randn(3, 36, 64, requires_grad=True)
@@ -78,7 +111,7 @@ TORCH_KERAS = textwrap.dedent("""
 """)
 
 
-def test_fused_batch_norm_and_plain_attention_compute_what_keras_did(tmp_path):
+def test_fused_batch_norm_convolution_and_plain_attention_compute_what_keras_did(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run([sys.executable, "-c", TORCH_KERAS, str(tmp_path)], env=env,
                          capture_output=True, text=True, timeout=300)

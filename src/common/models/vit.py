@@ -161,12 +161,85 @@ class BatchNorm(layers.BatchNormalization):
         return torch.movedim(out, 1, -1)
 
 
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Keras' (and TensorFlow's) "same" padding of one axis: (before, after)."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Conv2D(layers.Conv2D):
+    """Keras' ``Conv2D`` (the same weights and results), computed on the torch backend on
+    channels-last maps. Keras' torch convolution copies each input to channels-last memory
+    and, where "same" padding is uneven (a stride-2 convolution of an even-sized map pads
+    one row and one column, after), pads it with a second copy into channels-first memory,
+    which the convolution then converts back; on the stem's 48x48 maps these copies took
+    about a tenth of 01's training step on two CPU cores (``make bench``). Here the map is
+    made channels last once (a no-op from the second convolution on, whose input is the
+    previous one's output), padded in that layout when the padding is uneven, and convolved
+    by ``torch.nn.functional.conv2d``. Other backends, and what it does not cover (dilation,
+    groups, channels first), run Keras' own code."""
+
+    def convolution_op(self, inputs, kernel):
+        kernel = ops.convert_to_tensor(kernel)  # under mixed precision: the compute dtype
+        if (keras.backend.backend() != "torch" or self.data_format != "channels_last"
+                or self.groups != 1 or any(d != 1 for d in self.dilation_rate)):
+            return super().convolution_op(inputs, kernel)
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.movedim(inputs, -1, 1).contiguous(memory_format=torch.channels_last)
+        padding = [0, 0]
+        if self.padding == "same":
+            (top, bottom), (left, right) = (
+                _same_padding(n, k, s) for n, k, s in
+                zip(x.shape[2:], self.kernel_size, self.strides))
+            if (top, left) == (bottom, right):
+                padding = [top, left]
+            else:
+                x = F.pad(x, (left, right, top, bottom))  # keeps the channels-last layout
+        out = F.conv2d(x, kernel.permute(3, 2, 0, 1), stride=tuple(self.strides),
+                       padding=padding)
+        return torch.movedim(out, 1, -1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MultiHeadAttention(layers.MultiHeadAttention):
+    """Keras' ``MultiHeadAttention`` (the same weights and results, up to rounding), whose
+    attention is computed plainly on torch on the CPU: two matrix products and a softmax
+    in float32. Keras hands it to torch's ``scaled_dot_product_attention``, whose flash
+    kernel tiles for long sequences and whose "math" kernel checks every row of the scores
+    for a fully masked one; over the ViT's 36 tokens, unmasked, both cost 01's training
+    step several percent on two cores (``make bench``). With a mask, attention scores asked
+    for, dropout in training, another device or backend: Keras' own code, as
+    ``_compute_attention``'s documentation invites."""
+
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, use_causal_mask=False):
+        plain = (keras.backend.backend() == "torch" and attention_mask is None
+                 and not return_attention_scores and not use_causal_mask
+                 and not (training and self._dropout > 0) and len(query.shape) == 4
+                 and query.device.type == "cpu")
+        if not plain:
+            return super()._compute_attention(
+                query, key, value, attention_mask=attention_mask, training=training,
+                return_attention_scores=return_attention_scores,
+                use_causal_mask=use_causal_mask)
+        import torch
+
+        # (B, T, heads, dim) -> (B, heads, T, dim): views
+        q, k, v = (torch.movedim(t, 2, 1) for t in (query, key, value))
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self._inverse_sqrt_key_dim
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+        return torch.movedim(torch.matmul(weights, v), 1, 2), None
+
+
 def conv_stem(x, channels, name="stem"):
     """Hybrid stem: per entry of ``channels``, a 3x3 stride-2 convolution, batch norm, ReLU.
     Returns the feature map flattened to tokens (B, H' * W', channels[-1])."""
     for i, c in enumerate(channels):
-        x = layers.Conv2D(int(c), 3, strides=2, padding="same", use_bias=False,
-                          name=f"{name}_conv{i}")(x)
+        x = Conv2D(int(c), 3, strides=2, padding="same", use_bias=False,
+                   name=f"{name}_conv{i}")(x)
         x = BatchNorm(name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return layers.Reshape((x.shape[1] * x.shape[2], x.shape[3]), name=f"{name}_tokens")(x)
@@ -208,8 +281,8 @@ def build_vit(network, augmentation, num_classes: int, stats: tuple | None = Non
         rate = net.drop_path_rate(i)
         drop = StochasticDepth(rate, name=f"block{i}_droppath") if rate > 0 else (lambda t: t)
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
-        h = layers.MultiHeadAttention(net.num_heads, net.head_dim, dropout=net.dropout,
-                                      name=f"block{i}_attention")(h, h)
+        h = MultiHeadAttention(net.num_heads, net.head_dim, dropout=net.dropout,
+                               name=f"block{i}_attention")(h, h)
         x = layers.Add(name=f"block{i}_add1")([drop(h), x])
         h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln2")(x)
         h = mlp(h, [net.projection_dim * 2, net.projection_dim], net.dropout, f"block{i}_mlp")

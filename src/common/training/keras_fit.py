@@ -240,10 +240,11 @@ class Batches(keras.utils.PyDataset):
     Batches are made on torch, channels first: made float, warped and mixed
     (:func:`common.training.mixing.mix_tensor`) in that layout. On the torch backend a
     batch is handed to the model as a view of shape (N, H, W, C) whose memory stays channels
-    first, so the model's first layers (normalisation, the stem's convolutions, which torch
-    computes channels first) work on it without a copy: on 01's recipe, normalising a
-    channels-last batch in bf16 took about ten times as long (a torch profile of its step;
-    ``make bench`` times the whole path against the channels-last one). On a GPU the
+    first, so the model's normalisation works on it without a copy: on 01's recipe,
+    normalising a channels-last batch in bf16 took about ten times as long (a torch profile
+    of its step; ``make bench`` times the whole path against the channels-last one). The
+    stem's first convolution then lays its three channels out last, once
+    (:class:`common.models.vit.Conv2D`). On a GPU the
     batches are made there (the random draws stay on the CPU's generators, so a seed gives
     the same batches). On other backends, numpy arrays (N, H, W, C)."""
 
@@ -299,7 +300,9 @@ def attention_kernel(model):
     """The context ``fit`` runs in: on torch on the CPU, torch's plain attention (matrix
     products and a softmax) instead of its flash kernel, which tiles for long sequences and
     made the ViT's attention over 36 tokens a tenth slower a training step on two cores
-    (``make bench``); the results are the same up to rounding. Elsewhere, nothing."""
+    (``make bench``); the results are the same up to rounding. Elsewhere, nothing. Our
+    ViT's own attention layer (:class:`common.models.vit.MultiHeadAttention`) no longer
+    calls that kernel on the CPU; Keras' layer, in a network saved before it, still does."""
     if keras.backend.backend() != "torch" or not model.weights:
         return contextlib.nullcontext()
     if getattr(model.weights[0].value, "device", None) is None or \
