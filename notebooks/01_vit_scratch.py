@@ -140,11 +140,13 @@ pd.json_normalize([run.model_dump() for run in p.runs]).set_index("name")
 #
 # Voici le ViT, écrit ici comme dans l'exemple keras.io : les couches `Patches` et
 # `PatchEncoder` et la fonction `mlp` de l'exemple (dans `common.models.vit`, pour qu'un
-# modèle enregistré se relise), puis les blocs de transformer et la tête. C'est cette fonction que
-# l'entraînement ci-dessous appelle : pour essayer une autre tête ou un autre bloc, il suffit
-# de la modifier et de relancer le notebook. Le deuxième notebook et les bancs d'essai
-# construisent le même réseau avec `common.models.vit.build_vit`, et un test vérifie que les
-# deux donnent les mêmes couches.
+# modèle enregistré se relise), puis les blocs de transformer et la tête. L'attention
+# multi-têtes et les convolutions de la tige sont celles de Keras, calculées plus vite sur
+# CPU avec torch (`vit.MultiHeadAttention`, `vit.Conv2D` : mêmes poids, mêmes résultats).
+# C'est cette fonction que l'entraînement ci-dessous appelle : pour essayer une autre tête
+# ou un autre bloc, il suffit de la modifier et de relancer le notebook. Le deuxième
+# notebook et les bancs d'essai construisent le même réseau avec
+# `common.models.vit.build_vit`, et un test vérifie que les deux donnent les mêmes couches.
 
 # %%
 import keras

@@ -181,7 +181,6 @@ class Conv2D(layers.Conv2D):
     groups, channels first), run Keras' own code."""
 
     def convolution_op(self, inputs, kernel):
-        kernel = ops.convert_to_tensor(kernel)  # under mixed precision: the compute dtype
         if (keras.backend.backend() != "torch" or self.data_format != "channels_last"
                 or self.groups != 1 or any(d != 1 for d in self.dilation_rate)):
             return super().convolution_op(inputs, kernel)
@@ -198,6 +197,7 @@ class Conv2D(layers.Conv2D):
                 padding = [top, left]
             else:
                 x = F.pad(x, (left, right, top, bottom))  # keeps the channels-last layout
+        kernel = ops.convert_to_tensor(kernel)  # under mixed precision: the compute dtype
         out = F.conv2d(x, kernel.permute(3, 2, 0, 1), stride=tuple(self.strides),
                        padding=padding)
         return torch.movedim(out, 1, -1)
