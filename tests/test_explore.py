@@ -122,13 +122,18 @@ def test_a_rows_settings_are_read_against_the_params_file_of_today():
                                                  "mixed_precision": not mixed})),
             _row(notebook="01_vit_scratch", run="gone", ran_with=journal.settings_text(
                 {"epochs": 3})),
-            _row(notebook="01_vit_scratch", run="improved-hybrid")]  # no ran_with
+            _row(notebook="01_vit_scratch", run="improved-hybrid"),  # no ran_with
+            # the same recipe on another thread count: the same setting
+            _row(notebook="01_vit_scratch", run="improved-hybrid", settings="{}",
+                 ran_with=journal.settings_text({**same, "torch_threads": 7}))]
     import pandas as pd
 
     got = journal.changes(pd.DataFrame(rows)).tolist()
     assert got == ["{}", journal.settings_text({"epochs": same["epochs"] + 1,
                                                 "mixed_precision": not mixed}),
-                   '{"epochs":3}', '{"epochs":3}']
+                   '{"epochs":3}', '{"epochs":3}', "{}"]
+    seeds = journal.summary(pd.DataFrame(rows).assign(seed=range(len(rows))))
+    assert seeds.loc[seeds["settings"] == "{}", "seeds"].tolist() == [2]
 
 
 @pytest.mark.slow

@@ -138,7 +138,10 @@ def changes(table: pd.DataFrame, profile: str = "cpu") -> pd.Series:
     (``profile``), as the ``settings`` text (``{}``: the run as the file has it today):
     read from ``ran_with``, the file being read now, so the rows themselves never change.
     A row without ``ran_with`` gives its ``settings``; a run the file no longer has, all of
-    ``ran_with``."""
+    ``ran_with``. The thread count (``torch_threads``) is left out: it says how the machine
+    was shared (two explorations at a time, one thread each), not what was trained, so the
+    same recipe run with one or two threads is one setting; each row keeps it, and its
+    seconds."""
     from common.config import loading
 
     today: dict = {}
@@ -153,8 +156,8 @@ def changes(table: pd.DataFrame, profile: str = "cpu") -> pd.Series:
             params = loading.load(row["notebook"], profile)
             cfg = next((r for r in params.runs if r.name == row["run"]), None)
             today[key] = ran_with(params, cfg) if cfg is not None else {}
-        return settings_text({k: v for k, v in values.items()
-                              if k not in today[key] or today[key][k] != v})
+        return settings_text({k: v for k, v in values.items() if k != "torch_threads"
+                              and (k not in today[key] or today[key][k] != v)})
 
     return table.apply(differs, axis=1) if not table.empty else pd.Series(dtype=str)
 
